@@ -1,0 +1,27 @@
+// Every engine knob, with its default, in one struct. csrc/ never reads the environment:
+// dlion/config.py derives DLION_<FIELD> variables mechanically and passes the values in.
+#pragma once
+
+#include <cstddef>
+
+namespace dlion {
+
+struct EngineConfig {
+  // A rank that has not taken part in an operation after this many seconds is named in a
+  // warning on stderr (repeated every stall_warning_s).
+  double stall_warning_s = 60.0;
+  // ... and after this many seconds the operation fails with PeerTimeout on this rank, and the
+  // engine refuses further work (its MPI state is no longer known to be consistent).
+  double stall_timeout_s = 300.0;
+  // Allreduces of at most this many bytes use MPI_Iallreduce; larger ones the pipelined ring.
+  std::size_t ring_threshold_bytes = 256 * 1024;
+  // Segment size of the pipelined ring (bytes); reduction of one segment overlaps the transfer
+  // of the next.
+  std::size_t ring_segment_bytes = 1 << 20;
+  // Progress-thread backoff while requests are in flight and nothing completes: this many
+  // polls with a yield in between, then sleeps that double from 1 us up to backoff_max_us.
+  int backoff_spin_polls = 64;
+  int backoff_max_us = 200;
+};
+
+}  // namespace dlion

@@ -1,0 +1,25 @@
+#include "compress/reduce.h"
+
+namespace dlion {
+namespace {
+
+template <typename T>
+void add_impl(T* __restrict dst, const T* __restrict src, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+template <typename T>
+void scale_impl(T* __restrict dst, std::size_t n, T factor) {
+  for (std::size_t i = 0; i < n; ++i) dst[i] *= factor;
+}
+
+}  // namespace
+
+void add_inplace(float* dst, const float* src, std::size_t n) { add_impl(dst, src, n); }
+void add_inplace(double* dst, const double* src, std::size_t n) { add_impl(dst, src, n); }
+void scale_inplace(float* dst, std::size_t n, double factor) {
+  scale_impl(dst, n, static_cast<float>(factor));
+}
+void scale_inplace(double* dst, std::size_t n, double factor) { scale_impl(dst, n, factor); }
+
+}  // namespace dlion

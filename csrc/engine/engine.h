@@ -1,0 +1,84 @@
+// Engine: owns a duplicate of the caller's communicator, a queue of submitted operations and
+// the one progress thread that makes every MPI call on that communicator. The constructor
+// starts the thread; shutdown() (or the destructor) drains the queue and joins it.
+// Other threads only submit() and get a Handle back.
+#pragma once
+
+#include <mpi.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/config.h"
+#include "engine/handle.h"
+#include "engine/op.h"
+
+namespace dlion {
+
+struct EngineStats {
+  std::uint64_t ops_completed = 0;
+  std::uint64_t ops_failed = 0;
+  std::uint64_t bytes_reduced = 0;   // payload bytes of completed allreduces
+  double busy_seconds = 0.0;         // time the progress thread spent with an operation active
+};
+
+class Engine {
+ public:
+  // Duplicates `comm` (collective over it; fails with PeerTimeout after stall_timeout_s).
+  // Requires MPI initialised with MPI_THREAD_MULTIPLE.
+  Engine(MPI_Comm comm, const EngineConfig& config);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Checks the request, then queues it. The caller keeps `req.data` alive and untouched until
+  // the handle is done. Throws InvalidArgument or EngineShutdown.
+  HandlePtr submit(OpRequest req);
+
+  // Lets queued work finish (each op bounded by the stall timeout), stops the progress thread,
+  // frees the communicator. Idempotent.
+  void shutdown();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  MPI_Comm comm() const { return comm_; }
+  const EngineConfig& config() const { return config_; }
+  EngineStats stats() const;
+  // Empty while healthy; the first fatal error's message once the engine refuses work.
+  std::string poisoned() const;
+
+ private:
+  struct Pending {
+    OpRequest req;
+    HandlePtr handle;
+  };
+
+  void run();                      // progress.cc: the loop
+  void execute(Pending& op);       // progress.cc: one operation, negotiation then data
+  void poison(const std::string& why);
+  void fail_queued(const std::string& why);
+
+  EngineConfig config_;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;
+  bool stopping_ = false;
+  std::string poisoned_;
+  std::uint64_t next_seq_ = 0;
+  EngineStats stats_;
+
+  std::vector<unsigned char> scratch_;  // progress thread only
+  std::thread thread_;
+};
+
+}  // namespace dlion

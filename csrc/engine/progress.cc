@@ -1,0 +1,154 @@
+// The progress loop: the only code that makes MPI calls on the engine's communicator.
+//
+// Protocol of one operation (every rank runs the same sequence of operations, in submit order):
+//   1. Take the oldest queued operation; it gets the next sequence number, the same on every rank.
+//   2. Negotiate (negotiate.h): exchange what each rank submitted; on disagreement fail the
+//      handle with MismatchError on every rank and go on with the next operation.
+//   3. Run the data algorithm: pipelined ring allreduce for large allreduces, MPI non-blocking
+//      collectives otherwise; a barrier is the negotiation alone.
+//   4. Complete the handle (or fail it with the error, which the waiting caller rethrows).
+// While an operation is in flight the loop polls it; when a poll finds nothing new it backs off
+// (a few yields, then sleeps doubling up to backoff_max_us), so it never spins hot on a shared
+// core. With nothing queued the thread sleeps on the condition variable and uses no CPU.
+// Stalls: every stall_warning_s without completion, a warning on stderr names what the operation
+// waits for (which ranks have not submitted it, or which neighbour has not sent); after
+// stall_timeout_s it fails with PeerTimeout and the engine is poisoned: queued and later
+// operations fail with EngineShutdown, because MPI state is no longer known to be consistent.
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "common/error.h"
+#include "engine/collective.h"
+#include "engine/engine.h"
+#include "engine/negotiate.h"
+#include "engine/ring_allreduce.h"
+
+namespace dlion {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int kRingBaseTag = 64;
+
+void back_off(int idle_polls, const EngineConfig& config) {
+  if (idle_polls < config.backoff_spin_polls) {
+    std::this_thread::yield();
+    return;
+  }
+  const int shift = std::min(idle_polls - config.backoff_spin_polls, 20);
+  const long us = std::min<long>(1L << shift, config.backoff_max_us);
+  std::this_thread::sleep_for(std::chrono::microseconds(us));
+}
+
+// Drives one algorithm to completion with backoff and stall handling. Throws PeerTimeout.
+void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_point start,
+           const std::string& what) {
+  auto next_warning = start + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(config.stall_warning_s));
+  const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(config.stall_timeout_s));
+  int idle = 0;
+  for (;;) {
+    bool progressed = false;
+    if (algo.poll(progressed)) return;
+    if (progressed) {
+      idle = 0;
+      continue;
+    }
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      throw PeerTimeout(detail::concat(
+          "rank ", rank, ": ", what, " did not complete within ", config.stall_timeout_s,
+          " s (stall_timeout_s): still waiting for ", algo.waiting_on(),
+          ". A rank may have died, hung or taken another code path"));
+    }
+    if (now >= next_warning) {
+      const double waited = std::chrono::duration<double>(now - start).count();
+      std::fprintf(stderr, "[dlion rank %d] WARNING: stalled %.0f s on %s: waiting for %s\n",
+                   rank, waited, what.c_str(), algo.waiting_on().c_str());
+      std::fflush(stderr);
+      next_warning += std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(config.stall_warning_s));
+    }
+    back_off(idle++, config);
+  }
+}
+
+}  // namespace
+
+void Engine::run() {
+  for (;;) {
+    Pending op;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything queued has run
+      op = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    execute(op);
+  }
+}
+
+void Engine::execute(Pending& op) {
+  const auto start = Clock::now();
+  const OpRequest& req = op.req;
+  const OpMeta meta = make_meta(op.handle->seq(), req);
+  const std::string what = "rank " + std::to_string(rank_) + "'s " + describe(meta);
+  std::unique_ptr<Algorithm> algo;
+  bool ok = false;
+  try {
+    {
+      Negotiation negotiation(comm_, rank_, size_, meta);
+      drive(negotiation, config_, rank_, start, describe(meta));
+      negotiation.validate();
+      if (req.kind == OpKind::Allgather) {
+        algo = Collective::allgather(comm_, req, negotiation.counts(), op.handle->output());
+        op.handle->output_counts() = negotiation.counts();
+      }
+    }
+    if (req.kind == OpKind::Allreduce && size_ > 1 && req.count > 0) {
+      const std::size_t bytes = req.count * dtype_size(req.dtype);
+      if (bytes > config_.ring_threshold_bytes && req.count >= static_cast<std::size_t>(size_))
+        algo = std::make_unique<RingAllreduce>(comm_, rank_, size_, req,
+                                               config_.ring_segment_bytes, kRingBaseTag, scratch_);
+      else
+        algo = Collective::allreduce(comm_, req, size_);
+    } else if (req.kind == OpKind::Broadcast && size_ > 1 && req.count > 0) {
+      algo = Collective::broadcast(comm_, req);
+    }
+    if (algo) drive(*algo, config_, rank_, start, describe(meta));
+    ok = true;
+  } catch (const MismatchError&) {
+    // Every rank saw the same metas and dropped the operation; nothing touched the buffer.
+    op.handle->fail(std::current_exception(), false);
+  } catch (...) {
+    const bool in_use = algo ? algo->abandon() : false;
+    op.handle->fail(std::current_exception(), in_use);
+    std::string why = "unknown error";
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      why = e.what();
+    } catch (...) {
+    }
+    poison(why);
+  }
+  const double busy = std::chrono::duration<double>(Clock::now() - start).count();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.busy_seconds += busy;
+    if (ok) {
+      ++stats_.ops_completed;
+      if (req.kind == OpKind::Allreduce) stats_.bytes_reduced += req.count * dtype_size(req.dtype);
+    } else {
+      ++stats_.ops_failed;
+    }
+  }
+  if (ok) op.handle->complete();
+}
+
+}  // namespace dlion

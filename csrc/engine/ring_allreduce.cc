@@ -1,0 +1,160 @@
+#include "engine/ring_allreduce.h"
+
+#include <algorithm>
+#include <climits>
+
+#include "common/error.h"
+#include "compress/reduce.h"
+#include "engine/collective.h"
+#include "engine/mpi_check.h"
+
+namespace dlion {
+
+namespace {
+int mod(int a, int p) { return ((a % p) + p) % p; }
+}  // namespace
+
+std::size_t RingAllreduce::max_segments(int size, int base_tag) {
+  // Tags must stay below 32767, the smallest MPI_TAG_UB the standard allows.
+  const int stages = 2 * (size - 1);
+  return static_cast<std::size_t>(std::max(1, (32767 - base_tag) / std::max(1, stages)));
+}
+
+RingAllreduce::RingAllreduce(MPI_Comm comm, int rank, int size, const OpRequest& req,
+                             std::size_t segment_bytes, int base_tag,
+                             std::vector<unsigned char>& scratch)
+    : comm_(comm),
+      rank_(rank),
+      size_(size),
+      left_(mod(rank - 1, size)),
+      right_(mod(rank + 1, size)),
+      req_(req),
+      type_(mpi_type(req.dtype)),
+      esize_(dtype_size(req.dtype)),
+      base_tag_(base_tag) {
+  DLION_CHECK(size >= 2 && req.count >= static_cast<std::size_t>(size), InvalidArgument,
+              "ring allreduce of '", req.name, "' needs at least 2 ranks and one element each");
+  const std::size_t max_chunk = (req.count + static_cast<std::size_t>(size) - 1) /
+                                static_cast<std::size_t>(size);
+  const std::size_t seg_elems = std::max<std::size_t>(1, segment_bytes / esize_);
+  nseg_ = std::min((max_chunk + seg_elems - 1) / seg_elems, max_segments(size, base_tag));
+  seg_cap_ = (max_chunk + nseg_ - 1) / nseg_ + 1;
+  DLION_CHECK(seg_cap_ <= static_cast<std::size_t>(INT_MAX), InvalidArgument, "tensor '",
+              req.name, "' is too large for the ring's segment count; split it");
+  if (scratch.size() < nseg_ * seg_cap_ * esize_) scratch.resize(nseg_ * seg_cap_ * esize_);
+  scratch_ = scratch.data();
+  const int stages = 2 * (size - 1);
+  stage_.assign(nseg_, 0);
+  recvs_.assign(nseg_, MPI_REQUEST_NULL);
+  sends_.assign(nseg_ * static_cast<std::size_t>(stages), MPI_REQUEST_NULL);
+  done_idx_.resize(nseg_);
+  segments_left_ = nseg_;
+  for (std::size_t j = 0; j < nseg_; ++j) post_stage(j, 0);
+}
+
+RingAllreduce::~RingAllreduce() { abandon(); }
+
+RingAllreduce::Range RingAllreduce::segment(int chunk, std::size_t seg) const {
+  const std::size_t n = req_.count, p = static_cast<std::size_t>(size_);
+  const std::size_t c = static_cast<std::size_t>(chunk);
+  const std::size_t begin = n * c / p, len = n * (c + 1) / p - begin;
+  const std::size_t lo = len * seg / nseg_, hi = len * (seg + 1) / nseg_;
+  return {begin + lo, hi - lo};
+}
+
+int RingAllreduce::tag(int stage, std::size_t seg) const {
+  return base_tag_ + stage * static_cast<int>(nseg_) + static_cast<int>(seg);
+}
+
+unsigned char* RingAllreduce::at(std::size_t element) const {
+  return static_cast<unsigned char*>(req_.data) + element * esize_;
+}
+
+void RingAllreduce::post_stage(std::size_t seg, int stage) {
+  const int p = size_, r = rank_;
+  const bool reduce_phase = stage < p - 1;
+  const int g = stage - (p - 1);
+  const Range out = segment(reduce_phase ? mod(r - stage, p) : mod(r + 1 - g, p), seg);
+  const Range in = segment(reduce_phase ? mod(r - stage - 1, p) : mod(r - g, p), seg);
+  void* dst = nullptr;
+  if (reduce_phase) {
+    dst = scratch_ + seg * seg_cap_ * esize_;
+  } else {
+    // The reduce-scatter send of stage g read this region; it must be done before we overwrite.
+    MPI_Request& earlier = sends_[static_cast<std::size_t>(g) * nseg_ + seg];
+    DLION_MPI(MPI_Wait(&earlier, MPI_STATUS_IGNORE));
+    dst = at(in.begin);
+  }
+  DLION_MPI(MPI_Irecv(dst, static_cast<int>(in.len), type_, left_, tag(stage, seg), comm_,
+                      &recvs_[seg]));
+  DLION_MPI(MPI_Isend(at(out.begin), static_cast<int>(out.len), type_, right_, tag(stage, seg),
+                      comm_, &sends_[static_cast<std::size_t>(stage) * nseg_ + seg]));
+}
+
+void RingAllreduce::finish_stage(std::size_t seg, int stage) {
+  const int p = size_;
+  if (stage < p - 1) {
+    const Range in = segment(mod(rank_ - stage - 1, p), seg);
+    const unsigned char* src = scratch_ + seg * seg_cap_ * esize_;
+    const bool last = stage == p - 2 && req_.reduce == ReduceOp::Average;
+    if (req_.dtype == DType::Float32) {
+      auto* d = reinterpret_cast<float*>(at(in.begin));
+      add_inplace(d, reinterpret_cast<const float*>(src), in.len);
+      if (last) scale_inplace(d, in.len, 1.0 / p);
+    } else {
+      auto* d = reinterpret_cast<double*>(at(in.begin));
+      add_inplace(d, reinterpret_cast<const double*>(src), in.len);
+      if (last) scale_inplace(d, in.len, 1.0 / p);
+    }
+  }
+  const int next = stage + 1;
+  stage_[seg] = next;
+  if (next < 2 * (p - 1))
+    post_stage(seg, next);
+  else
+    --segments_left_;
+}
+
+bool RingAllreduce::poll(bool& progressed) {
+  if (segments_left_ > 0) {
+    int outcount = 0;
+    DLION_MPI(MPI_Testsome(static_cast<int>(nseg_), recvs_.data(), &outcount, done_idx_.data(),
+                           MPI_STATUSES_IGNORE));
+    if (outcount == MPI_UNDEFINED || outcount == 0) return false;
+    progressed = true;
+    for (int i = 0; i < outcount; ++i) {
+      const auto seg = static_cast<std::size_t>(done_idx_[static_cast<std::size_t>(i)]);
+      finish_stage(seg, stage_[seg]);
+    }
+    if (segments_left_ > 0) return false;
+  }
+  int flag = 0;
+  DLION_MPI(MPI_Testall(static_cast<int>(sends_.size()), sends_.data(), &flag,
+                        MPI_STATUSES_IGNORE));
+  if (flag) progressed = true;
+  return flag != 0;
+}
+
+std::string RingAllreduce::waiting_on() const {
+  const int min_stage = *std::min_element(stage_.begin(), stage_.end());
+  return detail::concat("rank ", left_, " (left ring neighbour) to send stage ", min_stage, " of ",
+                        2 * (size_ - 1), " of allreduce '", req_.name, "'");
+}
+
+bool RingAllreduce::abandon() {
+  bool in_use = false;
+  for (auto& req : recvs_) {
+    if (req == MPI_REQUEST_NULL) continue;
+    MPI_Cancel(&req);
+    MPI_Request_free(&req);
+    in_use = true;  // a cancelled receive may still have landed partially
+  }
+  for (auto& req : sends_) {
+    if (req == MPI_REQUEST_NULL) continue;
+    MPI_Request_free(&req);
+    in_use = true;
+  }
+  return in_use;
+}
+
+}  // namespace dlion

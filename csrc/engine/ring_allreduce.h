@@ -1,0 +1,70 @@
+// RingAllreduce: pipelined ring allreduce (reduce-scatter then allgather) over Isend/Irecv,
+// in place, for float32/float64 sums and averages.
+//
+// The buffer is cut into p chunks (one per rank) and each chunk into nseg segments. Every
+// segment flows on its own through 2(p-1) stages, so that the reduction of one segment overlaps
+// the transfer of the others:
+//   stage s < p-1 (reduce-scatter): send chunk (r-s) to the right neighbour, receive chunk
+//     (r-s-1) from the left into scratch and add it in. After stage p-2, chunk (r+1) holds the
+//     full sum on this rank (average: scaled by 1/p here, once).
+//   stage s = p-1+g (allgather): send chunk (r+1-g) to the right, receive chunk (r-g) from the
+//     left straight into the buffer.
+// Each (stage, segment) has its own tag, so segments may complete in any order.
+// Before the allgather receives chunk (r-g) into the buffer, the reduce-scatter send that read
+// that region (stage g) must be complete; it always is in practice (the data coming back
+// passed through the right neighbour, which had received it), and we wait for it to be sure.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "engine/algorithm.h"
+#include "engine/op.h"
+
+namespace dlion {
+
+class RingAllreduce : public Algorithm {
+ public:
+  // scratch is the engine's reusable buffer; it is grown here if needed and must outlive us.
+  RingAllreduce(MPI_Comm comm, int rank, int size, const OpRequest& req,
+                std::size_t segment_bytes, int base_tag, std::vector<unsigned char>& scratch);
+  ~RingAllreduce() override;
+  RingAllreduce(const RingAllreduce&) = delete;
+  RingAllreduce& operator=(const RingAllreduce&) = delete;
+
+  bool poll(bool& progressed) override;
+  std::string waiting_on() const override;
+  bool abandon() override;
+
+  // Most segments per chunk the tag space allows for `size` ranks.
+  static std::size_t max_segments(int size, int base_tag);
+
+ private:
+  struct Range {
+    std::size_t begin, len;  // in elements
+  };
+  Range segment(int chunk, std::size_t seg) const;
+  void post_stage(std::size_t seg, int stage);
+  void finish_stage(std::size_t seg, int stage);
+  int tag(int stage, std::size_t seg) const;
+  unsigned char* at(std::size_t element) const;
+
+  MPI_Comm comm_;
+  int rank_, size_, left_, right_;
+  OpRequest req_;
+  MPI_Datatype type_;
+  std::size_t esize_;
+  std::size_t nseg_ = 1, seg_cap_ = 0;
+  int base_tag_;
+  unsigned char* scratch_;
+  std::vector<int> stage_;             // current stage of each segment (2(p-1) = done)
+  std::vector<MPI_Request> recvs_;     // one per segment
+  std::vector<MPI_Request> sends_;     // (stage, segment) flattened
+  std::vector<int> done_idx_;
+  std::size_t segments_left_;
+};
+
+}  // namespace dlion

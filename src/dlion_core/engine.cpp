@@ -1,0 +1,244 @@
+// Engine and Handle bindings. Arguments are checked here (dtype, contiguity, writability), then
+// the GIL is released for anything that can wait. A Python Handle keeps the buffers of its
+// operation alive until the engine no longer touches them.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "engine/engine.h"
+
+namespace py = pybind11;
+using dlion::DType;
+using dlion::Engine;
+using dlion::EngineConfig;
+using dlion::HandlePtr;
+using dlion::OpKind;
+using dlion::OpRequest;
+using dlion::ReduceOp;
+
+namespace {
+
+class PyHandle {
+ public:
+  PyHandle(HandlePtr h, py::object keep, double grace_s)
+      : h_(std::move(h)), keep_(std::move(keep)), grace_s_(grace_s) {}
+  PyHandle(const PyHandle&) = delete;
+  PyHandle& operator=(const PyHandle&) = delete;
+
+  ~PyHandle() {
+    if (!keep_ || !h_) return;
+    if (!h_->done()) {
+      // Dropped while in flight: the engine still uses the buffer, so wait for it (bounded).
+      py::gil_scoped_release release;
+      try {
+        h_->wait(grace_s_);
+      } catch (...) {
+      }
+    }
+    if (h_->buffer_in_use()) keep_.release();  // MPI may still write there: never free it
+  }
+
+  // Waits in short slices with the GIL released, so Ctrl-C works. timeout None: no limit
+  // (the engine itself fails a stalled operation after its stall timeout).
+  bool wait(std::optional<double> timeout) {
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
+      double slice = 0.2;
+      if (timeout) {
+        const double left =
+            *timeout - std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                           .count();
+        if (left <= 0) return h_->done() ? finish(0.0) : false;
+        slice = std::min(slice, left);
+      }
+      bool ready = false;
+      {
+        py::gil_scoped_release release;
+        ready = h_->wait(slice);
+      }
+      if (ready) return finish(0.0);
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+  }
+
+  bool done() const { return h_->done(); }
+  std::uint64_t seq() const { return h_->seq(); }
+  std::string name() const { return h_->name(); }
+
+  // Allgather result: one bytes object per rank.
+  py::list chunks() {
+    DLION_CHECK(h_->done(), dlion::InvalidArgument, "'", h_->name(),
+                "': result() before the operation completed; call wait() first");
+    h_->wait(0.0);  // rethrows a stored error
+    py::list out;
+    const auto& data = h_->output();
+    std::size_t offset = 0;
+    for (auto n : h_->output_counts()) {
+      out.append(py::bytes(reinterpret_cast<const char*>(data.data()) + offset, n));
+      offset += n;
+    }
+    return out;
+  }
+
+ private:
+  bool finish(double) {
+    py::gil_scoped_release release;
+    return h_->wait(0.0);
+  }
+
+  HandlePtr h_;
+  py::object keep_;
+  double grace_s_;
+};
+
+MPI_Comm comm_from_mpi4py(const py::object& comm) {
+  py::module_ mpi = py::module_::import("mpi4py.MPI");
+  if (!py::isinstance(comm, mpi.attr("Comm")))
+    throw dlion::InvalidArgument("comm must be an mpi4py.MPI.Comm, got " +
+                                 py::str(py::type::of(comm)).cast<std::string>());
+  auto address = mpi.attr("_addressof")(comm).cast<std::uintptr_t>();
+  return *reinterpret_cast<MPI_Comm*>(address);
+}
+
+// A writable, C-contiguous numpy array viewed as (pointer, element count, dtype). Float32 and
+// float64 keep their dtype; any other dtype travels as raw bytes when allow_bytes.
+OpRequest view_array(py::array arr, const std::string& name, bool allow_bytes) {
+  if (!(arr.flags() & py::array::c_style))
+    throw dlion::InvalidArgument("'" + name +
+                                 "': the array is not C-contiguous; pass np.ascontiguousarray(x)");
+  if (!arr.writeable())
+    throw dlion::InvalidArgument("'" + name +
+                                 "': the array is read-only; the operation writes its result in "
+                                 "place, so pass a writable array (e.g. x.copy())");
+  OpRequest req;
+  req.name = name;
+  req.data = arr.mutable_data();
+  if (arr.dtype().is(py::dtype::of<float>())) {
+    req.dtype = DType::Float32;
+    req.count = static_cast<std::size_t>(arr.size());
+  } else if (arr.dtype().is(py::dtype::of<double>())) {
+    req.dtype = DType::Float64;
+    req.count = static_cast<std::size_t>(arr.size());
+  } else if (allow_bytes) {
+    req.dtype = DType::Byte;
+    req.count = static_cast<std::size_t>(arr.nbytes());
+  } else {
+    throw dlion::InvalidArgument("'" + name + "': dtype " +
+                                 py::str(arr.dtype()).cast<std::string>() +
+                                 " is not supported; use float32 or float64");
+  }
+  return req;
+}
+
+std::unique_ptr<PyHandle> submit(Engine& engine, OpRequest req, py::object keep) {
+  HandlePtr h = engine.submit(std::move(req));
+  return std::make_unique<PyHandle>(std::move(h), std::move(keep),
+                                    2 * engine.config().stall_timeout_s);
+}
+
+}  // namespace
+
+void bind_engine(py::module_& m) {
+  py::class_<EngineConfig>(m, "EngineConfig", "Every engine knob with its default.")
+      .def(py::init<>())
+      .def_readwrite("stall_warning_s", &EngineConfig::stall_warning_s)
+      .def_readwrite("stall_timeout_s", &EngineConfig::stall_timeout_s)
+      .def_readwrite("ring_threshold_bytes", &EngineConfig::ring_threshold_bytes)
+      .def_readwrite("ring_segment_bytes", &EngineConfig::ring_segment_bytes)
+      .def_readwrite("backoff_spin_polls", &EngineConfig::backoff_spin_polls)
+      .def_readwrite("backoff_max_us", &EngineConfig::backoff_max_us);
+
+  py::class_<PyHandle>(m, "Handle", "One submitted operation.")
+      .def("wait", &PyHandle::wait, py::arg("timeout") = py::none(),
+           "Wait for completion (GIL released). Returns False on timeout; raises the "
+           "operation's error.")
+      .def("done", &PyHandle::done)
+      .def("result", &PyHandle::chunks, "Allgather: the bytes of every rank, in rank order.")
+      .def_property_readonly("seq", &PyHandle::seq)
+      .def_property_readonly("name", &PyHandle::name);
+
+  py::class_<Engine>(m, "Engine", "The progress engine on a duplicate of an mpi4py communicator.")
+      .def(py::init([](const py::object& comm, const EngineConfig& config) {
+             MPI_Comm c = comm_from_mpi4py(comm);
+             py::gil_scoped_release release;  // MPI_Comm_idup waits for the other ranks
+             return std::make_unique<Engine>(c, config);
+           }),
+           py::arg("comm"), py::arg("config") = EngineConfig())
+      .def_property_readonly("rank", &Engine::rank)
+      .def_property_readonly("size", &Engine::size)
+      .def_property_readonly("config", &Engine::config)
+      .def(
+          "allreduce",
+          [](Engine& e, const py::array& arr, const std::string& op, const std::string& name,
+             std::uint64_t signature) {
+            OpRequest req = view_array(arr, name, false);
+            req.kind = OpKind::Allreduce;
+            if (op == "sum")
+              req.reduce = ReduceOp::Sum;
+            else if (op == "average")
+              req.reduce = ReduceOp::Average;
+            else
+              throw dlion::InvalidArgument("'" + name + "': op must be 'sum' or 'average', not '" +
+                                           op + "'");
+            req.signature = signature;
+            return submit(e, std::move(req), arr);
+          },
+          py::arg("array"), py::arg("op") = "average", py::arg("name") = "allreduce",
+          py::arg("signature") = 0, "In-place allreduce of a float32/float64 numpy array.")
+      .def(
+          "broadcast",
+          [](Engine& e, const py::array& arr, int root, const std::string& name,
+             std::uint64_t signature) {
+            OpRequest req = view_array(arr, name, true);
+            req.kind = OpKind::Broadcast;
+            req.root = root;
+            req.signature = signature;
+            return submit(e, std::move(req), arr);
+          },
+          py::arg("array"), py::arg("root") = 0, py::arg("name") = "broadcast",
+          py::arg("signature") = 0, "In-place broadcast of a numpy array from root.")
+      .def(
+          "allgather",
+          [](Engine& e, const py::bytes& data, const std::string& name) {
+            OpRequest req;
+            req.kind = OpKind::Allgather;
+            req.dtype = DType::Byte;
+            req.name = name;
+            char* ptr = nullptr;
+            Py_ssize_t len = 0;
+            if (PyBytes_AsStringAndSize(data.ptr(), &ptr, &len) != 0)
+              throw py::error_already_set();
+            req.data = ptr;
+            req.count = static_cast<std::size_t>(len);
+            return submit(e, std::move(req), data);
+          },
+          py::arg("data"), py::arg("name") = "allgather",
+          "Gather every rank's bytes (any length) on every rank; result() after wait().")
+      .def(
+          "barrier",
+          [](Engine& e, const std::string& name) {
+            OpRequest req;
+            req.kind = OpKind::Barrier;
+            req.name = name;
+            return submit(e, std::move(req), py::none());
+          },
+          py::arg("name") = "barrier")
+      .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
+      .def("poisoned", &Engine::poisoned)
+      .def("stats", [](const Engine& e) {
+        auto s = e.stats();
+        py::dict d;
+        d["ops_completed"] = s.ops_completed;
+        d["ops_failed"] = s.ops_failed;
+        d["bytes_reduced"] = s.bytes_reduced;
+        d["busy_seconds"] = s.busy_seconds;
+        return d;
+      });
+}

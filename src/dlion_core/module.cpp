@@ -1,0 +1,43 @@
+// dlion_core: thin pybind11 bindings of csrc/. This file registers the error types (mirrored in
+// dlion/errors.py) and the engine bindings (engine.cpp).
+#include <pybind11/pybind11.h>
+
+#include "common/error.h"
+
+namespace py = pybind11;
+
+void bind_engine(py::module_& m);
+
+PYBIND11_MODULE(dlion_core, m) {
+  m.doc() = "dlion's C++ core: the MPI progress engine and its operations";
+  // mpi4py must be imported (and MPI initialised by it) before the engine is used.
+  py::module_::import("mpi4py.MPI");
+
+  static py::exception<dlion::Error> base(m, "DlionError", PyExc_RuntimeError);
+  static py::exception<dlion::InvalidArgument> invalid(
+      m, "InvalidArgumentError", py::make_tuple(base, py::handle(PyExc_ValueError)));
+  static py::exception<dlion::MismatchError> mismatch(m, "MismatchError", base);
+  static py::exception<dlion::PeerTimeout> timeout(
+      m, "PeerTimeoutError", py::make_tuple(base, py::handle(PyExc_TimeoutError)));
+  static py::exception<dlion::EngineShutdown> shutdown(m, "EngineShutdownError", base);
+  static py::exception<dlion::MpiError> mpi(m, "MpiError", base);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const dlion::InvalidArgument& e) {
+      py::set_error(invalid, e.what());
+    } catch (const dlion::MismatchError& e) {
+      py::set_error(mismatch, e.what());
+    } catch (const dlion::PeerTimeout& e) {
+      py::set_error(timeout, e.what());
+    } catch (const dlion::EngineShutdown& e) {
+      py::set_error(shutdown, e.what());
+    } catch (const dlion::MpiError& e) {
+      py::set_error(mpi, e.what());
+    } catch (const dlion::Error& e) {
+      py::set_error(base, e.what());
+    }
+  });
+
+  bind_engine(m);
+}

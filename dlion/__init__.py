@@ -1,0 +1,97 @@
+"""dlion: decentralized, heterogeneity-aware data-parallel training for TensorFlow 2 / Keras 3.
+
+Horovod's shape::
+
+    import dlion
+    dlion.init()
+    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.05), exchange=dlion.Allreduce())
+    dlion.broadcast_variables(model.variables, root_rank=0)
+
+TensorFlow is imported lazily: ``dlion.DistributedOptimizer`` and ``dlion.broadcast_variables``
+load ``dlion.tensorflow`` on first use, so MPI-only code never pays for importing TF.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# mpi4py first: it initialises MPI (thread level MULTIPLE) before the extension is loaded.
+from mpi4py import MPI  # noqa: F401  (import order matters)
+
+from . import errors
+from .config import Config
+from .errors import (
+    DlionError,
+    EngineShutdownError,
+    InvalidArgumentError,
+    MismatchError,
+    MpiError,
+    NotInitializedError,
+    PeerTimeoutError,
+)
+from .exchange import Allreduce, Exchange
+from .ops import (
+    allgather_object,
+    allreduce,
+    allreduce_async,
+    barrier,
+    broadcast,
+    broadcast_object,
+)
+from .runtime import (
+    config,
+    init,
+    is_initialized,
+    local_rank,
+    local_size,
+    rank,
+    shutdown,
+    site,
+    sites,
+    size,
+)
+
+__version__ = "0.1.0"
+
+_LAZY_TF = {"DistributedOptimizer", "broadcast_variables"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_TF:
+        from . import tensorflow as _tf
+
+        return getattr(_tf, name)
+    raise AttributeError(f"module 'dlion' has no attribute {name!r}")
+
+
+__all__ = [
+    "Allreduce",
+    "Config",
+    "DistributedOptimizer",
+    "DlionError",
+    "EngineShutdownError",
+    "Exchange",
+    "InvalidArgumentError",
+    "MismatchError",
+    "MpiError",
+    "NotInitializedError",
+    "PeerTimeoutError",
+    "allgather_object",
+    "allreduce",
+    "allreduce_async",
+    "barrier",
+    "broadcast",
+    "broadcast_object",
+    "broadcast_variables",
+    "config",
+    "errors",
+    "init",
+    "is_initialized",
+    "local_rank",
+    "local_size",
+    "rank",
+    "shutdown",
+    "site",
+    "sites",
+    "size",
+]

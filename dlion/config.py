@@ -1,0 +1,95 @@
+"""One configuration object for the whole runtime.
+
+Every knob is a field of :class:`Config` with its default. The environment variable of a field
+is derived mechanically, ``DLION_<FIELD NAME IN UPPER CASE>`` (e.g. ``DLION_STALL_TIMEOUT_S``),
+and read in one place, :meth:`Config.from_env`. Keyword arguments to ``dlion.init`` win over the
+environment; an unknown keyword is a ``TypeError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import dlion_core as _core
+
+ENV_PREFIX = "DLION_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Runtime and engine settings (see ``csrc/common/config.h`` for the engine's meaning)."""
+
+    stall_warning_s: float = 60.0
+    """Warn on stderr, naming the missing ranks, when an operation waits this long."""
+    stall_timeout_s: float = 300.0
+    """Fail a stalled operation with ``PeerTimeoutError`` after this long; the engine then stops."""
+    ring_threshold_bytes: int = 256 * 1024
+    """Allreduces above this size use the pipelined ring; smaller ones MPI_Iallreduce."""
+    ring_segment_bytes: int = 1 << 20
+    """Pipeline segment of the ring allreduce."""
+    backoff_spin_polls: int = 64
+    """Progress thread: polls with a yield before it starts sleeping between polls."""
+    backoff_max_us: int = 200
+    """Progress thread: longest sleep between polls while a request is in flight."""
+
+    @classmethod
+    def from_env(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Config:
+        """Defaults, then ``DLION_<FIELD>`` variables, then ``overrides``."""
+        environ = os.environ if environ is None else environ
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides or {}) - set(fields))
+        if unknown:
+            raise TypeError(
+                f"unknown dlion option(s) {unknown}; the options are {sorted(fields)}"
+            )
+        values: dict[str, Any] = {}
+        for name, field in fields.items():
+            var = ENV_PREFIX + name.upper()
+            if var in environ:
+                values[name] = _parse(var, environ[var], type(field.default))
+        values.update(overrides or {})
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first option out of range."""
+        for name in ("stall_warning_s", "stall_timeout_s"):
+            if not getattr(self, name) > 0:
+                value = getattr(self, name)
+                raise ValueError(f"dlion option {name} must be > 0 seconds, got {value}")
+        if self.ring_segment_bytes < 1024:
+            raise ValueError(f"ring_segment_bytes must be >= 1024, got {self.ring_segment_bytes}")
+        if self.ring_threshold_bytes < 0 or self.backoff_spin_polls < 0 or self.backoff_max_us < 1:
+            raise ValueError(
+                "ring_threshold_bytes and backoff_spin_polls must be >= 0, backoff_max_us >= 1"
+            )
+
+    def engine_config(self) -> _core.EngineConfig:
+        """The C++ engine's view of these settings."""
+        ec = _core.EngineConfig()
+        for name in (
+            "stall_warning_s",
+            "stall_timeout_s",
+            "ring_threshold_bytes",
+            "ring_segment_bytes",
+            "backoff_spin_polls",
+            "backoff_max_us",
+        ):
+            setattr(ec, name, getattr(self, name))
+        return ec
+
+
+def _parse(var: str, text: str, kind: type) -> Any:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value != value or (kind is int and not value.is_integer()):
+        raise ValueError(f"environment variable {var}={text!r} is not a valid {kind.__name__}")
+    return kind(value)

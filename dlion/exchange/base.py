@@ -1,0 +1,36 @@
+"""The contract every exchange policy follows."""
+
+from __future__ import annotations
+
+import abc
+from typing import Protocol
+
+import numpy as np
+
+
+class Pending(Protocol):
+    """An exchange in flight; ``wait()`` returns once the buffer holds the combined result."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class Exchange(abc.ABC):
+    """Combines one fused gradient buffer with the other ranks', in place.
+
+    Contract:
+      * ``start`` is called by every rank, for the same buffers in the same order, once per
+        step and tensor group; ``buffer`` is a flat, C-contiguous float32/float64 array that
+        the policy may overwrite until the returned handle's ``wait()`` returns;
+      * after ``wait()``, ``buffer`` holds what the optimizer applies (for ``Allreduce``: the
+        average over ranks, bit-identical on every rank);
+      * ``signature`` identifies the layout of the fused tensors, so ranks that disagree get a
+        ``MismatchError`` rather than a wrong sum.
+    """
+
+    @abc.abstractmethod
+    def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
+        """Begin combining ``buffer`` with the other ranks'; returns a handle to wait on."""
+
+    def describe(self) -> str:
+        """Short human-readable description, for logs and benchmark tables."""
+        return type(self).__name__

@@ -1,0 +1,167 @@
+"""The runtime: ``init``/``shutdown``, topology (rank, size, local rank, site) and the one engine.
+
+The engine is the only process-wide state. It runs on its own duplicate of the communicator
+given to :func:`init` (``MPI.COMM_WORLD`` by default), so user MPI traffic never mixes with
+dlion's. Sites come from the ``DLION_SITE`` environment variable, else the host name.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from mpi4py import MPI
+
+import dlion_core as _core
+
+from .config import Config
+from .errors import NotInitializedError
+
+
+@dataclass(frozen=True)
+class _Topology:
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    sites: tuple[str, ...]
+    hosts: tuple[str, ...]
+
+
+@dataclass
+class _State:
+    engine: _core.Engine
+    comm: MPI.Comm
+    config: Config
+    topology: _Topology
+
+
+_state: _State | None = None
+_atexit_registered = False
+
+
+def init(comm: MPI.Comm | None = None, **options: Any) -> None:
+    """Start dlion on ``comm`` (default ``MPI.COMM_WORLD``); idempotent.
+
+    ``options`` override :class:`dlion.config.Config` fields (and their ``DLION_*`` environment
+    variables). Every rank of ``comm`` must call it; a rank that does not arrive within
+    ``stall_timeout_s`` makes the others raise ``PeerTimeoutError``.
+    """
+    global _state, _atexit_registered
+    if _state is not None:
+        return
+    config = Config.from_env(options)
+    comm = MPI.COMM_WORLD if comm is None else comm
+    if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
+        raise TypeError(f"comm must be a valid mpi4py.MPI.Comm, got {comm!r}")
+    engine = _core.Engine(comm, config.engine_config())
+    try:
+        topology = _discover(engine)
+    except BaseException:
+        engine.shutdown()
+        raise
+    _state = _State(engine=engine, comm=comm, config=config, topology=topology)
+    if not _atexit_registered:
+        atexit.register(_at_exit)
+        _atexit_registered = True
+
+
+def _discover(engine: _core.Engine) -> _Topology:
+    site = os.environ.get("DLION_SITE") or socket.gethostname()
+    host = MPI.Get_processor_name()
+    handle = engine.allgather(pickle.dumps((site, host)), "dlion.init.topology")
+    handle.wait()
+    pairs = [pickle.loads(b) for b in handle.result()]
+    sites = tuple(p[0] for p in pairs)
+    hosts = tuple(p[1] for p in pairs)
+    same_host = [r for r, h in enumerate(hosts) if h == host]
+    return _Topology(
+        rank=engine.rank,
+        size=engine.size,
+        local_rank=same_host.index(engine.rank),
+        local_size=len(same_host),
+        sites=sites,
+        hosts=hosts,
+    )
+
+
+def shutdown() -> None:
+    """Finish queued work, stop the engine's thread and free its communicator. Idempotent."""
+    global _state
+    if _state is None:
+        return
+    state, _state = _state, None
+    state.engine.shutdown()
+
+
+def is_initialized() -> bool:
+    """Whether :func:`init` has been called (and :func:`shutdown` not since)."""
+    return _state is not None
+
+
+def _require() -> _State:
+    if _state is None:
+        raise NotInitializedError(
+            "dlion is not initialised on this process: call dlion.init() first "
+            f"(pid {os.getpid()})"
+        )
+    return _state
+
+
+def engine() -> _core.Engine:
+    """The running engine (for library code; most users never need it)."""
+    return _require().engine
+
+
+def config() -> Config:
+    """The configuration the runtime was started with."""
+    return _require().config
+
+
+def rank() -> int:
+    """This process's rank in the communicator given to :func:`init`."""
+    return _require().topology.rank
+
+
+def size() -> int:
+    """Number of ranks."""
+    return _require().topology.size
+
+
+def local_rank() -> int:
+    """Rank among the processes on this host."""
+    return _require().topology.local_rank
+
+
+def local_size() -> int:
+    """Number of ranks on this host."""
+    return _require().topology.local_size
+
+
+def site() -> str:
+    """This rank's site (``DLION_SITE``, else the host name)."""
+    t = _require().topology
+    return t.sites[t.rank]
+
+
+def sites() -> list[str]:
+    """The site of every rank, indexed by rank."""
+    return list(_require().topology.sites)
+
+
+def _at_exit() -> None:
+    state = _state
+    if state is None:
+        return
+    why = state.engine.poisoned()
+    if why:
+        # MPI state is inconsistent after a fatal engine error; MPI_Finalize could hang.
+        sys.stderr.write(f"[dlion rank {state.topology.rank}] aborting the job: {why}\n")
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
+    shutdown()

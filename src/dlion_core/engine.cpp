@@ -120,10 +120,10 @@ OpRequest view_array(py::array arr, const std::string& name, bool allow_bytes) {
   OpRequest req;
   req.name = name;
   req.data = arr.mutable_data();
-  if (arr.dtype().is(py::dtype::of<float>())) {
+  if (arr.dtype().equal(py::dtype::of<float>())) {
     req.dtype = DType::Float32;
     req.count = static_cast<std::size_t>(arr.size());
-  } else if (arr.dtype().is(py::dtype::of<double>())) {
+  } else if (arr.dtype().equal(py::dtype::of<double>())) {
     req.dtype = DType::Float64;
     req.count = static_cast<std::size_t>(arr.size());
   } else if (allow_bytes) {

@@ -1,0 +1,73 @@
+"""Shared test helpers: launch real MPI ranks with the environment's mpiexec."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKERS = ROOT / "tests" / "mpi" / "workers"
+MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
+
+# One TF/BLAS thread per rank: up to 4 ranks share 2 cores.
+RANK_ENV = {
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONPATH": str(ROOT),
+    "DLION_STALL_WARNING_S": "5",
+    "DLION_STALL_TIMEOUT_S": "60",
+}
+
+
+@dataclass
+class MpiResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    _records: list[dict]
+
+    def records(self) -> list[dict]:
+        """What each rank passed to workers/_report.report(), sorted by rank."""
+        return self._records
+
+    def explain(self) -> str:
+        return (
+            f"exit {self.returncode} after {self.seconds:.1f} s\n"
+            f"--- stdout ---\n{self.stdout[-4000:]}\n--- stderr ---\n{self.stderr[-6000:]}"
+        )
+
+
+def run_mpi(
+    worker: str, np: int, *args: str, timeout: float = 120, env: dict | None = None
+) -> MpiResult:
+    """Run tests/mpi/workers/<worker>.py on `np` ranks; fail the test if it outlives `timeout`."""
+    with tempfile.TemporaryDirectory(prefix="dlion-test-") as out:
+        full_env = {**os.environ, **RANK_ENV, "DLION_TEST_OUT": out, **(env or {})}
+        cmd = [MPIEXEC, "-n", str(np), sys.executable, str(WORKERS / f"{worker}.py"), *args]
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT
+            )
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(
+                f"{' '.join(cmd)} did not finish within {timeout} s (a hang)\n"
+                f"--- stdout ---\n{e.stdout}\n--- stderr ---\n{e.stderr}"
+            )
+        seconds = time.monotonic() - start
+        records = [json.loads(p.read_text()) for p in sorted(Path(out).glob("rank*.json"))]
+        records.sort(key=lambda r: r["rank"])
+    return MpiResult(proc.returncode, proc.stdout, proc.stderr, seconds, records)

@@ -1,0 +1,25 @@
+"""Engine collectives on real ranks, against numpy references."""
+
+import pytest
+
+from conftest import run_mpi
+
+pytestmark = pytest.mark.mpi
+
+
+@pytest.mark.parametrize("np_", [1, 2, 3, 4])
+def test_collectives_match_numpy(np_):
+    res = run_mpi("collectives", np_, timeout=300)
+    assert res.returncode == 0, res.explain()
+    records = res.records()
+    assert sorted(r["rank"] for r in records) == list(range(np_)), res.explain()
+    assert all(r["checks"] > 40 for r in records)
+
+
+@pytest.mark.parametrize("np_", [2, 3])
+def test_ring_only_with_tiny_segments(np_):
+    """Every allreduce with at least one element per rank takes the ring, cut in 4 KiB segments."""
+    env = {"DLION_RING_THRESHOLD_BYTES": "0", "DLION_RING_SEGMENT_BYTES": "4096"}
+    res = run_mpi("collectives", np_, timeout=300, env=env)
+    assert res.returncode == 0, res.explain()
+    assert [r["rank"] for r in res.records()] == list(range(np_)), res.explain()

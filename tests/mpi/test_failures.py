@@ -1,0 +1,75 @@
+"""Error paths on real ranks: clear errors naming rank and operation, never a hang."""
+
+import pytest
+
+from conftest import run_mpi
+
+pytestmark = pytest.mark.mpi
+
+
+def test_calls_before_init_raise_and_init_is_idempotent():
+    res = run_mpi("failures", 2, "before_init")
+    assert res.returncode == 0, res.explain()
+    for rec in res.records():
+        for name, seen in rec["seen"].items():
+            assert seen["error"] == "NotInitializedError", (name, seen)
+            assert "dlion.init()" in seen["message"]
+        assert rec["rank_ok"]
+        assert rec["after_shutdown"]["error"] == "NotInitializedError"
+        assert rec["initialized_after"] is False
+    assert len(res.records()) == 2
+
+
+@pytest.mark.parametrize("np_", [2, 3])
+def test_mismatched_operations_name_rank_and_tensor(np_):
+    res = run_mpi("failures", np_, "mismatch")
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert len(recs) == np_
+    last = np_ - 1
+    for rec in recs:
+        c = rec["count"]
+        assert c["error"] == "MismatchError" and c["is_dlion"]
+        assert f"rank {last} submitted allreduce 'grads'" in c["message"]
+        assert "float32 x 999" in c["message"] and "float32 x 1000" in c["message"]
+        assert "rank 1 submitted allreduce 'b'" in rec["name"]["message"]
+        assert "rank 0 submitted allreduce 'a'" in rec["name"]["message"]
+        assert rec["kind"]["error"] == "MismatchError"
+        assert "rank 1 submitted barrier" in rec["kind"]["message"]
+        assert rec["usable"]
+
+
+def test_bad_input_is_rejected_with_clear_errors():
+    res = run_mpi("failures", 2, "bad_input")
+    assert res.returncode == 0, res.explain()
+    for rec in res.records():
+        seen = rec["seen"]
+        assert "int64 is not supported" in seen["int_dtype"]["message"]
+        assert "not C-contiguous" in seen["non_contiguous"]["message"]
+        assert "read-only" in seen["read_only"]["message"]
+        assert "'sum' or 'average'" in seen["bad_op"]["message"]
+        assert "valid roots: 0..1" in seen["bad_root"]["message"]
+        assert seen["unknown_option"]["error"] == "TypeError"
+        assert "stall_timeoutt" in seen["unknown_option"]["message"]
+        for s in seen.values():
+            assert s["error"] in ("InvalidArgumentError", "TypeError"), s
+        assert rec["usable"]
+
+
+@pytest.mark.parametrize("np_", [2, 4])
+def test_missing_rank_times_out_naming_it(np_):
+    timeout = 4
+    res = run_mpi("failures", np_, "missing_rank", timeout=90,
+                  env={"DLION_STALL_TIMEOUT_S": str(timeout), "DLION_STALL_WARNING_S": "1"})
+    assert res.returncode != 0, res.explain()
+    recs = res.records()
+    assert len(recs) == np_ - 1, res.explain()
+    last = np_ - 1
+    for rec in recs:
+        assert rec["error"] == "PeerTimeoutError", rec
+        assert f"rank {last} to submit allreduce 'grads'" in rec["message"]
+        assert timeout <= rec["seconds"] < timeout + 10
+        assert rec["later"]["error"] == "EngineShutdownError"
+    assert "WARNING: stalled" in res.stderr and f"rank {last}" in res.stderr
+    # The job ends soon after the timeout, not when the sleeping rank wakes up (120 s).
+    assert res.seconds < 60, res.explain()

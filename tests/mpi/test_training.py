@@ -1,0 +1,31 @@
+"""DistributedOptimizer with TensorFlow on real ranks and real data."""
+
+import pytest
+
+from conftest import run_mpi
+
+pytestmark = [pytest.mark.mpi, pytest.mark.tf]
+
+
+@pytest.mark.parametrize("np_", [2, 4])
+def test_allreduce_training_equals_union_batch_and_is_bit_identical(np_):
+    res = run_mpi("training", np_, "equivalence", timeout=300)
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert len(recs) == np_, res.explain()
+    assert len({r["digest"] for r in recs}) == 1, "ranks ended with different weights"
+    for r in recs:
+        assert r["steps"] == 8 and r["iterations"] == 8
+        assert r["moved"] > 1e-3, "training did not change the weights"
+        assert r["max_abs_err"] <= 1e-5 * max(1.0, r["scale"]), r
+
+
+def test_different_models_raise_mismatch_naming_rank_and_tensor():
+    res = run_mpi("training", 2, "layout_mismatch", timeout=300)
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert len(recs) == 2
+    for r in recs:
+        assert r["error"] == "MismatchError", r
+        assert "rank 1 has" in r["message"] and "shape (784, 33)" in r["message"]
+        assert "kernel" in r["message"]

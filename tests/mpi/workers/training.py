@@ -1,0 +1,89 @@
+"""DistributedOptimizer on real ranks and real data (Fashion-MNIST), scenario in argv[1].
+
+equivalence: N ranks, each with its own batches, dense allreduce; afterwards every rank holds
+  bit-identical weights, and they equal (within float tolerance) one process that trained on
+  the union of the ranks' batches from the same initial weights.
+layout_mismatch: the last rank builds a wider layer; every rank gets a MismatchError naming it.
+"""
+
+import hashlib
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import dlion
+from _report import report
+from dlion import data
+
+scenario = sys.argv[1]
+dlion.init()
+rank, size = dlion.rank(), dlion.size()
+ds = data.load_fashion_mnist()
+x_all = ds.x_train[:4096].reshape(4096, -1)
+y_all = ds.y_train[:4096]
+
+
+def make_model(width: int = 32) -> keras.Model:
+    return keras.Sequential([
+        keras.Input((x_all.shape[1],)),
+        keras.layers.Dense(width, activation="relu"),
+        keras.layers.Dense(10),
+    ])
+
+
+loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def batch(step: int, r: int, b: int = 16):
+    start = (step * size + r) * b % (len(x_all) - b)
+    return x_all[start : start + b], y_all[start : start + b]
+
+
+@tf.function
+def grads_of(model, x, y):
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    return tape.gradient(loss, model.trainable_variables)
+
+
+if scenario == "equivalence":
+    steps = 8
+    keras.utils.set_random_seed(1000 + rank)  # different init per rank...
+    model = make_model()
+    dlion.broadcast_variables(model.variables, root_rank=0)  # ...made equal here
+    init = [v.numpy().copy() for v in model.trainable_variables]
+    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9))
+    for step in range(steps):
+        x, y = batch(step, rank)
+        opt.apply_gradients(zip(grads_of(model, x, y), model.trainable_variables))
+    weights = [v.numpy() for v in model.trainable_variables]
+    digest = hashlib.sha256(b"".join(w.tobytes() for w in weights)).hexdigest()
+
+    # Reference: one process, the union of every rank's batch at each step, same start.
+    ref = make_model()
+    for v, w in zip(ref.trainable_variables, init):
+        v.assign(w)
+    ref_opt = keras.optimizers.SGD(0.1, momentum=0.9)
+    for step in range(steps):
+        xs, ys = zip(*(batch(step, r) for r in range(size)))
+        g = grads_of(ref, np.concatenate(xs), np.concatenate(ys))
+        ref_opt.apply_gradients(zip(g, ref.trainable_variables))
+    err = max(float(np.max(np.abs(a - b.numpy()))) for a, b in zip(weights, ref.trainable_variables))
+    scale = max(float(np.max(np.abs(b.numpy()))) for b in ref.trainable_variables)
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, init))
+    report(rank, {"digest": digest, "max_abs_err": err, "scale": scale, "moved": moved,
+                  "steps": opt.steps, "iterations": int(opt.iterations.numpy())})
+
+elif scenario == "layout_mismatch":
+    model = make_model(32 if rank != size - 1 else 33)
+    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1))
+    x, y = batch(0, rank)
+    try:
+        opt.apply_gradients(zip(grads_of(model, x, y), model.trainable_variables))
+        report(rank, {"error": None})
+    except dlion.MismatchError as e:
+        report(rank, {"error": type(e).__name__, "message": str(e)})
+
+dlion.shutdown()

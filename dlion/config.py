@@ -44,9 +44,7 @@ class Config:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides or {}) - set(fields))
         if unknown:
-            raise TypeError(
-                f"unknown dlion option(s) {unknown}; the options are {sorted(fields)}"
-            )
+            raise TypeError(f"unknown dlion option(s) {unknown}; the options are {sorted(fields)}")
         values: dict[str, Any] = {}
         for name, field in fields.items():
             var = ENV_PREFIX + name.upper()

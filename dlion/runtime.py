@@ -107,8 +107,7 @@ def is_initialized() -> bool:
 def _require() -> _State:
     if _state is None:
         raise NotInitializedError(
-            "dlion is not initialised on this process: call dlion.init() first "
-            f"(pid {os.getpid()})"
+            f"dlion is not initialised on this process: call dlion.init() first (pid {os.getpid()})"
         )
     return _state
 

@@ -21,8 +21,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=64, help="batch size per rank")
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (momentum 0.9)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0,
-                   help="TF threads per rank (0: cores / ranks on this host, at least 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TF threads per rank (0: cores / ranks on this host, at least 1)",
+    )
     p.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: off)")
     return p.parse_args()
@@ -48,16 +52,18 @@ def main() -> None:
     shard = data.shard_dataset(ds, rank, size, seed=args.seed)
     keras.utils.set_random_seed(args.seed + rank)  # different init per rank: broadcast fixes it
 
-    model = keras.Sequential([
-        keras.Input(ds.input_shape),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(64, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(ds.num_classes),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(ds.input_shape),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(ds.num_classes),
+        ]
+    )
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     opt = dlion.DistributedOptimizer(keras.optimizers.SGD(args.lr, momentum=0.9))
     dlion.broadcast_variables(model.variables, root_rank=0)
@@ -83,9 +89,12 @@ def main() -> None:
 
     steps_per_epoch = len(ds.y_train) // (args.batch * size)
     if rank == 0:
-        print(f"dlion: {size} ranks, sites {sorted(set(dlion.sites()))}, data {ds.name} from "
-              f"{ds.source}, {steps_per_epoch} steps/epoch of {args.batch}x{size} samples, "
-              f"{threads} TF thread(s)/rank", flush=True)
+        print(
+            f"dlion: {size} ranks, sites {sorted(set(dlion.sites()))}, data {ds.name} from "
+            f"{ds.source}, {steps_per_epoch} steps/epoch of {args.batch}x{size} samples, "
+            f"{threads} TF thread(s)/rank",
+            flush=True,
+        )
     start = time.perf_counter()
     step = 0
     for epoch in range(args.epochs):
@@ -101,15 +110,19 @@ def main() -> None:
         mean_loss = dlion.allreduce(np.array([np.mean(losses)]), name="epoch_loss")[0]
         acc = test_accuracy()
         if rank == 0:
-            print(f"epoch {epoch + 1}/{args.epochs}: loss {mean_loss:.4f}  test accuracy "
-                  f"{acc:.4f}  wall {time.perf_counter() - start:.1f} s", flush=True)
+            print(
+                f"epoch {epoch + 1}/{args.epochs}: loss {mean_loss:.4f}  test accuracy "
+                f"{acc:.4f}  wall {time.perf_counter() - start:.1f} s",
+                flush=True,
+            )
         if args.max_steps and step >= args.max_steps:
             break
     wall = time.perf_counter() - start
     acc = test_accuracy()
     if rank == 0:
-        print(f"final test accuracy {acc:.4f} after {step} steps; wall time {wall:.1f} s",
-              flush=True)
+        print(
+            f"final test accuracy {acc:.4f} after {step} steps; wall time {wall:.1f} s", flush=True
+        )
     dlion.shutdown()
 
 

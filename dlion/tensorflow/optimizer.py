@@ -152,4 +152,3 @@ def _check_same_layout(layout: tuple, op_name: str) -> None:
             f"rank {runtime.rank()}: ranks disagree on the gradients to exchange: {detail}. "
             "Every rank must build the same model and pass the same variables."
         )
-

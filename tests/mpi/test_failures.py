@@ -59,8 +59,13 @@ def test_bad_input_is_rejected_with_clear_errors():
 @pytest.mark.parametrize("np_", [2, 4])
 def test_missing_rank_times_out_naming_it(np_):
     timeout = 4
-    res = run_mpi("failures", np_, "missing_rank", timeout=90,
-                  env={"DLION_STALL_TIMEOUT_S": str(timeout), "DLION_STALL_WARNING_S": "1"})
+    res = run_mpi(
+        "failures",
+        np_,
+        "missing_rank",
+        timeout=90,
+        env={"DLION_STALL_TIMEOUT_S": str(timeout), "DLION_STALL_WARNING_S": "1"},
+    )
     assert res.returncode != 0, res.explain()
     recs = res.records()
     assert len(recs) == np_ - 1, res.explain()

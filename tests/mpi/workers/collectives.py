@@ -21,10 +21,17 @@ def data(seed: int, r: int, n: int, dtype) -> np.ndarray:
     return np.random.default_rng([seed, r]).standard_normal(n).astype(dtype)
 
 
-@settings(derandomize=True, max_examples=40, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    derandomize=True,
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(
-    n=st.one_of(st.integers(0, 50), st.integers(51, 5000), st.sampled_from([65536, 65537, 300_001])),
+    n=st.one_of(
+        st.integers(0, 50), st.integers(51, 5000), st.sampled_from([65536, 65537, 300_001])
+    ),
     dtype=st.sampled_from([np.float32, np.float64]),
     op=st.sampled_from(["sum", "average"]),
     seed=st.integers(0, 2**16),

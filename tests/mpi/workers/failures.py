@@ -16,8 +16,11 @@ def outcome(fn) -> dict:
         fn()
         return {"error": None}
     except Exception as e:  # noqa: BLE001 - the test inspects type and text
-        return {"error": type(e).__name__, "message": str(e),
-                "is_dlion": isinstance(e, dlion.DlionError)}
+        return {
+            "error": type(e).__name__,
+            "message": str(e),
+            "is_dlion": isinstance(e, dlion.DlionError),
+        }
 
 
 if scenario == "before_init":
@@ -32,8 +35,15 @@ if scenario == "before_init":
     dlion.shutdown()
     dlion.shutdown()  # idempotent
     after = outcome(dlion.size)
-    report(r, {"seen": seen, "rank_ok": rank_ok, "after_shutdown": after,
-               "initialized_after": dlion.is_initialized()})
+    report(
+        r,
+        {
+            "seen": seen,
+            "rank_ok": rank_ok,
+            "after_shutdown": after,
+            "initialized_after": dlion.is_initialized(),
+        },
+    )
 
 elif scenario == "mismatch":
     dlion.init()
@@ -81,8 +91,14 @@ elif scenario == "missing_rank":
     else:
         start = time.monotonic()
         seen = outcome(lambda: dlion.allreduce(np.ones(10), name="grads"))
-        report(rank, {**seen, "seconds": time.monotonic() - start,
-                      "later": outcome(lambda: dlion.allreduce(np.ones(10), name="later"))})
+        report(
+            rank,
+            {
+                **seen,
+                "seconds": time.monotonic() - start,
+                "later": outcome(lambda: dlion.allreduce(np.ones(10), name="later")),
+            },
+        )
         if seen["error"]:
             raise SystemExit(1)
 

@@ -26,11 +26,13 @@ y_all = ds.y_train[:4096]
 
 
 def make_model(width: int = 32) -> keras.Model:
-    return keras.Sequential([
-        keras.Input((x_all.shape[1],)),
-        keras.layers.Dense(width, activation="relu"),
-        keras.layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((x_all.shape[1],)),
+            keras.layers.Dense(width, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -70,11 +72,22 @@ if scenario == "equivalence":
         xs, ys = zip(*(batch(step, r) for r in range(size)))
         g = grads_of(ref, np.concatenate(xs), np.concatenate(ys))
         ref_opt.apply_gradients(zip(g, ref.trainable_variables))
-    err = max(float(np.max(np.abs(a - b.numpy()))) for a, b in zip(weights, ref.trainable_variables))
+    err = max(
+        float(np.max(np.abs(a - b.numpy()))) for a, b in zip(weights, ref.trainable_variables)
+    )
     scale = max(float(np.max(np.abs(b.numpy()))) for b in ref.trainable_variables)
     moved = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, init))
-    report(rank, {"digest": digest, "max_abs_err": err, "scale": scale, "moved": moved,
-                  "steps": opt.steps, "iterations": int(opt.iterations.numpy())})
+    report(
+        rank,
+        {
+            "digest": digest,
+            "max_abs_err": err,
+            "scale": scale,
+            "moved": moved,
+            "steps": opt.steps,
+            "iterations": int(opt.iterations.numpy()),
+        },
+    )
 
 elif scenario == "layout_mismatch":
     model = make_model(32 if rank != size - 1 else 33)

@@ -1,0 +1,15 @@
+// Minimal checking for the C++ tests: a failed CHECK prints where and why and exits non-zero.
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+
+#define CHECK(cond, ...)                                                   \
+  do {                                                                     \
+    if (!(cond)) {                                                         \
+      std::fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
+      std::fprintf(stderr, __VA_ARGS__);                                   \
+      std::fprintf(stderr, "\n");                                          \
+      std::exit(1);                                                        \
+    }                                                                      \
+  } while (0)

@@ -1,0 +1,55 @@
+"""Config: defaults, DLION_<FIELD> environment variables, overrides, validation."""
+
+import dataclasses
+
+import pytest
+
+from dlion.config import Config
+
+
+def test_defaults_and_engine_view():
+    c = Config.from_env(environ={})
+    assert c == Config()
+    ec = c.engine_config()
+    for f in dataclasses.fields(Config):
+        assert getattr(ec, f.name) == getattr(c, f.name)
+
+
+def test_env_is_derived_from_field_names_and_overrides_win():
+    env = {"DLION_STALL_TIMEOUT_S": "12.5", "DLION_RING_SEGMENT_BYTES": "65536"}
+    c = Config.from_env({"stall_warning_s": 3}, environ=env)
+    assert c.stall_timeout_s == 12.5 and c.ring_segment_bytes == 65536 and c.stall_warning_s == 3
+    assert Config.from_env({"stall_timeout_s": 1.0}, environ=env).stall_timeout_s == 1.0
+
+
+def test_unknown_option_is_a_type_error_listing_the_options():
+    with pytest.raises(TypeError, match="stall_timeoutt.*stall_timeout_s"):
+        Config.from_env({"stall_timeoutt": 1}, environ={})
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DLION_STALL_TIMEOUT_S": "soon"},
+        {"DLION_RING_SEGMENT_BYTES": "1.5"},
+        {"DLION_BACKOFF_MAX_US": "nan"},
+    ],
+)
+def test_bad_env_values_name_the_variable(env):
+    (var,) = env
+    with pytest.raises(ValueError, match=var):
+        Config.from_env(environ=env)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"stall_timeout_s": 0},
+        {"stall_warning_s": -1},
+        {"ring_segment_bytes": 10},
+        {"backoff_max_us": 0},
+    ],
+)
+def test_out_of_range_values_are_rejected(overrides):
+    with pytest.raises(ValueError, match=next(iter(overrides))):
+        Config.from_env(overrides, environ={})

@@ -30,8 +30,8 @@ class Config:
     """Allreduces above this size use the pipelined ring; smaller ones MPI_Iallreduce."""
     ring_segment_bytes: int = 1 << 20
     """Pipeline segment of the ring allreduce."""
-    backoff_spin_polls: int = 64
-    """Progress thread: polls with a yield before it starts sleeping between polls."""
+    backoff_spin_us: int = 3000
+    """Progress thread: how long it polls (yielding) before it sleeps between polls."""
     backoff_max_us: int = 200
     """Progress thread: longest sleep between polls while a request is in flight."""
 
@@ -63,9 +63,9 @@ class Config:
                 raise ValueError(f"dlion option {name} must be > 0 seconds, got {value}")
         if self.ring_segment_bytes < 1024:
             raise ValueError(f"ring_segment_bytes must be >= 1024, got {self.ring_segment_bytes}")
-        if self.ring_threshold_bytes < 0 or self.backoff_spin_polls < 0 or self.backoff_max_us < 1:
+        if self.ring_threshold_bytes < 0 or self.backoff_spin_us < 0 or self.backoff_max_us < 1:
             raise ValueError(
-                "ring_threshold_bytes and backoff_spin_polls must be >= 0, backoff_max_us >= 1"
+                "ring_threshold_bytes and backoff_spin_us must be >= 0, backoff_max_us >= 1"
             )
 
     def engine_config(self) -> _core.EngineConfig:
@@ -76,7 +76,7 @@ class Config:
             "stall_timeout_s",
             "ring_threshold_bytes",
             "ring_segment_bytes",
-            "backoff_spin_polls",
+            "backoff_spin_us",
             "backoff_max_us",
         ):
             setattr(ec, name, getattr(self, name))

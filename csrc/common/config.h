@@ -18,9 +18,10 @@ struct EngineConfig {
   // Segment size of the pipelined ring (bytes); reduction of one segment overlaps the transfer
   // of the next.
   std::size_t ring_segment_bytes = 1 << 20;
-  // Progress-thread backoff while requests are in flight and nothing completes: this many
-  // polls with a yield in between, then sleeps that double from 1 us up to backoff_max_us.
-  int backoff_spin_polls = 64;
+  // Progress-thread backoff while requests are in flight and nothing completes: poll with a
+  // yield in between for up to backoff_spin_us (a peer that is about to arrive is served at
+  // once), then sleep between polls, doubling from 1 us up to backoff_max_us.
+  int backoff_spin_us = 3000;
   int backoff_max_us = 200;
 };
 

@@ -15,8 +15,9 @@ void check_config(const EngineConfig& c) {
               c.stall_warning_s, " and ", c.stall_timeout_s, ")");
   DLION_CHECK(c.ring_segment_bytes >= 1024, InvalidArgument,
               "ring_segment_bytes must be at least 1024 (got ", c.ring_segment_bytes, ")");
-  DLION_CHECK(c.backoff_spin_polls >= 0 && c.backoff_max_us >= 1, InvalidArgument,
-              "backoff_spin_polls must be >= 0 and backoff_max_us >= 1");
+  DLION_CHECK(c.backoff_spin_us >= 0 && c.backoff_max_us >= 1, InvalidArgument,
+              "backoff_spin_us must be >= 0 and backoff_max_us >= 1 (got ", c.backoff_spin_us, " and ",
+              c.backoff_max_us, ")");
 }
 
 }  // namespace

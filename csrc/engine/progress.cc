@@ -7,9 +7,10 @@
 //   3. Run the data algorithm: pipelined ring allreduce for large allreduces, MPI non-blocking
 //      collectives otherwise; a barrier is the negotiation alone.
 //   4. Complete the handle (or fail it with the error, which the waiting caller rethrows).
-// While an operation is in flight the loop polls it; when a poll finds nothing new it backs off
-// (a few yields, then sleeps doubling up to backoff_max_us), so it never spins hot on a shared
-// core. With nothing queued the thread sleeps on the condition variable and uses no CPU.
+// While an operation is in flight the loop polls it; when polls find nothing new it backs off:
+// it yields between polls for backoff_spin_us (a peer about to arrive is served at once), then
+// sleeps between polls, doubling up to backoff_max_us, so a long wait never spins a shared core.
+// With nothing queued the thread sleeps on the condition variable and uses no CPU.
 // Stalls: every stall_warning_s without completion, a warning on stderr names what the operation
 // waits for (which ranks have not submitted it, or which neighbour has not sent); after
 // stall_timeout_s it fails with PeerTimeout and the engine is poisoned: queued and later
@@ -33,13 +34,14 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kRingBaseTag = 64;
 
-void back_off(int idle_polls, const EngineConfig& config) {
-  if (idle_polls < config.backoff_spin_polls) {
+// Called after a poll found nothing new; `idle_since` is when that streak began.
+void back_off(Clock::time_point idle_since, Clock::time_point now, int& sleeps,
+              const EngineConfig& config) {
+  if (now - idle_since < std::chrono::microseconds(config.backoff_spin_us)) {
     std::this_thread::yield();
     return;
   }
-  const int shift = std::min(idle_polls - config.backoff_spin_polls, 20);
-  const long us = std::min<long>(1L << shift, config.backoff_max_us);
+  const long us = std::min<long>(1L << std::min(sleeps++, 20), config.backoff_max_us);
   std::this_thread::sleep_for(std::chrono::microseconds(us));
 }
 
@@ -50,15 +52,17 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
                                   std::chrono::duration<double>(config.stall_warning_s));
   const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
                                     std::chrono::duration<double>(config.stall_timeout_s));
-  int idle = 0;
+  auto idle_since = Clock::now();
+  int sleeps = 0;
   for (;;) {
     bool progressed = false;
     if (algo.poll(progressed)) return;
+    const auto now = Clock::now();
     if (progressed) {
-      idle = 0;
+      idle_since = now;
+      sleeps = 0;
       continue;
     }
-    const auto now = Clock::now();
     if (now >= deadline) {
       throw PeerTimeout(detail::concat(
           "rank ", rank, ": ", what, " did not complete within ", config.stall_timeout_s,
@@ -73,7 +77,7 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
       next_warning += std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double>(config.stall_warning_s));
     }
-    back_off(idle++, config);
+    back_off(idle_since, now, sleeps, config);
   }
 }
 

@@ -152,7 +152,7 @@ void bind_engine(py::module_& m) {
       .def_readwrite("stall_timeout_s", &EngineConfig::stall_timeout_s)
       .def_readwrite("ring_threshold_bytes", &EngineConfig::ring_threshold_bytes)
       .def_readwrite("ring_segment_bytes", &EngineConfig::ring_segment_bytes)
-      .def_readwrite("backoff_spin_polls", &EngineConfig::backoff_spin_polls)
+      .def_readwrite("backoff_spin_us", &EngineConfig::backoff_spin_us)
       .def_readwrite("backoff_max_us", &EngineConfig::backoff_max_us);
 
   py::class_<PyHandle>(m, "Handle", "One submitted operation.")

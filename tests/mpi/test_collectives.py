@@ -1,7 +1,6 @@
 """Engine collectives on real ranks, against numpy references."""
 
 import pytest
-
 from conftest import run_mpi
 
 pytestmark = pytest.mark.mpi

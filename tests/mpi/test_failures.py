@@ -1,7 +1,6 @@
 """Error paths on real ranks: clear errors naming rank and operation, never a hang."""
 
 import pytest
-
 from conftest import run_mpi
 
 pytestmark = pytest.mark.mpi

@@ -1,7 +1,6 @@
 """Runtime topology on real ranks."""
 
 import pytest
-
 from conftest import run_mpi
 
 pytestmark = pytest.mark.mpi

@@ -1,7 +1,6 @@
 """DistributedOptimizer with TensorFlow on real ranks and real data."""
 
 import pytest
-
 from conftest import run_mpi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.tf]

@@ -5,12 +5,12 @@ exact reference locally. Hypothesis runs derandomized: all ranks draw the same e
 """
 
 import numpy as np
+from _report import report
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
 
 import dlion
-from _report import report
 
 dlion.init()
 rank, size = dlion.rank(), dlion.size()

@@ -4,9 +4,9 @@ import sys
 import time
 
 import numpy as np
+from _report import report
 
 import dlion
-from _report import report
 
 scenario = sys.argv[1]
 

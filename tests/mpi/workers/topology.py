@@ -2,10 +2,10 @@
 
 import os
 
+from _report import report
 from mpi4py import MPI
 
 import dlion
-from _report import report
 
 world = MPI.COMM_WORLD.Get_rank()
 os.environ["DLION_SITE"] = "A" if world < 2 else "B"

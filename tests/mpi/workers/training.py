@@ -12,9 +12,9 @@ import sys
 import keras
 import numpy as np
 import tensorflow as tf
+from _report import report
 
 import dlion
-from _report import report
 from dlion import data
 
 scenario = sys.argv[1]

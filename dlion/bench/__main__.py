@@ -1,0 +1,21 @@
+"""python -m dlion.bench {exchange,train} [--json] ... (under mpiexec)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dlion.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    from . import exchange, train
+
+    exchange.add_arguments(sub.add_parser("exchange", help=exchange.__doc__.splitlines()[0]))
+    train.add_arguments(sub.add_parser("train", help=train.__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    return {"exchange": exchange.run, "train": train.run}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

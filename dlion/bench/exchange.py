@@ -18,12 +18,21 @@ DEFAULT_SIZES = [1_000, 10_000, 100_000, 1_000_000, 4_000_000, 10_000_000, 16_00
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``python -m dlion.bench exchange``."""
-    p.add_argument("--sizes", type=float, nargs="+", default=DEFAULT_SIZES,
-                   help="float32 element counts (default 1e3 .. 1.6e7)")
+    p.add_argument(
+        "--sizes",
+        type=float,
+        nargs="+",
+        default=DEFAULT_SIZES,
+        help="float32 element counts (default 1e3 .. 1.6e7)",
+    )
     p.add_argument("--reps", type=int, default=30, help="timed repetitions per size (max)")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--budget-s", type=float, default=8.0,
-                   help="stop repeating a size after this many seconds (min 5 reps)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=8.0,
+        help="stop repeating a size after this many seconds (min 5 reps)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per row")
 
 
@@ -38,9 +47,19 @@ def run(args: argparse.Namespace) -> int:
     dlion.init()
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    rep = Report([("op", "{}"), ("elements", "{:.0e}"), ("ranks", "{}"), ("dlion_s", "{:.3e}"),
-                  ("mpi4py_s", "{:.3e}"), ("ratio", "{:.2f}"), ("dlion_GBps", "{:.2f}")],
-                 args.json, rank)
+    rep = Report(
+        [
+            ("op", "{}"),
+            ("elements", "{:.0e}"),
+            ("ranks", "{}"),
+            ("dlion_s", "{:.3e}"),
+            ("mpi4py_s", "{:.3e}"),
+            ("ratio", "{:.2f}"),
+            ("dlion_GBps", "{:.2f}"),
+        ],
+        args.json,
+        rank,
+    )
     rep.note(f"# dense allreduce (sum), float32, {size} ranks; busbw = 2(p-1)/p * bytes / time")
     for n in (int(s) for s in args.sizes):
         rng = np.random.default_rng(rank)
@@ -69,13 +88,31 @@ def run(args: argparse.Namespace) -> int:
         comm.Allreduce(MPI.IN_PLACE, dl_max, op=MPI.MAX)
         comm.Allreduce(MPI.IN_PLACE, mp_max, op=MPI.MAX)
         d, m = float(np.median(dl_max)), float(np.median(mp_max))
-        rep.row({"op": "allreduce", "elements": n, "ranks": size, "dlion_s": d, "mpi4py_s": m,
-                 "ratio": d / m, "dlion_GBps": 2 * (size - 1) / size * n * 4 / d / 1e9,
-                 "reps": len(dl)})
+        rep.row(
+            {
+                "op": "allreduce",
+                "elements": n,
+                "ranks": size,
+                "dlion_s": d,
+                "mpi4py_s": m,
+                "ratio": d / m,
+                "dlion_GBps": 2 * (size - 1) / size * n * 4 / d / 1e9,
+                "reps": len(dl),
+            }
+        )
     idle = idle_cpu_fraction(2.0)
     worst = comm.allreduce(idle, op=MPI.MAX)
-    rep.row({"op": "idle_engine_cpu", "elements": 0, "ranks": size, "dlion_s": None,
-             "mpi4py_s": None, "ratio": None, "idle_cpu_fraction": worst})
+    rep.row(
+        {
+            "op": "idle_engine_cpu",
+            "elements": 0,
+            "ranks": size,
+            "dlion_s": None,
+            "mpi4py_s": None,
+            "ratio": None,
+            "idle_cpu_fraction": worst,
+        }
+    )
     rep.note(f"# idle engine: {worst * 100:.2f}% of a core (worst rank, 2 s asleep)")
     dlion.shutdown()
     return 0
@@ -86,5 +123,3 @@ def idle_cpu_fraction(seconds: float) -> float:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     time.sleep(seconds)
     return (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-
-

@@ -22,14 +22,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=1000, help="timed steps per exchange")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--batch", type=int, default=64, help="batch size per rank")
-    p.add_argument("--exchanges", nargs="+", default=["dlion", "mpi4py", "local"],
-                   choices=["dlion", "mpi4py", "local"])
+    p.add_argument(
+        "--exchanges",
+        nargs="+",
+        default=["dlion", "mpi4py", "local"],
+        choices=["dlion", "mpi4py", "local"],
+    )
     p.add_argument("--threads", type=int, default=1, help="TF threads per rank")
-    p.add_argument("--eager-apply", action="store_true",
-                   help="apply gradients with Keras' eager apply_gradients (default: every "
-                        "exchange applies inside one tf.function, as DistributedOptimizer does)")
-    p.add_argument("--rounds", type=int, default=10,
-                   help="the exchanges take turns in this many blocks of steps/rounds steps")
+    p.add_argument(
+        "--eager-apply",
+        action="store_true",
+        help="apply gradients with Keras' eager apply_gradients (default: every "
+        "exchange applies inside one tf.function, as DistributedOptimizer does)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="the exchanges take turns in this many blocks of steps/rounds steps",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per row")
 
 
@@ -51,11 +62,22 @@ def run(args: argparse.Namespace) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    rep = Report([("exchange", "{}"), ("ranks", "{}"), ("steps_per_s", "{:.1f}"),
-                  ("samples_per_s", "{:.0f}"), ("vs_mpi4py", "{:.3f}"), ("final_loss", "{:.3f}")],
-                 args.json, rank)
-    rep.note(f"# MLP 784-512-512-10, SGD, batch {args.batch}/rank, {size} ranks, "
-             f"{args.steps} steps, {args.threads} TF thread(s)/rank")
+    rep = Report(
+        [
+            ("exchange", "{}"),
+            ("ranks", "{}"),
+            ("steps_per_s", "{:.1f}"),
+            ("samples_per_s", "{:.0f}"),
+            ("vs_mpi4py", "{:.3f}"),
+            ("final_loss", "{:.3f}"),
+        ],
+        args.json,
+        rank,
+    )
+    rep.note(
+        f"# MLP 784-512-512-10, SGD, batch {args.batch}/rank, {size} ranks, "
+        f"{args.steps} steps, {args.threads} TF thread(s)/rank"
+    )
 
     teacher = np.random.default_rng(1234).standard_normal((784, 10)).astype(np.float32)
     rng = np.random.default_rng(rank)
@@ -63,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     pool_y = np.argmax(pool_x @ teacher, axis=1)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    steppers = {name: _make_stepper(name, args, comm, pool_x, pool_y, loss_fn)
-                for name in args.exchanges}
+    steppers = {
+        name: _make_stepper(name, args, comm, pool_x, pool_y, loss_fn) for name in args.exchanges
+    }
     for step in steppers.values():  # warm-up: tracing, first allocations
         for i in range(args.warmup):
             step(i)
@@ -85,10 +108,18 @@ def run(args: argparse.Namespace) -> int:
         done += n
     results = {name: args.steps / seconds[name] for name in steppers}
     for name in steppers:
-        rep.row({"exchange": name, "ranks": size, "steps_per_s": results[name],
-                 "samples_per_s": results[name] * args.batch * size,
-                 "vs_mpi4py": results[name] / results["mpi4py"] if "mpi4py" in results else None,
-                 "final_loss": last[name], "steps": args.steps, "batch_per_rank": args.batch})
+        rep.row(
+            {
+                "exchange": name,
+                "ranks": size,
+                "steps_per_s": results[name],
+                "samples_per_s": results[name] * args.batch * size,
+                "vs_mpi4py": results[name] / results["mpi4py"] if "mpi4py" in results else None,
+                "final_loss": last[name],
+                "steps": args.steps,
+                "batch_per_rank": args.batch,
+            }
+        )
     if "dlion" in results and "mpi4py" in results:
         rep.note(f"# dlion / mpi4py steps/s: {results['dlion'] / results['mpi4py']:.3f}")
     dlion.shutdown()
@@ -105,14 +136,21 @@ def _make_stepper(name, args, comm, pool_x, pool_y, loss_fn):
     import dlion
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(512, "relu"),
-                              keras.layers.Dense(512, "relu"), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(512, "relu"),
+            keras.layers.Dense(512, "relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     sgd = keras.optimizers.SGD(0.01)
     params = model.trainable_variables
     size = comm.Get_size()
     if name == "dlion":
-        dist = dlion.DistributedOptimizer(sgd, compile_apply=not args.eager_apply,
-                                          name=f"bench.{name}")
+        dist = dlion.DistributedOptimizer(
+            sgd, compile_apply=not args.eager_apply, name=f"bench.{name}"
+        )
         apply = dist.apply_gradients
     elif args.eager_apply:
         apply = sgd.apply_gradients

@@ -17,6 +17,16 @@ import dlion_core as _core
 
 ENV_PREFIX = "DLION_"
 
+#: The fields that the C++ engine reads (``csrc/common/config.h``); the rest are Python-side.
+ENGINE_FIELDS = (
+    "stall_warning_s",
+    "stall_timeout_s",
+    "ring_threshold_bytes",
+    "ring_segment_bytes",
+    "backoff_spin_us",
+    "backoff_max_us",
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -34,6 +44,9 @@ class Config:
     """Progress thread: how long it polls (yielding) before it sleeps between polls."""
     backoff_max_us: int = 200
     """Progress thread: longest sleep between polls while a request is in flight."""
+    abort_on_exception: bool = True
+    """An uncaught exception on any rank aborts the whole job (MPI_Abort) after its traceback
+    is printed, so the other ranks do not wait for it until the stall timeout."""
 
     @classmethod
     def from_env(
@@ -71,19 +84,18 @@ class Config:
     def engine_config(self) -> _core.EngineConfig:
         """The C++ engine's view of these settings."""
         ec = _core.EngineConfig()
-        for name in (
-            "stall_warning_s",
-            "stall_timeout_s",
-            "ring_threshold_bytes",
-            "ring_segment_bytes",
-            "backoff_spin_us",
-            "backoff_max_us",
-        ):
+        for name in ENGINE_FIELDS:
             setattr(ec, name, getattr(self, name))
         return ec
 
 
 def _parse(var: str, text: str, kind: type) -> Any:
+    if kind is bool:
+        if text.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"environment variable {var}={text!r} is not a boolean (1/0, true/false)")
     try:
         value = float(text)
     except ValueError:

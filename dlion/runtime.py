@@ -12,6 +12,7 @@ import os
 import pickle
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,10 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     if not _atexit_registered:
         atexit.register(_at_exit)
         _atexit_registered = True
+    if config.abort_on_exception and sys.excepthook is not _abort_on_exception:
+        global _previous_excepthook
+        _previous_excepthook = sys.excepthook
+        sys.excepthook = _abort_on_exception
 
 
 def _discover(engine: _core.Engine) -> _Topology:
@@ -153,6 +158,25 @@ def sites() -> list[str]:
     return list(_require().topology.sites)
 
 
+_previous_excepthook = sys.excepthook
+
+
+def _abort_on_exception(kind: type, value: BaseException, tb: Any) -> None:
+    """Print the traceback, then end the whole job: the other ranks would otherwise wait."""
+    _previous_excepthook(kind, value, tb)
+    sys.stderr.flush()
+    state = _state
+    if state is None or state.topology.size == 1:
+        return
+    sys.stderr.write(
+        f"[dlion rank {state.topology.rank}] uncaught {kind.__name__}: aborting the job so that "
+        "the other ranks do not wait for this one (dlion option abort_on_exception)\n"
+    )
+    sys.stderr.flush()
+    time.sleep(0.5)  # let the launcher forward the traceback before the job is torn down
+    MPI.COMM_WORLD.Abort(1)
+
+
 def _at_exit() -> None:
     state = _state
     if state is None:
@@ -162,5 +186,6 @@ def _at_exit() -> None:
         # MPI state is inconsistent after a fatal engine error; MPI_Finalize could hang.
         sys.stderr.write(f"[dlion rank {state.topology.rank}] aborting the job: {why}\n")
         sys.stderr.flush()
+        time.sleep(0.5)  # let the launcher forward the message before the job is torn down
         MPI.COMM_WORLD.Abort(1)
     shutdown()

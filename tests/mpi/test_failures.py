@@ -77,3 +77,13 @@ def test_missing_rank_times_out_naming_it(np_):
     assert "WARNING: stalled" in res.stderr and f"rank {last}" in res.stderr
     # The job ends soon after the timeout, not when the sleeping rank wakes up (120 s).
     assert res.seconds < 60, res.explain()
+
+
+def test_uncaught_exception_on_one_rank_ends_the_job_at_once():
+    # The stall timeout is long: only abort_on_exception can end this job quickly.
+    res = run_mpi("failures", 3, "raise", timeout=120, env={"DLION_STALL_TIMEOUT_S": "100"})
+    assert res.returncode != 0, res.explain()
+    assert "RuntimeError: user code failed on purpose" in res.stderr
+    assert "[dlion rank 1] uncaught RuntimeError: aborting the job" in res.stderr
+    assert res.records() == []
+    assert res.seconds < 60, res.explain()

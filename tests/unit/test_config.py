@@ -4,15 +4,16 @@ import dataclasses
 
 import pytest
 
-from dlion.config import Config
+from dlion.config import ENGINE_FIELDS, Config
 
 
 def test_defaults_and_engine_view():
     c = Config.from_env(environ={})
     assert c == Config()
     ec = c.engine_config()
-    for f in dataclasses.fields(Config):
-        assert getattr(ec, f.name) == getattr(c, f.name)
+    assert set(ENGINE_FIELDS) <= {f.name for f in dataclasses.fields(Config)}
+    for name in ENGINE_FIELDS:
+        assert getattr(ec, name) == getattr(c, name)
 
 
 def test_env_is_derived_from_field_names_and_overrides_win():
@@ -53,3 +54,10 @@ def test_bad_env_values_name_the_variable(env):
 def test_out_of_range_values_are_rejected(overrides):
     with pytest.raises(ValueError, match=next(iter(overrides))):
         Config.from_env(overrides, environ={})
+
+
+def test_boolean_env():
+    assert Config.from_env(environ={"DLION_ABORT_ON_EXCEPTION": "0"}).abort_on_exception is False
+    assert Config.from_env(environ={"DLION_ABORT_ON_EXCEPTION": "true"}).abort_on_exception
+    with pytest.raises(ValueError, match="DLION_ABORT_ON_EXCEPTION"):
+        Config.from_env(environ={"DLION_ABORT_ON_EXCEPTION": "maybe"})

@@ -84,8 +84,13 @@ elif scenario == "bad_input":
 elif scenario == "missing_rank":
     # The last rank never joins the allreduce: the others must fail within the stall timeout,
     # naming it, and the job must end (non-zero) instead of hanging.
+    from mpi4py import MPI
+
     dlion.init()
     rank, last = dlion.rank(), dlion.size() - 1
+    # The survivors' own communicator, made while everyone is still there: they all report
+    # before any of them exits (and aborts the job).
+    survivors = MPI.COMM_WORLD.Split(MPI.UNDEFINED if rank == last else 0, rank)
     if rank == last:
         time.sleep(120)
     else:
@@ -99,8 +104,17 @@ elif scenario == "missing_rank":
                 "later": outcome(lambda: dlion.allreduce(np.ones(10), name="later")),
             },
         )
+        survivors.Barrier()
         if seen["error"]:
             raise SystemExit(1)
+
+elif scenario == "raise":
+    # Rank 1 raises in user code while the others wait for it in an allreduce.
+    dlion.init()
+    if dlion.rank() == 1:
+        raise RuntimeError("user code failed on purpose")
+    dlion.allreduce(np.ones(10), name="grads")
+    report(dlion.rank(), {"error": None})  # never reached: the job is aborted first
 
 else:
     raise SystemExit(f"unknown scenario {scenario}")

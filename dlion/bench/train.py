@@ -156,7 +156,8 @@ def _make_stepper(name, args, comm, pool_x, pool_y, loss_fn):
         apply = sgd.apply_gradients
     else:  # the same compiled apply as dlion's, so that only the exchange differs
         sgd.build(params)
-        compiled = tf.function(lambda gs: sgd.apply(gs, params))
+        specs = [tf.TensorSpec(p.shape, p.dtype) for p in params]
+        compiled = tf.function(lambda gs: sgd.apply(gs, params)).get_concrete_function(specs)
 
         def apply(pairs):
             return compiled([g for g, _ in pairs])

@@ -95,47 +95,69 @@ class DistributedOptimizer:
         pairs = list(grads_and_vars)
         grads = [g for g, _ in pairs]
         variables = [v for _, v in pairs]
-        combined = self.reduce_gradients(grads, variables)
-        keep = [(g, v) for g, v in zip(combined, variables) if g is not None]
         if not self._compile_apply:
+            combined = self.reduce_gradients(grads, variables)
+            keep = [(g, v) for g, v in zip(combined, variables) if g is not None]
             return self._optimizer.apply_gradients(keep)
-        applied = [v for _, v in keep]
-        key = tuple(id(v) for v in applied)
-        fn = self._apply_fns.get(key)
-        if fn is None:
-            if not self._optimizer.built:
-                self._optimizer.build(applied)  # slot variables are made eagerly, once
-            opt = self._optimizer
-            fn = self._apply_fns[key] = tf.function(lambda gs: opt.apply(gs, applied))
-        fn([g for g, _ in keep])
+        plan = self._exchange_step(grads, variables)
+        # One copy per fused buffer into TF; split, reshape, cast and apply run in one graph.
+        self._compiled_apply(plan, variables)([tf.convert_to_tensor(g.buffer) for g in plan.groups])
         return self._optimizer.iterations
 
     def reduce_gradients(
         self, grads: list[Any], variables: list[tf.Variable]
     ) -> list[tf.Tensor | None]:
         """The combined gradients, in order (``None`` stays ``None``)."""
+        plan = self._exchange_step(grads, variables)
+        out: list[tf.Tensor | None] = [None] * len(grads)
+        for group in plan.groups:
+            plan.unpack(group, out)
+        return out
+
+    def _exchange_step(self, grads: list[Any], variables: list[tf.Variable]) -> fusion.FusionPlan:
+        """Pack, exchange and wait: afterwards the plan's buffers hold the combined gradients."""
         if not tf.executing_eagerly():
             raise RuntimeError(
                 "dlion.DistributedOptimizer.apply_gradients must run eagerly: keep the "
                 "forward/backward in a tf.function but call apply_gradients outside it"
             )
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-        names = [_var_name(v) for v in variables]
-        plan = self._plan_for(grads, names)
-        out: list[tf.Tensor | None] = [None] * len(grads)
+        plan = self._plan_for(grads, [_var_name(v) for v in variables])
         self._step += 1
         pending = []
-        for gi, group in enumerate(plan.groups):
+        for gi, group in enumerate(plan.groups):  # packing group i+1 overlaps exchanging group i
             buffer = plan.pack(grads, group)
-            pending.append(
-                self._exchange.start(
-                    buffer, name=f"{self._name}.grads[{gi}]", signature=plan.signature
-                )
-            )
-        for group, handle in zip(plan.groups, pending, strict=False):
+            name = f"{self._name}.grads[{gi}]"
+            pending.append(self._exchange.start(buffer, name=name, signature=plan.signature))
+        for handle in pending:
             handle.wait()
-            plan.unpack(group, out)
-        return out
+        return plan
+
+    def _compiled_apply(self, plan: fusion.FusionPlan, variables: list[tf.Variable]) -> Any:
+        """A tf.function (one per plan and variable list) that applies the fused buffers."""
+        key = (id(plan), *(id(v) for v in variables))
+        fn = self._apply_fns.get(key)
+        if fn is not None:
+            return fn
+        applied = [variables[s.index] for g in plan.groups for s in g.slots]
+        if not self._optimizer.built:
+            self._optimizer.build(applied)  # slot variables are made eagerly, once
+        opt = self._optimizer
+
+        def apply(flats: list[tf.Tensor]) -> None:
+            grads = []
+            for group, flat in zip(plan.groups, flats):
+                parts = tf.split(flat, [s.size for s in group.slots])
+                grads += [
+                    tf.cast(tf.reshape(p, s.shape), s.dtype) for p, s in zip(parts, group.slots)
+                ]
+            opt.apply(grads, applied)
+
+        # A concrete function: calling it skips tf.function's per-call signature matching.
+        specs = [tf.TensorSpec([g.buffer.size], tf.as_dtype(g.dtype)) for g in plan.groups]
+        self._apply_fns.clear()  # a new plan replaces the old one
+        fn = self._apply_fns[key] = tf.function(apply).get_concrete_function(specs)
+        return fn
 
     def _plan_for(self, grads: list[Any], names: list[str]) -> fusion.FusionPlan:
         layout = fusion.layout_of(grads, names)

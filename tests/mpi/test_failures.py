@@ -87,3 +87,13 @@ def test_uncaught_exception_on_one_rank_ends_the_job_at_once():
     assert "[dlion rank 1] uncaught RuntimeError: aborting the job" in res.stderr
     assert res.records() == []
     assert res.seconds < 60, res.explain()
+
+
+def test_wait_with_timeout_returns_false_then_completes_and_idle_engine_sleeps():
+    res = run_mpi("failures", 2, "late")
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert recs[0]["short"] is False and recs[0]["long"] is True
+    assert all(r["sum_ok"] for r in recs)
+    # CPU time, not wall time: an idle engine's thread sleeps on a condition variable.
+    assert all(r["idle_cpu"] < 0.05 for r in recs), recs

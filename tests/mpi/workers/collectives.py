@@ -61,6 +61,15 @@ ref = sum(data(7, r, 1_000_000, np.float64) for r in range(size))
 np.testing.assert_allclose(x, ref, rtol=1e-5, atol=1e-4)
 checks += 1
 
+# Handles dropped while in flight: the binding waits for the operation (it owns the buffer),
+# so the temporary array is never freed under the engine and later operations stay in order.
+for _ in range(3):
+    dlion.allreduce_async(np.ones(200_000, np.float32), "sum", "dropped")
+y = np.ones(10)
+dlion.allreduce(y, op="sum", name="after-dropped")
+assert np.all(y == size)
+checks += 1
+
 # Broadcast from every root, float and non-float dtypes.
 for root in range(size):
     for dtype in (np.float32, np.float64, np.int32, np.uint8):

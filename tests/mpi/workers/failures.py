@@ -108,6 +108,28 @@ elif scenario == "missing_rank":
         if seen["error"]:
             raise SystemExit(1)
 
+elif scenario == "late":
+    # Rank 1 joins an allreduce 1.5 s late: a short wait() on rank 0 times out (False) without
+    # harm, a longer one completes. Meanwhile an idle engine must not burn CPU.
+    import time as _t
+
+    dlion.init()
+    rank = dlion.rank()
+    cpu0, wall0 = _t.process_time(), _t.perf_counter()
+    _t.sleep(1.0)
+    idle_cpu = (_t.process_time() - cpu0) / (_t.perf_counter() - wall0)
+    x = np.full(100, float(rank))
+    if rank == 1:
+        _t.sleep(1.5)
+    h = dlion.allreduce_async(x, op="sum", name="late")
+    short = h.wait(0.05) if rank == 0 else None
+    done_long = h.wait(30)
+    report(
+        rank,
+        {"short": short, "long": done_long, "sum_ok": bool(np.all(x == 1.0)), "idle_cpu": idle_cpu},
+    )
+    dlion.shutdown()
+
 elif scenario == "raise":
     # Rank 1 raises in user code while the others wait for it in an allreduce.
     dlion.init()

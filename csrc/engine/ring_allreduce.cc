@@ -76,19 +76,40 @@ void RingAllreduce::post_stage(std::size_t seg, int stage) {
   const int g = stage - (p - 1);
   const Range out = segment(reduce_phase ? mod(r - stage, p) : mod(r + 1 - g, p), seg);
   const Range in = segment(reduce_phase ? mod(r - stage - 1, p) : mod(r - g, p), seg);
-  void* dst = nullptr;
   if (reduce_phase) {
-    dst = scratch_ + seg * seg_cap_ * esize_;
+    DLION_MPI(MPI_Irecv(scratch_ + seg * seg_cap_ * esize_, static_cast<int>(in.len), type_,
+                        left_, tag(stage, seg), comm_, &recvs_[seg]));
   } else {
-    // The reduce-scatter send of stage g read this region; it must be done before we overwrite.
-    MPI_Request& earlier = sends_[static_cast<std::size_t>(g) * nseg_ + seg];
-    DLION_MPI(MPI_Wait(&earlier, MPI_STATUS_IGNORE));
-    dst = at(in.begin);
+    deferred_.push_back(seg);  // posted by post_deferred() once the region is free
   }
-  DLION_MPI(MPI_Irecv(dst, static_cast<int>(in.len), type_, left_, tag(stage, seg), comm_,
-                      &recvs_[seg]));
   DLION_MPI(MPI_Isend(at(out.begin), static_cast<int>(out.len), type_, right_, tag(stage, seg),
                       comm_, &sends_[static_cast<std::size_t>(stage) * nseg_ + seg]));
+  if (!reduce_phase) post_deferred();
+}
+
+bool RingAllreduce::post_deferred() {
+  // An allgather receive of stage g lands on the region the reduce-scatter send of stage g read:
+  // it is posted only once that send completed (tested, never waited for: a dead peer must not
+  // block the progress thread).
+  bool posted = false;
+  for (std::size_t i = 0; i < deferred_.size();) {
+    const std::size_t seg = deferred_[i];
+    const int g = stage_[seg] - (size_ - 1);
+    MPI_Request& earlier = sends_[static_cast<std::size_t>(g) * nseg_ + seg];
+    int flag = 0;
+    DLION_MPI(MPI_Test(&earlier, &flag, MPI_STATUS_IGNORE));
+    if (!flag) {
+      ++i;
+      continue;
+    }
+    const Range in = segment(mod(rank_ - g, size_), seg);
+    DLION_MPI(MPI_Irecv(at(in.begin), static_cast<int>(in.len), type_, left_,
+                        tag(stage_[seg], seg), comm_, &recvs_[seg]));
+    deferred_[i] = deferred_.back();
+    deferred_.pop_back();
+    posted = true;
+  }
+  return posted;
 }
 
 void RingAllreduce::finish_stage(std::size_t seg, int stage) {
@@ -116,6 +137,7 @@ void RingAllreduce::finish_stage(std::size_t seg, int stage) {
 }
 
 bool RingAllreduce::poll(bool& progressed) {
+  if (!deferred_.empty() && post_deferred()) progressed = true;
   if (segments_left_ > 0) {
     int outcount = 0;
     DLION_MPI(MPI_Testsome(static_cast<int>(nseg_), recvs_.data(), &outcount, done_idx_.data(),

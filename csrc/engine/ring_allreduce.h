@@ -11,8 +11,8 @@
 //     left straight into the buffer.
 // Each (stage, segment) has its own tag, so segments may complete in any order.
 // Before the allgather receives chunk (r-g) into the buffer, the reduce-scatter send that read
-// that region (stage g) must be complete; it always is in practice (the data coming back
-// passed through the right neighbour, which had received it), and we wait for it to be sure.
+// that region (stage g) must be complete: until it is, that receive is deferred (tested on each
+// poll, never waited for, so a dead peer cannot block the progress thread).
 #pragma once
 
 #include <mpi.h>
@@ -49,6 +49,7 @@ class RingAllreduce : public Algorithm {
   Range segment(int chunk, std::size_t seg) const;
   void post_stage(std::size_t seg, int stage);
   void finish_stage(std::size_t seg, int stage);
+  bool post_deferred();
   int tag(int stage, std::size_t seg) const;
   unsigned char* at(std::size_t element) const;
 
@@ -64,6 +65,7 @@ class RingAllreduce : public Algorithm {
   std::vector<MPI_Request> recvs_;     // one per segment
   std::vector<MPI_Request> sends_;     // (stage, segment) flattened
   std::vector<int> done_idx_;
+  std::vector<std::size_t> deferred_;  // segments whose allgather receive is not posted yet
   std::size_t segments_left_;
 };
 

@@ -97,3 +97,10 @@ def test_wait_with_timeout_returns_false_then_completes_and_idle_engine_sleeps()
     assert all(r["sum_ok"] for r in recs)
     # CPU time, not wall time: an idle engine's thread sleeps on a condition variable.
     assert all(r["idle_cpu"] < 0.05 for r in recs), recs
+
+
+def test_killed_rank_ends_the_job_instead_of_hanging():
+    res = run_mpi("failures", 3, "killed", timeout=120, env={"DLION_STALL_TIMEOUT_S": "100"})
+    assert res.returncode != 0, res.explain()
+    assert res.records() == []
+    assert res.seconds < 60, res.explain()

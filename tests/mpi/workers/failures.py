@@ -130,6 +130,17 @@ elif scenario == "late":
     )
     dlion.shutdown()
 
+elif scenario == "killed":
+    # Rank 1 is killed (SIGKILL) while the others wait for it in an allreduce.
+    import os
+    import signal
+
+    dlion.init()
+    if dlion.rank() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    dlion.allreduce(np.ones(10), name="grads")
+    report(dlion.rank(), {"error": None})  # never reached: the launcher ends the job
+
 elif scenario == "raise":
     # Rank 1 raises in user code while the others wait for it in an allreduce.
     dlion.init()

@@ -38,7 +38,7 @@ class Config:
     """Fail a stalled operation with ``PeerTimeoutError`` after this long; the engine then stops."""
     ring_threshold_bytes: int = 256 * 1024
     """Allreduces above this size use the pipelined ring; smaller ones MPI_Iallreduce."""
-    ring_segment_bytes: int = 1 << 20
+    ring_segment_bytes: int = 512 * 1024
     """Pipeline segment of the ring allreduce."""
     backoff_spin_us: int = 3000
     """Progress thread: how long it polls (yielding) before it sleeps between polls."""

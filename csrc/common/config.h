@@ -17,7 +17,7 @@ struct EngineConfig {
   std::size_t ring_threshold_bytes = 256 * 1024;
   // Segment size of the pipelined ring (bytes); reduction of one segment overlaps the transfer
   // of the next.
-  std::size_t ring_segment_bytes = 1 << 20;
+  std::size_t ring_segment_bytes = 512 * 1024;
   // Progress-thread backoff while requests are in flight and nothing completes: poll with a
   // yield in between for up to backoff_spin_us (a peer that is about to arrive is served at
   // once), then sleep between polls, doubling from 1 us up to backoff_max_us.

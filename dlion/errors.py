@@ -1,30 +1,28 @@
 """dlion's error types: one to one with ``csrc/common/error.h``.
 
-``DlionError`` is the base of everything dlion raises on purpose. The engine's errors are
-created by the C++ extension and re-exported here; ``NotInitializedError`` is Python-only.
+* ``DlionError`` (a ``RuntimeError``): base of everything dlion raises on purpose.
+* ``InvalidArgumentError`` (also a ``ValueError``): bad input from the caller: dtype, layout,
+  size or option value.
+* ``MismatchError``: ranks submitted different operations (kind, name, dtype, size or layout) at
+  the same point; raised on every rank, the operation is dropped everywhere.
+* ``PeerTimeoutError`` (also a ``TimeoutError``): a peer did not take part in an operation within
+  the stall timeout; the engine then stops.
+* ``EngineShutdownError``: the engine was shut down, or stopped after an earlier fatal error.
+* ``MpiError``: an MPI call failed.
+* ``NotInitializedError`` (Python only): a call that needs the runtime came before
+  ``dlion.init()``.
+
+The engine's errors are created by the C++ extension and re-exported here.
 """
 
 from __future__ import annotations
 
-import dlion_core as _core
-
-DlionError = _core.DlionError
-"""Base class of every dlion error (a ``RuntimeError``)."""
-
-InvalidArgumentError = _core.InvalidArgumentError
-"""Bad input from the caller: dtype, layout, size or option value (also a ``ValueError``)."""
-
-MismatchError = _core.MismatchError
-"""Ranks submitted different operations (kind, name, dtype, size or layout) at the same point."""
-
-PeerTimeoutError = _core.PeerTimeoutError
-"""A peer did not take part in an operation within the stall timeout (also a ``TimeoutError``)."""
-
-EngineShutdownError = _core.EngineShutdownError
-"""The engine was shut down, or stopped after an earlier fatal error."""
-
-MpiError = _core.MpiError
-"""An MPI call failed."""
+from dlion_core import DlionError as DlionError
+from dlion_core import EngineShutdownError as EngineShutdownError
+from dlion_core import InvalidArgumentError as InvalidArgumentError
+from dlion_core import MismatchError as MismatchError
+from dlion_core import MpiError as MpiError
+from dlion_core import PeerTimeoutError as PeerTimeoutError
 
 
 class NotInitializedError(DlionError):

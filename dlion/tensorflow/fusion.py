@@ -85,6 +85,7 @@ def plan(grads: list[tf.Tensor | None], names: list[str], fusion_bytes: int) -> 
         offset = 0
         for i in indices:
             g = grads[i]
+            assert g is not None  # indices hold only the non-None gradients
             size = int(np.prod(g.shape, dtype=np.int64))
             if slots and (offset + size) * dtype.itemsize > fusion_bytes:
                 groups.append(Group(dtype, slots, np.empty(offset, dtype)))

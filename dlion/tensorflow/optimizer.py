@@ -67,8 +67,10 @@ class DistributedOptimizer:
         self._fusion_bytes = int(fusion_bytes)
         self._name = name
         self._compile_apply = bool(compile_apply)
-        self._apply_fns: dict[tuple[int, ...], Any] = {}
-        self._plan: fusion.FusionPlan | None = None
+        # Plans and compiled applies are kept per gradient layout, so alternating variable sets
+        # (e.g. a GAN's two halves) neither re-check layouts nor retrace; at most _CACHE each.
+        self._plans: dict[tuple, fusion.FusionPlan] = {}
+        self._apply_fns: dict[tuple, Any] = {}
         self._step = 0
 
     @property
@@ -135,7 +137,7 @@ class DistributedOptimizer:
 
     def _compiled_apply(self, plan: fusion.FusionPlan, variables: list[tf.Variable]) -> Any:
         """A tf.function (one per plan and variable list) that applies the fused buffers."""
-        key = (id(plan), *(id(v) for v in variables))
+        key = (plan.layout, *(id(v) for v in variables))
         fn = self._apply_fns.get(key)
         if fn is not None:
             return fn
@@ -155,17 +157,30 @@ class DistributedOptimizer:
 
         # A concrete function: calling it skips tf.function's per-call signature matching.
         specs = [tf.TensorSpec([g.buffer.size], tf.as_dtype(g.dtype)) for g in plan.groups]
-        self._apply_fns.clear()  # a new plan replaces the old one
+        _evict_oldest(self._apply_fns)
         fn = self._apply_fns[key] = tf.function(apply).get_concrete_function(specs)
         return fn
 
     def _plan_for(self, grads: list[Any], names: list[str]) -> fusion.FusionPlan:
         layout = fusion.layout_of(grads, names)
-        if self._plan is not None and self._plan.layout == layout:
-            return self._plan
+        plan = self._plans.get(layout)
+        if plan is None:
+            _check_same_layout(layout, f"{self._name}.layout")
+            _evict_oldest(self._plans)
+            plan = self._plans[layout] = fusion.plan(grads, names, self._fusion_bytes)
+        return plan
         _check_same_layout(layout, f"{self._name}.layout")
         self._plan = fusion.plan(grads, names, self._fusion_bytes)
         return self._plan
+
+
+_CACHE = 16
+
+
+def _evict_oldest(cache: dict) -> None:
+    """Keep a cache below _CACHE entries (dicts keep insertion order)."""
+    while len(cache) >= _CACHE:
+        del cache[next(iter(cache))]
 
 
 def _var_name(v: Any) -> str:

@@ -13,8 +13,10 @@ def test_allreduce_training_equals_union_batch_and_is_bit_identical(np_):
     recs = res.records()
     assert len(recs) == np_, res.explain()
     assert len({r["digest"] for r in recs}) == 1, "ranks ended with different weights"
+    assert len({r["after_alternating"] for r in recs}) == 1
     for r in recs:
-        assert r["steps"] == 8 and r["iterations"] == 8
+        assert r["steps"] == 14 and r["iterations"] == 14
+        assert r["plans"] == 3 and r["compiled"] == 3  # full model, first half, second half
         assert r["moved"] > 1e-3, "training did not change the weights"
         assert r["max_abs_err"] <= 1e-5 * max(1.0, r["scale"]), r
 

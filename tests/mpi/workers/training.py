@@ -77,6 +77,15 @@ if scenario == "equivalence":
     )
     scale = max(float(np.max(np.abs(b.numpy()))) for b in ref.trainable_variables)
     moved = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, init))
+    # Alternating variable sets (a GAN's two halves): one plan and one compiled apply each.
+    first, second = model.trainable_variables[:2], model.trainable_variables[2:]
+    for step in range(6):
+        part = first if step % 2 == 0 else second
+        x, y = batch(step, rank)
+        g = grads_of(model, x, y)
+        g = g[:2] if step % 2 == 0 else g[2:]
+        opt.apply_gradients(zip(g, part))
+    after = hashlib.sha256(b"".join(v.numpy().tobytes() for v in model.variables)).hexdigest()
     report(
         rank,
         {
@@ -86,6 +95,9 @@ if scenario == "equivalence":
             "moved": moved,
             "steps": opt.steps,
             "iterations": int(opt.iterations.numpy()),
+            "plans": len(opt._plans),
+            "compiled": len(opt._apply_fns),
+            "after_alternating": after,
         },
     )
 

@@ -23,6 +23,7 @@ ENGINE_FIELDS = (
     "stall_timeout_s",
     "ring_threshold_bytes",
     "ring_segment_bytes",
+    "hierarchical",
     "backoff_spin_us",
     "backoff_max_us",
 )
@@ -40,6 +41,9 @@ class Config:
     """Allreduces above this size use the pipelined ring; smaller ones MPI_Iallreduce."""
     ring_segment_bytes: int = 512 * 1024
     """Pipeline segment of the ring allreduce."""
+    hierarchical: bool = True
+    """When ranks span several sites, large allreduces reduce inside each site, ring among one
+    leader per site, and broadcast back: each site's data crosses the slow links once."""
     backoff_spin_us: int = 3000
     """Progress thread: how long it polls (yielding) before it sleeps between polls."""
     backoff_max_us: int = 200

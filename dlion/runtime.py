@@ -63,6 +63,8 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     engine = _core.Engine(comm, config.engine_config())
     try:
         topology = _discover(engine)
+        labels = {s: i for i, s in enumerate(dict.fromkeys(topology.sites))}
+        engine.set_sites([labels[s] for s in topology.sites])
     except BaseException:
         engine.shutdown()
         raise

@@ -15,6 +15,9 @@ struct EngineConfig {
   double stall_timeout_s = 300.0;
   // Allreduces of at most this many bytes use MPI_Iallreduce; larger ones the pipelined ring.
   std::size_t ring_threshold_bytes = 256 * 1024;
+  // Across several sites (Engine::set_sites), large allreduces reduce inside each site, run the
+  // ring among one leader per site, and broadcast back inside each site.
+  bool hierarchical = true;
   // Segment size of the pipelined ring (bytes); reduction of one segment overlaps the transfer
   // of the next.
   std::size_t ring_segment_bytes = 512 * 1024;

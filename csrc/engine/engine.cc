@@ -92,6 +92,15 @@ HandlePtr Engine::submit(OpRequest req) {
   return handle;
 }
 
+void Engine::set_sites(const std::vector<int>& site_of_rank) {
+  DLION_CHECK(site_of_rank.size() == static_cast<std::size_t>(size_), InvalidArgument, "rank ",
+              rank_, ": set_sites needs one site per rank (", size_, "), got ",
+              site_of_rank.size());
+  SiteLayout layout = SiteLayout::of(site_of_rank, rank_);
+  std::lock_guard<std::mutex> lock(mu_);
+  sites_ = std::move(layout);
+}
+
 void Engine::shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -18,6 +18,7 @@
 
 #include "common/config.h"
 #include "engine/handle.h"
+#include "engine/hierarchical_allreduce.h"
 #include "engine/op.h"
 
 namespace dlion {
@@ -26,6 +27,8 @@ struct EngineStats {
   std::uint64_t ops_completed = 0;
   std::uint64_t ops_failed = 0;
   std::uint64_t bytes_reduced = 0;   // payload bytes of completed allreduces
+  std::uint64_t ring_allreduces = 0;          // completed with the flat ring
+  std::uint64_t hierarchical_allreduces = 0;  // completed with the site-aware hierarchy
   double busy_seconds = 0.0;         // time the progress thread spent with an operation active
 };
 
@@ -41,6 +44,11 @@ class Engine {
   // Checks the request, then queues it. The caller keeps `req.data` alive and untouched until
   // the handle is done. Throws InvalidArgument or EngineShutdown.
   HandlePtr submit(OpRequest req);
+
+  // The site of every rank (any integer labels, one per rank), the same list on every rank;
+  // call it at the same point on every rank (dlion.init does, right after it learns the
+  // sites), before submitting more work. Large allreduces then become site-aware.
+  void set_sites(const std::vector<int>& site_of_rank);
 
   // Lets queued work finish (each op bounded by the stall timeout), stops the progress thread,
   // frees the communicator. Idempotent.
@@ -77,7 +85,9 @@ class Engine {
   std::uint64_t next_seq_ = 0;
   EngineStats stats_;
 
+  SiteLayout sites_;                    // guarded by mu_
   std::vector<unsigned char> scratch_;  // progress thread only
+  std::vector<unsigned char> scratch2_;  // progress thread only
   std::thread thread_;
 };
 

@@ -4,8 +4,9 @@
 //   1. Take the oldest queued operation; it gets the next sequence number, the same on every rank.
 //   2. Negotiate (negotiate.h): exchange what each rank submitted; on disagreement fail the
 //      handle with MismatchError on every rank and go on with the next operation.
-//   3. Run the data algorithm: pipelined ring allreduce for large allreduces, MPI non-blocking
-//      collectives otherwise; a barrier is the negotiation alone.
+//   3. Run the data algorithm: for large allreduces the site-aware hierarchical allreduce when
+//      ranks span several sites (hierarchical_allreduce.h), else the pipelined ring; MPI
+//      non-blocking collectives otherwise; a barrier is the negotiation alone.
 //   4. Complete the handle (or fail it with the error, which the waiting caller rethrows).
 // While an operation is in flight the loop polls it; when polls find nothing new it backs off:
 // it yields between polls for backoff_spin_us (a peer about to arrive is served at once), then
@@ -16,6 +17,7 @@
 // stall_timeout_s it fails with PeerTimeout and the engine is poisoned: queued and later
 // operations fail with EngineShutdown, because MPI state is no longer known to be consistent.
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <memory>
 #include <thread>
@@ -23,6 +25,7 @@
 #include "common/error.h"
 #include "engine/collective.h"
 #include "engine/engine.h"
+#include "engine/hierarchical_allreduce.h"
 #include "engine/negotiate.h"
 #include "engine/ring_allreduce.h"
 
@@ -103,6 +106,7 @@ void Engine::execute(Pending& op) {
   const OpMeta meta = make_meta(op.handle->seq(), req);
   const std::string what = "rank " + std::to_string(rank_) + "'s " + describe(meta);
   std::unique_ptr<Algorithm> algo;
+  std::uint64_t EngineStats::*counter = nullptr;  // which algorithm ran, for stats
   bool ok = false;
   try {
     {
@@ -116,9 +120,28 @@ void Engine::execute(Pending& op) {
     }
     if (req.kind == OpKind::Allreduce && size_ > 1 && req.count > 0) {
       const std::size_t bytes = req.count * dtype_size(req.dtype);
-      if (bytes > config_.ring_threshold_bytes && req.count >= static_cast<std::size_t>(size_))
-        algo = std::make_unique<RingAllreduce>(comm_, rank_, size_, req,
-                                               config_.ring_segment_bytes, kRingBaseTag, scratch_);
+      SiteLayout sites;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        sites = sites_;
+      }
+      if (config_.hierarchical && sites.useful && bytes > config_.ring_threshold_bytes &&
+          req.count >= sites.leaders.size() && req.count <= static_cast<std::size_t>(INT_MAX))
+      {
+        algo = std::make_unique<HierarchicalAllreduce>(comm_, rank_, size_, std::move(sites),
+                                                       req, config_.ring_segment_bytes,
+                                                       scratch2_, scratch_);
+        counter = &EngineStats::hierarchical_allreduces;
+      }
+      else if (bytes > config_.ring_threshold_bytes &&
+               req.count >= static_cast<std::size_t>(size_))
+      {
+        algo = std::make_unique<RingAllreduce>(
+            comm_, RingAllreduce::all_ranks(size_), rank_, req,
+            req.reduce == ReduceOp::Average ? 1.0 / size_ : 1.0, config_.ring_segment_bytes,
+            kRingBaseTag, scratch_);
+        counter = &EngineStats::ring_allreduces;
+      }
       else
         algo = Collective::allreduce(comm_, req, size_);
     } else if (req.kind == OpKind::Broadcast && size_ > 1 && req.count > 0) {
@@ -148,6 +171,7 @@ void Engine::execute(Pending& op) {
     if (ok) {
       ++stats_.ops_completed;
       if (req.kind == OpKind::Allreduce) stats_.bytes_reduced += req.count * dtype_size(req.dtype);
+      if (counter) ++(stats_.*counter);
     } else {
       ++stats_.ops_failed;
     }

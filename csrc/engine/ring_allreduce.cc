@@ -20,20 +20,30 @@ std::size_t RingAllreduce::max_segments(int size, int base_tag) {
   return static_cast<std::size_t>(std::max(1, (32767 - base_tag) / std::max(1, stages)));
 }
 
-RingAllreduce::RingAllreduce(MPI_Comm comm, int rank, int size, const OpRequest& req,
-                             std::size_t segment_bytes, int base_tag,
-                             std::vector<unsigned char>& scratch)
+std::vector<int> RingAllreduce::all_ranks(int size) {
+  std::vector<int> ring(static_cast<std::size_t>(size));
+  for (int r = 0; r < size; ++r) ring[static_cast<std::size_t>(r)] = r;
+  return ring;
+}
+
+RingAllreduce::RingAllreduce(MPI_Comm comm, const std::vector<int>& ring, int index,
+                             const OpRequest& req, double scale, std::size_t segment_bytes,
+                             int base_tag, std::vector<unsigned char>& scratch)
     : comm_(comm),
-      rank_(rank),
-      size_(size),
-      left_(mod(rank - 1, size)),
-      right_(mod(rank + 1, size)),
+      rank_(index),
+      size_(static_cast<int>(ring.size())),
+      left_(ring[static_cast<std::size_t>(mod(index - 1, size_))]),
+      right_(ring[static_cast<std::size_t>(mod(index + 1, size_))]),
       req_(req),
+      scale_(scale),
       type_(mpi_type(req.dtype)),
       esize_(dtype_size(req.dtype)),
       base_tag_(base_tag) {
-  DLION_CHECK(size >= 2 && req.count >= static_cast<std::size_t>(size), InvalidArgument,
-              "ring allreduce of '", req.name, "' needs at least 2 ranks and one element each");
+  const int size = size_;
+  DLION_CHECK(size >= 2 && req.count >= static_cast<std::size_t>(size) && index >= 0 &&
+                  index < size,
+              InvalidArgument, "ring allreduce of '", req.name,
+              "' needs at least 2 ranks and one element each");
   const std::size_t max_chunk = (req.count + static_cast<std::size_t>(size) - 1) /
                                 static_cast<std::size_t>(size);
   const std::size_t seg_elems = std::max<std::size_t>(1, segment_bytes / esize_);
@@ -117,15 +127,15 @@ void RingAllreduce::finish_stage(std::size_t seg, int stage) {
   if (stage < p - 1) {
     const Range in = segment(mod(rank_ - stage - 1, p), seg);
     const unsigned char* src = scratch_ + seg * seg_cap_ * esize_;
-    const bool last = stage == p - 2 && req_.reduce == ReduceOp::Average;
+    const bool last = stage == p - 2 && scale_ != 1.0;
     if (req_.dtype == DType::Float32) {
       auto* d = reinterpret_cast<float*>(at(in.begin));
       add_inplace(d, reinterpret_cast<const float*>(src), in.len);
-      if (last) scale_inplace(d, in.len, 1.0 / p);
+      if (last) scale_inplace(d, in.len, scale_);
     } else {
       auto* d = reinterpret_cast<double*>(at(in.begin));
       add_inplace(d, reinterpret_cast<const double*>(src), in.len);
-      if (last) scale_inplace(d, in.len, 1.0 / p);
+      if (last) scale_inplace(d, in.len, scale_);
     }
   }
   const int next = stage + 1;

@@ -1,6 +1,7 @@
 // RingAllreduce: pipelined ring allreduce (reduce-scatter then allgather) over Isend/Irecv,
 // in place, for float32/float64 sums and averages.
 //
+// The ring is any ordered list of p ranks (all of them, or one leader per site).
 // The buffer is cut into p chunks (one per rank) and each chunk into nseg segments. Every
 // segment flows on its own through 2(p-1) stages, so that the reduction of one segment overlaps
 // the transfer of the others:
@@ -28,9 +29,12 @@ namespace dlion {
 
 class RingAllreduce : public Algorithm {
  public:
+  // The ring is `ring` (ranks of comm, in ring order; this rank is ring[index]). Each fully
+  // reduced chunk is multiplied by `scale` once, at its owner (1/p for an average).
   // scratch is the engine's reusable buffer; it is grown here if needed and must outlive us.
-  RingAllreduce(MPI_Comm comm, int rank, int size, const OpRequest& req,
-                std::size_t segment_bytes, int base_tag, std::vector<unsigned char>& scratch);
+  RingAllreduce(MPI_Comm comm, const std::vector<int>& ring, int index, const OpRequest& req,
+                double scale, std::size_t segment_bytes, int base_tag,
+                std::vector<unsigned char>& scratch);
   ~RingAllreduce() override;
   RingAllreduce(const RingAllreduce&) = delete;
   RingAllreduce& operator=(const RingAllreduce&) = delete;
@@ -41,6 +45,8 @@ class RingAllreduce : public Algorithm {
 
   // Most segments per chunk the tag space allows for `size` ranks.
   static std::size_t max_segments(int size, int base_tag);
+  // 0, 1, ..., size-1: the ring over the whole communicator.
+  static std::vector<int> all_ranks(int size);
 
  private:
   struct Range {
@@ -54,8 +60,9 @@ class RingAllreduce : public Algorithm {
   unsigned char* at(std::size_t element) const;
 
   MPI_Comm comm_;
-  int rank_, size_, left_, right_;
+  int rank_, size_, left_, right_;  // rank_ and size_: position in and length of the ring
   OpRequest req_;
+  double scale_;
   MPI_Datatype type_;
   std::size_t esize_;
   std::size_t nseg_ = 1, seg_cap_ = 0;

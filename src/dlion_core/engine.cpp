@@ -152,6 +152,7 @@ void bind_engine(py::module_& m) {
       .def_readwrite("stall_timeout_s", &EngineConfig::stall_timeout_s)
       .def_readwrite("ring_threshold_bytes", &EngineConfig::ring_threshold_bytes)
       .def_readwrite("ring_segment_bytes", &EngineConfig::ring_segment_bytes)
+      .def_readwrite("hierarchical", &EngineConfig::hierarchical)
       .def_readwrite("backoff_spin_us", &EngineConfig::backoff_spin_us)
       .def_readwrite("backoff_max_us", &EngineConfig::backoff_max_us);
 
@@ -230,6 +231,8 @@ void bind_engine(py::module_& m) {
             return submit(e, std::move(req), py::none());
           },
           py::arg("name") = "barrier")
+      .def("set_sites", &Engine::set_sites, py::arg("site_of_rank"),
+           "The site (an integer label) of every rank; large allreduces become site-aware.")
       .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
       .def("poisoned", &Engine::poisoned)
       .def("stats", [](const Engine& e) {
@@ -238,6 +241,8 @@ void bind_engine(py::module_& m) {
         d["ops_completed"] = s.ops_completed;
         d["ops_failed"] = s.ops_failed;
         d["bytes_reduced"] = s.bytes_reduced;
+        d["ring_allreduces"] = s.ring_allreduces;
+        d["hierarchical_allreduces"] = s.hierarchical_allreduces;
         d["busy_seconds"] = s.busy_seconds;
         return d;
       });

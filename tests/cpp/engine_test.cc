@@ -46,6 +46,14 @@ int main(int argc, char** argv) {
     for (std::size_t n : {0, 1, 3, 8, 100, 1000, 12345, 200000})
       for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Average}) test_allreduce(e, n, op);
 
+    // Two sites (the lower half of the ranks and the upper half): site-aware allreduce.
+    std::vector<int> sites;
+    for (int r = 0; r < e.size(); ++r) sites.push_back(2 * r / e.size());
+    e.set_sites(sites);
+    for (std::size_t n : {3, 100, 12345, 200000})
+      for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Average}) test_allreduce(e, n, op);
+    if (e.size() >= 3) CHECK(e.stats().hierarchical_allreduces > 0, "no hierarchical allreduce");
+
     std::vector<float> b(1000, static_cast<float>(e.rank()));
     OpRequest bc;
     bc.kind = OpKind::Broadcast;

@@ -22,3 +22,30 @@ def test_ring_only_with_tiny_segments(np_):
     res = run_mpi("collectives", np_, timeout=300, env=env)
     assert res.returncode == 0, res.explain()
     assert [r["rank"] for r in res.records()] == list(range(np_)), res.explain()
+
+
+@pytest.mark.parametrize(
+    "sites, extra",
+    [
+        ("A,A,B", {}),
+        ("A,A,B,B", {}),
+        ("A,B,A,B", {}),  # sites need not be contiguous in rank order
+        ("A,B,B,C", {"DLION_RING_THRESHOLD_BYTES": "0", "DLION_RING_SEGMENT_BYTES": "4096"}),
+    ],
+)
+def test_site_aware_allreduce_matches_numpy(sites, extra):
+    np_ = len(sites.split(","))
+    res = run_mpi("collectives", np_, timeout=300, env={"DLION_TEST_SITES": sites, **extra})
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert [r["rank"] for r in recs] == list(range(np_)), res.explain()
+    for r in recs:
+        assert r["stats"]["hierarchical_allreduces"] > 5, r["stats"]
+        assert r["stats"]["ring_allreduces"] == 0, r["stats"]
+
+
+def test_one_site_uses_the_flat_ring():
+    res = run_mpi("collectives", 2, timeout=300)
+    assert res.returncode == 0, res.explain()
+    for r in res.records():
+        assert r["stats"]["ring_allreduces"] > 5 and r["stats"]["hierarchical_allreduces"] == 0

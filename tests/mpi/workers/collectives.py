@@ -4,6 +4,8 @@ Every rank regenerates every other rank's input from (seed, rank), so each can c
 exact reference locally. Hypothesis runs derandomized: all ranks draw the same examples.
 """
 
+import os
+
 import numpy as np
 from _report import report
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +14,9 @@ from mpi4py import MPI
 
 import dlion
 
+# DLION_TEST_SITES="A,A,B,B": the site of each rank (site-aware allreduce).
+if os.environ.get("DLION_TEST_SITES"):
+    os.environ["DLION_SITE"] = os.environ["DLION_TEST_SITES"].split(",")[MPI.COMM_WORLD.rank]
 dlion.init()
 rank, size = dlion.rank(), dlion.size()
 checks = 0

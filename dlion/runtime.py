@@ -20,8 +20,11 @@ from mpi4py import MPI
 
 import dlion_core as _core
 
-from .config import Config
-from .errors import NotInitializedError
+from .config import ENGINE_FIELDS, Config
+from .errors import InvalidArgumentError, NotInitializedError
+
+# Engine settings that pick algorithms: every rank must use the same values.
+_MUST_AGREE = ("ring_threshold_bytes", "ring_segment_bytes", "hierarchical")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         raise TypeError(f"comm must be a valid mpi4py.MPI.Comm, got {comm!r}")
     engine = _core.Engine(comm, config.engine_config())
     try:
-        topology = _discover(engine)
+        topology = _discover(engine, config)
         labels = {s: i for i, s in enumerate(dict.fromkeys(topology.sites))}
         engine.set_sites([labels[s] for s in topology.sites])
     except BaseException:
@@ -78,14 +81,25 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         sys.excepthook = _abort_on_exception
 
 
-def _discover(engine: _core.Engine) -> _Topology:
+def _discover(engine: _core.Engine, config: Config) -> _Topology:
+    """Every rank's site and host; checks that all ranks run the engine with the same settings."""
     site = os.environ.get("DLION_SITE") or socket.gethostname()
     host = MPI.Get_processor_name()
-    handle = engine.allgather(pickle.dumps((site, host)), "dlion.init.topology")
+    settings = {name: getattr(config, name) for name in ENGINE_FIELDS if name in _MUST_AGREE}
+    handle = engine.allgather(pickle.dumps((site, host, settings)), "dlion.init.topology")
     handle.wait()
-    pairs = [pickle.loads(b) for b in handle.result()]
-    sites = tuple(p[0] for p in pairs)
-    hosts = tuple(p[1] for p in pairs)
+    gathered = [pickle.loads(b) for b in handle.result()]
+    for r, (_, _, theirs) in enumerate(gathered):
+        differ = sorted(k for k in settings if theirs.get(k) != gathered[0][2].get(k))
+        if differ:
+            detail = ", ".join(f"{k}={theirs[k]!r} (rank 0: {gathered[0][2][k]!r})" for k in differ)
+            raise InvalidArgumentError(
+                f"rank {engine.rank}: rank {r} runs dlion with other settings than rank 0: "
+                f"{detail}. These choose the algorithms every rank must run together; set them "
+                "the same everywhere (same DLION_* environment or dlion.init keywords)."
+            )
+    sites = tuple(g[0] for g in gathered)
+    hosts = tuple(g[1] for g in gathered)
     same_host = [r for r, h in enumerate(hosts) if h == host]
     return _Topology(
         rank=engine.rank,

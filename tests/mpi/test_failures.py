@@ -104,3 +104,15 @@ def test_killed_rank_ends_the_job_instead_of_hanging():
     assert res.returncode != 0, res.explain()
     assert res.records() == []
     assert res.seconds < 60, res.explain()
+
+
+def test_ranks_with_different_engine_settings_are_refused_at_init():
+    res = run_mpi("failures", 3, "config_differs")
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert len(recs) == 3
+    for r in recs:
+        assert r["error"] == "InvalidArgumentError", r
+        assert "rank 1 runs dlion with other settings" in r["message"]
+        assert "ring_segment_bytes=4096" in r["message"]
+        assert r["initialized"] is False

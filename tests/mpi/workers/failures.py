@@ -130,6 +130,18 @@ elif scenario == "late":
     )
     dlion.shutdown()
 
+elif scenario == "config_differs":
+    # Rank 1 chooses another ring segment size: init must refuse on every rank.
+    import os
+
+    from mpi4py import MPI
+
+    r = MPI.COMM_WORLD.Get_rank()
+    if r == 1:
+        os.environ["DLION_RING_SEGMENT_BYTES"] = "4096"
+    seen = outcome(dlion.init)
+    report(r, {**seen, "initialized": dlion.is_initialized()})
+
 elif scenario == "killed":
     # Rank 1 is killed (SIGKILL) while the others wait for it in an allreduce.
     import os

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "engine/algorithm.h"
 #include "engine/handle.h"
 #include "engine/hierarchical_allreduce.h"
 #include "engine/op.h"
@@ -70,6 +71,10 @@ class Engine {
 
   void run();                      // progress.cc: the loop
   void execute(Pending& op);       // progress.cc: one operation, negotiation then data
+  std::unique_ptr<Algorithm> make_allreduce(const OpRequest& req,
+                                            std::uint64_t EngineStats::*& counter);
+  void record(const OpRequest& req, bool ok, std::uint64_t EngineStats::*counter,
+              double busy_s);
   void poison(const std::string& why);
   void fail_queued(const std::string& why);
 

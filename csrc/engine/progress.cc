@@ -84,6 +84,16 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
   }
 }
 
+std::string describe_current_exception() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown error";
+  }
+}
+
 }  // namespace
 
 void Engine::run() {
@@ -100,11 +110,36 @@ void Engine::run() {
   }
 }
 
+std::unique_ptr<Algorithm> Engine::make_allreduce(const OpRequest& req,
+                                                  std::uint64_t EngineStats::*& counter) {
+  const std::size_t bytes = req.count * dtype_size(req.dtype);
+  const bool large = bytes > config_.ring_threshold_bytes;
+  SiteLayout sites;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sites = sites_;
+  }
+  if (config_.hierarchical && sites.useful && large && req.count >= sites.leaders.size() &&
+      req.count <= static_cast<std::size_t>(INT_MAX)) {
+    counter = &EngineStats::hierarchical_allreduces;
+    return std::make_unique<HierarchicalAllreduce>(comm_, rank_, size_, std::move(sites), req,
+                                                   config_.ring_segment_bytes, scratch2_,
+                                                   scratch_);
+  }
+  if (large && req.count >= static_cast<std::size_t>(size_)) {
+    counter = &EngineStats::ring_allreduces;
+    const double scale = req.reduce == ReduceOp::Average ? 1.0 / size_ : 1.0;
+    return std::make_unique<RingAllreduce>(comm_, RingAllreduce::all_ranks(size_), rank_, req,
+                                           scale, config_.ring_segment_bytes, kRingBaseTag,
+                                           scratch_);
+  }
+  return Collective::allreduce(comm_, req, size_);
+}
+
 void Engine::execute(Pending& op) {
   const auto start = Clock::now();
   const OpRequest& req = op.req;
   const OpMeta meta = make_meta(op.handle->seq(), req);
-  const std::string what = "rank " + std::to_string(rank_) + "'s " + describe(meta);
   std::unique_ptr<Algorithm> algo;
   std::uint64_t EngineStats::*counter = nullptr;  // which algorithm ran, for stats
   bool ok = false;
@@ -118,65 +153,38 @@ void Engine::execute(Pending& op) {
         op.handle->output_counts() = negotiation.counts();
       }
     }
-    if (req.kind == OpKind::Allreduce && size_ > 1 && req.count > 0) {
-      const std::size_t bytes = req.count * dtype_size(req.dtype);
-      SiteLayout sites;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        sites = sites_;
-      }
-      if (config_.hierarchical && sites.useful && bytes > config_.ring_threshold_bytes &&
-          req.count >= sites.leaders.size() && req.count <= static_cast<std::size_t>(INT_MAX))
-      {
-        algo = std::make_unique<HierarchicalAllreduce>(comm_, rank_, size_, std::move(sites),
-                                                       req, config_.ring_segment_bytes,
-                                                       scratch2_, scratch_);
-        counter = &EngineStats::hierarchical_allreduces;
-      }
-      else if (bytes > config_.ring_threshold_bytes &&
-               req.count >= static_cast<std::size_t>(size_))
-      {
-        algo = std::make_unique<RingAllreduce>(
-            comm_, RingAllreduce::all_ranks(size_), rank_, req,
-            req.reduce == ReduceOp::Average ? 1.0 / size_ : 1.0, config_.ring_segment_bytes,
-            kRingBaseTag, scratch_);
-        counter = &EngineStats::ring_allreduces;
-      }
-      else
-        algo = Collective::allreduce(comm_, req, size_);
-    } else if (req.kind == OpKind::Broadcast && size_ > 1 && req.count > 0) {
-      algo = Collective::broadcast(comm_, req);
-    }
+    const bool data = size_ > 1 && req.count > 0;
+    if (req.kind == OpKind::Allreduce && data) algo = make_allreduce(req, counter);
+    if (req.kind == OpKind::Broadcast && data) algo = Collective::broadcast(comm_, req);
     if (algo) drive(*algo, config_, rank_, start, describe(meta));
     ok = true;
   } catch (const MismatchError&) {
     // Every rank saw the same metas and dropped the operation; nothing touched the buffer.
     op.handle->fail(std::current_exception(), false);
+  } catch (const InvalidArgument&) {
+    // Thrown by an algorithm's checks before it posts anything, alike on every rank (same
+    // negotiated request, same settings): the operation is dropped everywhere.
+    op.handle->fail(std::current_exception(), algo ? algo->abandon() : false);
   } catch (...) {
     const bool in_use = algo ? algo->abandon() : false;
     op.handle->fail(std::current_exception(), in_use);
-    std::string why = "unknown error";
-    try {
-      throw;
-    } catch (const std::exception& e) {
-      why = e.what();
-    } catch (...) {
-    }
-    poison(why);
+    poison(describe_current_exception());
   }
-  const double busy = std::chrono::duration<double>(Clock::now() - start).count();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.busy_seconds += busy;
-    if (ok) {
-      ++stats_.ops_completed;
-      if (req.kind == OpKind::Allreduce) stats_.bytes_reduced += req.count * dtype_size(req.dtype);
-      if (counter) ++(stats_.*counter);
-    } else {
-      ++stats_.ops_failed;
-    }
-  }
+  record(req, ok, counter, std::chrono::duration<double>(Clock::now() - start).count());
   if (ok) op.handle->complete();
+}
+
+void Engine::record(const OpRequest& req, bool ok, std::uint64_t EngineStats::*counter,
+                    double busy_s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.busy_seconds += busy_s;
+  if (!ok) {
+    ++stats_.ops_failed;
+    return;
+  }
+  ++stats_.ops_completed;
+  if (req.kind == OpKind::Allreduce) stats_.bytes_reduced += req.count * dtype_size(req.dtype);
+  if (counter) ++(stats_.*counter);
 }
 
 }  // namespace dlion

@@ -1,0 +1,49 @@
+// Runtime choice of the instruction set for the element-wise codec kernels. A kernel body is
+// written once as portable, vectorizable C++ (always inlined), and DLION_SIMD_DISPATCH runs it
+// either in a function compiled for AVX2 (x86-64 with GCC/Clang, when the CPU has AVX2) or in
+// the baseline build (SSE2 on x86-64). Both variants execute the same IEEE operations (no FMA
+// contraction), so results are bit-identical on every machine.
+//
+// DLION_SIMD=baseline in the environment (read once) forces the baseline variant.
+#pragma once
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define DLION_HAVE_AVX2_DISPATCH 1
+#define DLION_TARGET_AVX2 __attribute__((target("avx2")))
+#else
+#define DLION_HAVE_AVX2_DISPATCH 0
+#define DLION_TARGET_AVX2
+#endif
+
+#if defined(__GNUC__)
+#define DLION_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define DLION_ALWAYS_INLINE inline
+#endif
+
+namespace dlion::detail {
+
+// Whether the kernels use their AVX2 variant now.
+bool simd_avx2();
+// Tests only: force the baseline variant (true) or go back to the automatic choice (false).
+void simd_force_baseline(bool force);
+
+}  // namespace dlion::detail
+
+// Runs the statement(s) in a lambda compiled for AVX2 when simd_avx2(), else as is. Whatever
+// they call must be DLION_ALWAYS_INLINE to be compiled for AVX2.
+#if DLION_HAVE_AVX2_DISPATCH
+#define DLION_SIMD_DISPATCH(...)                            \
+  do {                                                      \
+    if (::dlion::detail::simd_avx2()) {                     \
+      [&]() DLION_TARGET_AVX2 { __VA_ARGS__; }();           \
+    } else {                                                \
+      [&]() { __VA_ARGS__; }();                             \
+    }                                                       \
+  } while (0)
+#else
+#define DLION_SIMD_DISPATCH(...) \
+  do {                           \
+    __VA_ARGS__;                 \
+  } while (0)
+#endif

@@ -230,8 +230,8 @@ constexpr std::size_t kSample = std::size_t{1} << 15;
 constexpr std::uint64_t kSampleSeed = 0x746f706b5f666173ull;
 
 struct Estimate {
-  std::uint32_t lo;     // collect keys >= lo
-  std::size_t limit;    // give up past this many candidates
+  std::uint32_t lo;   // collect keys >= lo
+  std::size_t limit;  // give up past this many candidates
 };
 
 // One key per stride of n / kSample at a seeded offset; lo is the sample key whose rank is
@@ -319,9 +319,12 @@ void randomk(std::size_t n, std::size_t k, std::uint64_t seed, std::uint32_t* id
   for (std::size_t j = n - k; j < n; ++j)
     if (mark(bounded(state, static_cast<std::uint32_t>(j + 1)))) mark(j);
   std::size_t out = 0;
-  for (std::size_t w = 0; w < chosen.size(); ++w)
-    for (std::uint64_t bits = chosen[w]; bits != 0; bits &= bits - 1)
-      idx[out++] = static_cast<std::uint32_t>(w * 64 + static_cast<unsigned>(__builtin_ctzll(bits)));
+  for (std::size_t w = 0; w < chosen.size(); ++w) {
+    for (std::uint64_t bits = chosen[w]; bits != 0; bits &= bits - 1) {
+      const auto bit = static_cast<unsigned>(__builtin_ctzll(bits));
+      idx[out++] = static_cast<std::uint32_t>(w * 64 + bit);
+    }
+  }
 }
 
 void gather(const float* x, const std::uint32_t* idx, std::size_t k, float* val) {

@@ -30,17 +30,22 @@ const T* input_view(const py::array& a, const char* fn, const char* arg, const c
   return static_cast<const T*>(a.data());
 }
 
-std::size_t checked_k(std::int64_t k, const char* fn) {
-  DLION_CHECK(k >= 0, dlion::InvalidArgument, fn, ": k = ", k, " is negative; pass 0 <= k <= x.size");
+// k as a count: 0 <= k <= n, and n small enough for 32-bit indices (checked before any output
+// is allocated).
+std::size_t checked_k(std::int64_t k, std::size_t n, const char* fn) {
+  DLION_CHECK(n <= 0xffffffffu, dlion::InvalidArgument, fn, ": x has ", n,
+              " elements; indices are 32-bit, so split it into pieces under 2^32");
+  DLION_CHECK(k >= 0, dlion::InvalidArgument, fn, ": k = ", k,
+              " is negative; pass 0 <= k <= x.size");
+  DLION_CHECK(static_cast<std::uint64_t>(k) <= n, dlion::InvalidArgument, fn, ": k = ", k,
+              " is larger than the ", n, " elements of x; pass k <= x.size");
   return static_cast<std::size_t>(k);
 }
 
 py::tuple topk(const py::array& x, std::int64_t k_arg, bool exact) {
   const float* data = input_view<float>(x, "topk", "x", "float32");
   const auto n = static_cast<std::size_t>(x.size());
-  const std::size_t k = checked_k(k_arg, "topk");
-  DLION_CHECK(k <= n, dlion::InvalidArgument, "topk: k = ", k, " is larger than the ", n,
-              " elements of x; pass k <= x.size");
+  const std::size_t k = checked_k(k_arg, n, "topk");
   py::array_t<std::uint32_t> idx(static_cast<py::ssize_t>(k));
   py::array_t<float> val(static_cast<py::ssize_t>(k));
   std::uint32_t* idx_out = idx.mutable_data();
@@ -58,9 +63,7 @@ py::tuple topk(const py::array& x, std::int64_t k_arg, bool exact) {
 py::tuple randomk(const py::array& x, std::int64_t k_arg, std::uint64_t seed) {
   const float* data = input_view<float>(x, "randomk", "x", "float32");
   const auto n = static_cast<std::size_t>(x.size());
-  const std::size_t k = checked_k(k_arg, "randomk");
-  DLION_CHECK(k <= n, dlion::InvalidArgument, "randomk: k = ", k, " is larger than the ", n,
-              " elements of x; pass k <= x.size");
+  const std::size_t k = checked_k(k_arg, n, "randomk");
   py::array_t<std::uint32_t> idx(static_cast<py::ssize_t>(k));
   py::array_t<float> val(static_cast<py::ssize_t>(k));
   std::uint32_t* idx_out = idx.mutable_data();

@@ -103,7 +103,8 @@ void test_topk_errors() {
     auto msg = error_of([&] { kernel(x.data(), 3, 4, idx.data(), val.data()); });
     CHECK(msg.find("k = 4") != std::string::npos, "k > n: '%s'", msg.c_str());
     for (std::size_t at : {std::size_t{0}, std::size_t{77}, x.size() - 1}) {
-      for (float bad : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+      for (float bad : {std::numeric_limits<float>::quiet_NaN(),
+                        -std::numeric_limits<float>::infinity()}) {
         auto y = x;
         y[at] = bad;
         y[at + 1 < y.size() ? at + 1 : 0] = bad;  // a later one (or an earlier, at the end)

@@ -1,5 +1,6 @@
 // dlion_core: thin pybind11 bindings of csrc/. This file registers the error types (mirrored in
-// dlion/errors.py), the engine bindings (engine.cpp) and the codec kernels (compress_quant.cpp).
+// dlion/errors.py), the engine bindings (engine.cpp), the codec kernels (compress_quant.cpp)
+// and the sparsification kernels (compress_topk.cpp).
 #include <pybind11/pybind11.h>
 
 #include "common/error.h"
@@ -8,6 +9,7 @@ namespace py = pybind11;
 
 void bind_engine(py::module_& m);
 void bind_quantize(py::module_& m);
+void bind_topk(py::module_& m);
 
 PYBIND11_MODULE(dlion_core, m) {
   m.doc() = "dlion's C++ core: the MPI progress engine and its operations";
@@ -42,4 +44,5 @@ PYBIND11_MODULE(dlion_core, m) {
 
   bind_engine(m);
   bind_quantize(m);
+  bind_topk(m);
 }

@@ -1,0 +1,111 @@
+// Sparsification bindings (csrc/compress/topk.h): top-k, random-k and scatter-add on numpy
+// arrays. Arguments are checked first (dtype, contiguity, writability; any shape is read as its
+// flattened C-order view, without a copy), results are fresh numpy arrays, and the GIL is
+// released while a kernel runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/error.h"
+#include "compress/topk.h"
+
+namespace py = pybind11;
+
+namespace {
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// A C-contiguous array of element type T (read-only is fine), as its flattened view.
+template <typename T>
+const T* input_view(const py::array& a, const char* fn, const char* arg, const char* astype) {
+  if (!a.dtype().equal(py::dtype::of<T>()))
+    throw dlion::InvalidArgument(std::string(fn) + ": " + arg + " has dtype " + dtype_name(a) +
+                                 "; pass a " + astype + " array (" + arg + ".astype(np." +
+                                 astype + "))");
+  if (!(a.flags() & py::array::c_style))
+    throw dlion::InvalidArgument(std::string(fn) + ": " + arg +
+                                 " is not C-contiguous; pass np.ascontiguousarray(" + arg + ")");
+  return static_cast<const T*>(a.data());
+}
+
+// k as a count: 0 <= k <= n, and n small enough for 32-bit indices (checked before any output
+// is allocated).
+std::size_t checked_k(std::int64_t k, std::size_t n, const char* fn) {
+  DLION_CHECK(n <= 0xffffffffu, dlion::InvalidArgument, fn, ": x has ", n,
+              " elements; indices are 32-bit, so split it into pieces under 2^32");
+  DLION_CHECK(k >= 0, dlion::InvalidArgument, fn, ": k = ", k,
+              " is negative; pass 0 <= k <= x.size");
+  DLION_CHECK(static_cast<std::uint64_t>(k) <= n, dlion::InvalidArgument, fn, ": k = ", k,
+              " is larger than the ", n, " elements of x; pass k <= x.size");
+  return static_cast<std::size_t>(k);
+}
+
+py::tuple topk(const py::array& x, std::int64_t k_arg, bool exact) {
+  const float* data = input_view<float>(x, "topk", "x", "float32");
+  const auto n = static_cast<std::size_t>(x.size());
+  const std::size_t k = checked_k(k_arg, n, "topk");
+  py::array_t<std::uint32_t> idx(static_cast<py::ssize_t>(k));
+  py::array_t<float> val(static_cast<py::ssize_t>(k));
+  std::uint32_t* idx_out = idx.mutable_data();
+  float* val_out = val.mutable_data();
+  {
+    py::gil_scoped_release release;
+    if (exact)
+      dlion::topk_exact(data, n, k, idx_out, val_out);
+    else
+      dlion::topk_fast(data, n, k, idx_out, val_out);
+  }
+  return py::make_tuple(idx, val);
+}
+
+py::tuple randomk(const py::array& x, std::int64_t k_arg, std::uint64_t seed) {
+  const float* data = input_view<float>(x, "randomk", "x", "float32");
+  const auto n = static_cast<std::size_t>(x.size());
+  const std::size_t k = checked_k(k_arg, n, "randomk");
+  py::array_t<std::uint32_t> idx(static_cast<py::ssize_t>(k));
+  py::array_t<float> val(static_cast<py::ssize_t>(k));
+  std::uint32_t* idx_out = idx.mutable_data();
+  float* val_out = val.mutable_data();
+  {
+    py::gil_scoped_release release;
+    dlion::randomk(n, k, seed, idx_out);
+    dlion::gather(data, idx_out, k, val_out);
+  }
+  return py::make_tuple(idx, val);
+}
+
+void scatter_add(const py::array& idx, const py::array& values, py::array& out) {
+  const std::uint32_t* i = input_view<std::uint32_t>(idx, "scatter_add", "idx", "uint32");
+  const float* v = input_view<float>(values, "scatter_add", "values", "float32");
+  input_view<float>(out, "scatter_add", "out", "float32");
+  if (!out.writeable())
+    throw dlion::InvalidArgument(
+        "scatter_add: out is read-only; it is updated in place, so pass a writable array "
+        "(e.g. out.copy())");
+  DLION_CHECK(idx.size() == values.size(), dlion::InvalidArgument, "scatter_add: idx has ",
+              idx.size(), " elements but values has ", values.size(),
+              "; pass the (idx, values) pair returned by topk or randomk");
+  const auto k = static_cast<std::size_t>(idx.size());
+  const auto n = static_cast<std::size_t>(out.size());
+  float* o = static_cast<float*>(out.mutable_data());
+  py::gil_scoped_release release;
+  dlion::scatter_add(i, v, k, o, n);
+}
+
+}  // namespace
+
+void bind_topk(py::module_& m) {
+  m.def("topk", &topk, py::arg("x"), py::arg("k"), py::arg("exact") = true,
+        "The k entries of largest |x| of a float32 C-contiguous array (any shape, read as its "
+        "flattened view; read-only is fine) as (idx uint32, values float32), idx ascending. "
+        "Ties in |x| go to the lower index; NaN/Inf raise InvalidArgumentError. exact=False "
+        "uses a sampled threshold (same result, usually faster).");
+  m.def("randomk", &randomk, py::arg("x"), py::arg("k"), py::arg("seed"),
+        "k distinct uniformly random indices of x (float32 C-contiguous, flattened), ascending, "
+        "and their values; reproducible for a seed on every platform.");
+  m.def("scatter_add", &scatter_add, py::arg("idx"), py::arg("values"), py::arg("out"),
+        "out.flat[idx[i]] += values[i] in place (out: writable float32 C-contiguous; idx: "
+        "uint32). An index out of range raises InvalidArgumentError before anything is written.");
+}

@@ -19,6 +19,7 @@ from typing import Any
 from mpi4py import MPI  # noqa: F401  (import order matters)
 
 from . import errors
+from .compression import Compression, Compressor, ErrorFeedback
 from .config import Config
 from .errors import (
     DlionError,
@@ -66,10 +67,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Allreduce",
+    "Compression",
+    "Compressor",
     "Config",
     "DistributedOptimizer",
     "DlionError",
     "EngineShutdownError",
+    "ErrorFeedback",
     "Exchange",
     "InvalidArgumentError",
     "MismatchError",

@@ -1,8 +1,9 @@
 """Compression kernels vs memcpy, np.argpartition and tf.math.top_k, measured in one run.
 
 For each float32 size (Gaussian data), every kernel's median time is printed next to the time
-of copying the same bytes (``np.copyto`` into an existing array, the memcpy reference; decoders
-and casts also write into existing arrays, encoders allocate their smaller outputs); top-k rows
+of copying the same bytes (``np.copyto`` into an existing array, the memcpy reference; QSGD,
+decoders and casts also write into existing arrays; top-k, random-k and sign allocate their
+small outputs); top-k rows
 add ``np.argpartition`` and ``tf.math.top_k`` (both on |x|) for the same k. One process.
 """
 
@@ -81,6 +82,10 @@ def _bench_size(n: int, args: argparse.Namespace, rep: Report, tf: Any) -> None:
         t = tf.constant(absx)
         tf_topk = _median(lambda: tf.math.top_k(t, k=k, sorted=False), 3)
     packed, scales = core.qsgd_encode(x, 8, 1, 512)
+    into = {  # encoders write into existing arrays too, like the memcpy reference
+        b: dict(zip(("packed_out", "scales_out"), core.qsgd_encode(x, b, 1, 512)))
+        for b in (2, 4, 8)
+    }
     bits, scale = core.sign_encode(x)
     half, bf = core.to_fp16(x), core.to_bf16(x)
     idx, vals = core.topk(x, k, True)
@@ -90,9 +95,9 @@ def _bench_size(n: int, args: argparse.Namespace, rep: Report, tf: Any) -> None:
         ("topk_fast", k / n, lambda: core.topk(x, k, False), True),
         ("randomk", k / n, lambda: core.randomk(x, k, 1), False),
         ("scatter_add", k / n, lambda: core.scatter_add(idx, vals, out), False),
-        ("qsgd8_encode", 8, lambda: core.qsgd_encode(x, 8, 1, 512), False),
-        ("qsgd4_encode", 4, lambda: core.qsgd_encode(x, 4, 1, 512), False),
-        ("qsgd2_encode", 2, lambda: core.qsgd_encode(x, 2, 1, 512), False),
+        ("qsgd8_encode", 8, lambda: core.qsgd_encode(x, 8, 1, 512, **into[8]), False),
+        ("qsgd4_encode", 4, lambda: core.qsgd_encode(x, 4, 1, 512, **into[4]), False),
+        ("qsgd2_encode", 2, lambda: core.qsgd_encode(x, 2, 1, 512, **into[2]), False),
         ("qsgd8_decode", 8, lambda: core.qsgd_decode(packed, scales, n, 8, 512, out=dst), False),
         ("sign_encode", 1, lambda: core.sign_encode(x), False),
         ("sign_decode", 1, lambda: core.sign_decode(bits, scale, n, out=dst), False),

@@ -80,15 +80,20 @@ py::array result_array(const py::object& out, const py::dtype& dtype,
   return arr;
 }
 
-py::tuple qsgd_encode(const py::array& x, int bits, std::uint64_t seed, std::size_t bucket) {
+py::tuple qsgd_encode(const py::array& x, int bits, std::uint64_t seed, std::size_t bucket,
+                      const py::object& packed_out, const py::object& scales_out) {
   const float* xp = input<float>(x, "qsgd_encode", "x", "float32");
   const auto n = static_cast<std::size_t>(x.size());
   const std::size_t nbytes = dlion::qsgd_packed_bytes(n, bits);  // validates bits and bucket
   const std::size_t nscales = dlion::qsgd_buckets(n, bucket);
-  py::array_t<std::uint8_t> packed(static_cast<py::ssize_t>(nbytes));
-  py::array_t<float> scales(static_cast<py::ssize_t>(nscales));
-  std::uint8_t* pp = packed.mutable_data();
-  float* sp = scales.mutable_data();
+  py::array packed = result_array(packed_out, py::dtype::of<std::uint8_t>(),
+                                  {static_cast<py::ssize_t>(nbytes)}, nbytes, "qsgd_encode",
+                                  "uint8, ceil(n * bits / 8) bytes");
+  py::array scales = result_array(scales_out, py::dtype::of<float>(),
+                                  {static_cast<py::ssize_t>(nscales)}, nscales, "qsgd_encode",
+                                  "float32, one per bucket");
+  auto* pp = static_cast<std::uint8_t*>(packed.mutable_data());
+  auto* sp = static_cast<float*>(scales.mutable_data());
   {
     py::gil_scoped_release release;
     dlion::qsgd_encode(xp, n, bits, bucket, seed, pp, sp);
@@ -183,9 +188,11 @@ void ef_after_sparse(py::array& residual, const py::array& idx) {
 void bind_quantize(py::module_& m) {
   const auto bucket = static_cast<std::size_t>(dlion::kDefaultQsgdBucket);
   m.def("qsgd_encode", &qsgd_encode, py::arg("x"), py::arg("bits"), py::arg("seed"),
-        py::arg("bucket") = bucket,
+        py::arg("bucket") = bucket, py::kw_only(), py::arg("packed_out") = py::none(),
+        py::arg("scales_out") = py::none(),
         "QSGD stochastic quantization of float32 x (flattened) to 8, 4 or 2 bits per element in "
-        "buckets of `bucket` elements. Returns (packed uint8, scales float32).");
+        "buckets of `bucket` elements. Returns (packed uint8, scales float32), written into "
+        "packed_out / scales_out when given.");
   m.def("qsgd_decode", &qsgd_decode, py::arg("packed"), py::arg("scales"), py::arg("n"),
         py::arg("bits"), py::arg("bucket") = bucket, py::kw_only(), py::arg("out") = py::none(),
         "Inverse of qsgd_encode: n float32 values (into `out` when given).");

@@ -59,7 +59,13 @@ class Engine:
 # Codecs (csrc/compress/quantize.h, cast.h, residual.h). Inputs: C-contiguous arrays of the
 # stated dtype and any shape (flattened), read-only ones accepted; outputs are new arrays or out=.
 def qsgd_encode(
-    x: np.ndarray, bits: Literal[2, 4, 8], seed: int, bucket: int = 512
+    x: np.ndarray,
+    bits: Literal[2, 4, 8],
+    seed: int,
+    bucket: int = 512,
+    *,
+    packed_out: np.ndarray | None = None,
+    scales_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]: ...
 def qsgd_decode(
     packed: np.ndarray,

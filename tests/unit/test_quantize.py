@@ -229,3 +229,15 @@ def test_read_only_input_is_used_without_copy():
     residual = np.zeros(1000, np.float32)
     dc.ef_compensate(residual, x)
     assert np.array_equal(residual, x)
+
+
+def test_qsgd_encode_into_existing_arrays_matches_and_checks_sizes():
+    x = np.random.default_rng(5).standard_normal(3000).astype(np.float32)
+    packed, scales = dc.qsgd_encode(x, 4, 9, 512)
+    p2, s2 = np.zeros_like(packed), np.zeros_like(scales)
+    r = dc.qsgd_encode(x, 4, 9, 512, packed_out=p2, scales_out=s2)
+    assert r[0] is p2 and r[1] is s2
+    np.testing.assert_array_equal(p2, packed)
+    np.testing.assert_array_equal(s2, scales)
+    with pytest.raises(InvalidArgumentError, match="out"):
+        dc.qsgd_encode(x, 4, 9, 512, packed_out=np.zeros(packed.size + 1, np.uint8))

@@ -16,6 +16,7 @@ import numpy as np
 import dlion_core as _core
 
 from . import runtime
+from .errors import InvalidArgumentError
 
 ReduceOp = Literal["average", "sum"]
 
@@ -53,6 +54,11 @@ def allgather_object(obj: Any, name: str = "allgather_object") -> list[Any]:
 
 def broadcast_object(obj: Any, root_rank: int = 0, name: str = "broadcast_object") -> Any:
     """Root's picklable ``obj`` on every rank."""
+    if not 0 <= root_rank < runtime.size():
+        raise InvalidArgumentError(
+            f"rank {runtime.rank()}: broadcast_object '{name}' from root {root_rank}, but there "
+            f"are {runtime.size()} ranks (valid roots: 0..{runtime.size() - 1})"
+        )
     return allgather_object(obj if runtime.rank() == root_rank else None, name)[root_rank]
 
 

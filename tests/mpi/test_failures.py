@@ -48,6 +48,7 @@ def test_bad_input_is_rejected_with_clear_errors():
         assert "read-only" in seen["read_only"]["message"]
         assert "'sum' or 'average'" in seen["bad_op"]["message"]
         assert "valid roots: 0..1" in seen["bad_root"]["message"]
+        assert "valid roots: 0..1" in seen["bad_object_root"]["message"]
         assert seen["unknown_option"]["error"] == "TypeError"
         assert "stall_timeoutt" in seen["unknown_option"]["message"]
         for s in seen.values():

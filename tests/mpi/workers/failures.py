@@ -73,6 +73,7 @@ elif scenario == "bad_input":
         "read_only": outcome(lambda: dlion.allreduce(ro)),
         "bad_op": outcome(lambda: dlion.allreduce(np.ones(8), op="max")),
         "bad_root": outcome(lambda: dlion.broadcast(np.ones(8), root_rank=dlion.size())),
+        "bad_object_root": outcome(lambda: dlion.broadcast_object(1, root_rank=-1)),
         "unknown_option": outcome(lambda: dlion.Config.from_env({"stall_timeoutt": 1})),
     }
     # none of the rejected calls reached the engine: the next collective pairs up fine

@@ -7,8 +7,9 @@ Horovod's shape::
     opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.05), exchange=dlion.Allreduce())
     dlion.broadcast_variables(model.variables, root_rank=0)
 
-TensorFlow is imported lazily: ``dlion.DistributedOptimizer`` and ``dlion.broadcast_variables``
-load ``dlion.tensorflow`` on first use, so MPI-only code never pays for importing TF.
+TensorFlow is imported lazily: ``dlion.DistributedOptimizer``, ``dlion.DistributedGradientTape``
+and ``dlion.broadcast_variables`` load ``dlion.tensorflow`` on first use, so MPI-only code never
+pays for importing TF.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from .runtime import (
 
 __version__ = "0.1.0"
 
-_LAZY_TF = {"DistributedOptimizer", "broadcast_variables"}
+_LAZY_TF = {"DistributedGradientTape", "DistributedOptimizer", "broadcast_variables"}
 
 
 def __getattr__(name: str) -> Any:
@@ -70,6 +71,7 @@ __all__ = [
     "Compression",
     "Compressor",
     "Config",
+    "DistributedGradientTape",
     "DistributedOptimizer",
     "DlionError",
     "EngineShutdownError",

@@ -1,6 +1,7 @@
-"""TensorFlow 2 / Keras 3 integration: DistributedOptimizer and variable broadcast."""
+"""TensorFlow 2 / Keras 3 integration: DistributedOptimizer, DistributedGradientTape, broadcast."""
 
 from .broadcast import broadcast_variables
 from .optimizer import DistributedOptimizer
+from .tape import DistributedGradientTape
 
-__all__ = ["DistributedOptimizer", "broadcast_variables"]
+__all__ = ["DistributedGradientTape", "DistributedOptimizer", "broadcast_variables"]

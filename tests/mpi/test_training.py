@@ -30,3 +30,13 @@ def test_different_models_raise_mismatch_naming_rank_and_tensor():
         assert r["error"] == "MismatchError", r
         assert "rank 1 has" in r["message"] and "shape (784, 33)" in r["message"]
         assert "kernel" in r["message"]
+
+
+def test_distributed_gradient_tape_trains_like_the_optimizer():
+    res = run_mpi("training", 2, "tape", timeout=300)
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert len(recs) == 2
+    assert recs[0]["digest"] == recs[1]["digest"]  # ranks agree bit for bit
+    for r in recs:
+        assert r["max_abs_diff"] <= 1e-6, r

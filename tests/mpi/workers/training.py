@@ -95,11 +95,36 @@ if scenario == "equivalence":
             "moved": moved,
             "steps": opt.steps,
             "iterations": int(opt.iterations.numpy()),
-            "plans": len(opt._plans),
+            "plans": len(opt._exchanger.plans),
             "compiled": len(opt._apply_fns),
             "after_alternating": after,
         },
     )
+
+elif scenario == "tape":
+    # DistributedGradientTape and DistributedOptimizer give the same training, same start.
+    keras.utils.set_random_seed(7)
+    a = make_model()
+    dlion.broadcast_variables(a.variables)
+    b = make_model()
+    for vb, va in zip(b.variables, a.variables):
+        vb.assign(va)
+    opt_a = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9), name="opt")
+    opt_b = keras.optimizers.SGD(0.1, momentum=0.9)
+    for step in range(6):
+        x, y = batch(step, rank)
+        opt_a.apply_gradients(zip(grads_of(a, x, y), a.trainable_variables))
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, b(x, training=True))
+        tape = dlion.DistributedGradientTape(tape, name="tape")
+        grads = tape.gradient(loss, {"vars": b.trainable_variables})["vars"]
+        opt_b.apply_gradients(zip(grads, b.trainable_variables))
+    diff = max(
+        float(np.max(np.abs(va.numpy() - vb.numpy())))
+        for va, vb in zip(a.trainable_variables, b.trainable_variables)
+    )
+    digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in b.variables)).hexdigest()
+    report(rank, {"max_abs_diff": diff, "digest": digest})
 
 elif scenario == "layout_mismatch":
     model = make_model(32 if rank != size - 1 else 33)

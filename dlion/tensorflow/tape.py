@@ -1,0 +1,57 @@
+"""DistributedGradientTape: a GradientTape whose gradient() is combined across ranks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from ..exchange import Exchange
+from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
+
+
+class DistributedGradientTape:
+    """Wraps a ``tf.GradientTape``: ``gradient()`` returns gradients combined across ranks.
+
+    The same exchange as :class:`dlion.DistributedOptimizer` (default: dense average through
+    the engine), for loops that apply gradients themselves (Horovod's
+    ``hvd.DistributedGradientTape``)::
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        tape = dlion.DistributedGradientTape(tape)
+        grads = tape.gradient(loss, model.trainable_variables)   # averaged over ranks
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    ``gradient()`` must run eagerly. Other attributes are the wrapped tape's.
+    """
+
+    def __init__(
+        self,
+        tape: tf.GradientTape,
+        exchange: Exchange | None = None,
+        *,
+        fusion_bytes: int = DEFAULT_FUSION_BYTES,
+        name: str = "DistributedGradientTape",
+    ) -> None:
+        if isinstance(tape, DistributedGradientTape):
+            raise TypeError("the tape is already a DistributedGradientTape; wrap it only once")
+        if not isinstance(tape, tf.GradientTape):
+            raise TypeError(f"DistributedGradientTape wraps a tf.GradientTape, got {type(tape)}")
+        self._tape = tape
+        self._exchanger = GradientExchanger(
+            exchange, fusion_bytes, name, "dlion.DistributedGradientTape.gradient"
+        )
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only reached for attributes this class does not define: forward to the tape.
+        return getattr(self.__dict__["_tape"], attr)
+
+    def gradient(self, target: Any, sources: Any, *args: Any, **kwargs: Any) -> Any:
+        """``tape.gradient(target, sources, ...)``, combined across ranks, same structure."""
+        grads = self._tape.gradient(target, sources, *args, **kwargs)
+        flat_sources = tf.nest.flatten(sources)
+        flat_grads = tf.nest.flatten(grads, expand_composites=False)
+        names = [var_name(v, i) for i, v in enumerate(flat_sources)]
+        combined = self._exchanger.reduce(list(flat_grads), names)
+        return tf.nest.pack_sequence_as(grads, combined)

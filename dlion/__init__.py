@@ -29,6 +29,7 @@ from .errors import (
     MpiError,
     NotInitializedError,
     PeerTimeoutError,
+    ProtocolError,
 )
 from .exchange import Allreduce, Exchange
 from .ops import (
@@ -80,6 +81,7 @@ __all__ = [
     "MpiError",
     "NotInitializedError",
     "PeerTimeoutError",
+    "ProtocolError",
     "allgather_object",
     "allreduce",
     "allreduce_async",

@@ -91,3 +91,31 @@ def ef_after_sparse(residual: np.ndarray, idx: np.ndarray) -> None: ...
 def topk(x: np.ndarray, k: int, exact: bool = True) -> tuple[np.ndarray, np.ndarray]: ...
 def randomk(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]: ...
 def scatter_add(idx: np.ndarray, values: np.ndarray, out: np.ndarray) -> None: ...
+
+# Wire format (csrc/wire/format.h): build a message for tests and tools; validate and apply one.
+WIRE_ENCODINGS: dict[str, int]
+WIRE_KINDS: dict[str, int]
+WIRE_HEADER_BYTES: int
+
+def wire_encode(
+    kind: int,
+    sender: int,
+    step: int,
+    group: int,
+    encoding: int,
+    n: int,
+    weight: float,
+    *arrays: np.ndarray,
+    bits: int = 0,
+    bucket: int = 512,
+) -> bytes: ...
+def wire_apply(
+    msg: bytes | bytearray | memoryview,
+    expected_sender: int,
+    group: int,
+    n: int,
+    out: np.ndarray,
+    weight: float | None = None,
+) -> dict[str, int | float]: ...
+def wire_checksum(data: bytes | bytearray | memoryview | np.ndarray, seed: int = 0) -> int: ...
+def wire_payload_bytes(encoding: int, n: int, k: int, bits: int, bucket: int = 0) -> int: ...

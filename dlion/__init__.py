@@ -30,6 +30,7 @@ from .errors import (
     MpiError,
     NotInitializedError,
     PeerTimeoutError,
+    ProtocolError,
 )
 from .exchange import Allreduce, Exchange
 from .ops import (
@@ -82,6 +83,7 @@ __all__ = [
     "MpiError",
     "NotInitializedError",
     "PeerTimeoutError",
+    "ProtocolError",
     "allgather_object",
     "allreduce",
     "allreduce_async",

@@ -9,6 +9,8 @@
   the stall timeout; the engine then stops.
 * ``EngineShutdownError``: the engine was shut down, or stopped after an earlier fatal error.
 * ``MpiError``: an MPI call failed.
+* ``ProtocolError``: a peer's wire message failed validation (bad magic, field, size, index or
+  checksum); the message names the sender rank and the field, and was not applied.
 * ``NotInitializedError`` (Python only): a call that needs the runtime came before
   ``dlion.init()``.
 
@@ -23,6 +25,7 @@ from dlion_core import InvalidArgumentError as InvalidArgumentError
 from dlion_core import MismatchError as MismatchError
 from dlion_core import MpiError as MpiError
 from dlion_core import PeerTimeoutError as PeerTimeoutError
+from dlion_core import ProtocolError as ProtocolError
 
 
 class NotInitializedError(DlionError):
@@ -37,4 +40,5 @@ __all__ = [
     "MpiError",
     "NotInitializedError",
     "PeerTimeoutError",
+    "ProtocolError",
 ]

@@ -5,7 +5,8 @@
 //   ├── MismatchError     ranks disagree on what they submitted (op kind, name, count, dtype, root)
 //   ├── PeerTimeout       a peer did not take part in an operation within the stall timeout
 //   ├── EngineShutdown    the engine was shut down (or poisoned by an earlier fatal error)
-//   └── MpiError          an MPI call returned an error code
+//   ├── MpiError          an MPI call returned an error code
+//   └── ProtocolError     a peer's wire message failed validation (csrc/wire); it was not applied
 //
 // Messages say what, where (rank, op, step) and what to do about it.
 #pragma once
@@ -43,6 +44,11 @@ class EngineShutdown : public Error {
 };
 
 class MpiError : public Error {
+ public:
+  using Error::Error;
+};
+
+class ProtocolError : public Error {
  public:
   using Error::Error;
 };

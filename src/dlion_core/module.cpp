@@ -1,6 +1,6 @@
 // dlion_core: thin pybind11 bindings of csrc/. This file registers the error types (mirrored in
 // dlion/errors.py), the engine bindings (engine.cpp), the codec kernels (compress_quant.cpp)
-// and the sparsification kernels (compress_topk.cpp).
+// the sparsification kernels (compress_topk.cpp) and the wire format (wire.cpp).
 #include <pybind11/pybind11.h>
 
 #include "common/error.h"
@@ -10,6 +10,7 @@ namespace py = pybind11;
 void bind_engine(py::module_& m);
 void bind_quantize(py::module_& m);
 void bind_topk(py::module_& m);
+void bind_wire(py::module_& m);
 
 PYBIND11_MODULE(dlion_core, m) {
   m.doc() = "dlion's C++ core: the MPI progress engine and its operations";
@@ -24,6 +25,7 @@ PYBIND11_MODULE(dlion_core, m) {
       m, "PeerTimeoutError", py::make_tuple(base, py::handle(PyExc_TimeoutError)));
   static py::exception<dlion::EngineShutdown> shutdown(m, "EngineShutdownError", base);
   static py::exception<dlion::MpiError> mpi(m, "MpiError", base);
+  static py::exception<dlion::ProtocolError> protocol(m, "ProtocolError", base);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -37,6 +39,8 @@ PYBIND11_MODULE(dlion_core, m) {
       py::set_error(shutdown, e.what());
     } catch (const dlion::MpiError& e) {
       py::set_error(mpi, e.what());
+    } catch (const dlion::ProtocolError& e) {
+      py::set_error(protocol, e.what());
     } catch (const dlion::Error& e) {
       py::set_error(base, e.what());
     }
@@ -45,4 +49,5 @@ PYBIND11_MODULE(dlion_core, m) {
   bind_engine(m);
   bind_quantize(m);
   bind_topk(m);
+  bind_wire(m);
 }

@@ -1,0 +1,125 @@
+// The dlion wire format, version 1: one message per per-link peer transfer (a gradient, a set of
+// parameters or a probe for one tensor group). This comment is the contract; codec.h encodes and
+// validates it, and both sides of a link must agree on it byte for byte.
+//
+// 1. Framing. A message is a fixed 64-byte header followed by `payload_bytes` bytes of payload,
+//    nothing else: len(message) == 64 + payload_bytes exactly. Everything is little-endian.
+//    Receive buffers are 8-byte aligned (so are the payload's sections, see 4).
+//
+// 2. Header.
+//
+//      offset size type   field          rule (validate() checks each, in this order)
+//      ------ ---- ------ -------------- -------------------------------------------------------
+//       0     4   u8[4]  magic          "DLN1" (0x44 0x4C 0x4E 0x31)
+//       4     2   u16    version        1 (kWireVersion)
+//       6     2   u16    kind           Kind: GRADIENT = 1, PARAMETERS = 2, PROBE = 3
+//       8     4   u32    sender         the sender's rank; == the MPI source of the message
+//      12     4   u32    group          tensor-group id; == the group the receiver registered
+//      16     8   u64    step           the sender's training step (free; not checked)
+//      24     2   u16    encoding       Encoding, see 3
+//      26     1   u8     bits           bits per carried value; fixed per encoding, see 3
+//      27     1   u8     flags          reserved, 0
+//      28     4   f32    weight         aggregation weight; finite and >= 0
+//      32     8   u64    n              elements of the dense tensor; == registered n, < 2^32
+//      40     8   u64    k              entries carried; == n for dense encodings, <= n else
+//      48     8   u64    payload_bytes  == payload_bytes(encoding, n, k, bits, bucket) (see 4)
+//                                       and == len(message) - 64
+//      56     8   u64    checksum       XXH64 (seed 0) of the whole message with bytes 56..63
+//                                       read as zero (checksum.h)
+//
+// 3. Encodings (value of `encoding`, required `bits`, what the payload carries):
+//      1 DENSE_F32     32      n float32 values
+//      2 SPARSE_F32    32      k (u32 index, f32 value) pairs, as two arrays
+//      3 SPARSE_QSGD8   8      k u32 indices, and the k values QSGD-quantized to int8 levels
+//                              with one f32 scale per bucket of the k values
+//      4 QSGD          2/4/8   n values QSGD-quantized (compress/quantize.h), one f32 scale per
+//                              bucket
+//      5 SIGN           1      n sign bits and one f32 scale (compress/quantize.h)
+//      6 FP16          16      n IEEE binary16 values
+//      7 BF16          16      n bfloat16 values
+//    Anything else (including 0) is rejected.
+//
+// 4. Payload layouts. Sections are contiguous, in this order, with no padding; each starts at a
+//    multiple of its element size because every earlier section is a multiple of 4 bytes.
+//    nb(m) = ceil(m / bucket) is the number of buckets of m values.
+//      DENSE_F32     f32 values[n]
+//      SPARSE_F32    u32 idx[k], f32 values[k]
+//      SPARSE_QSGD8  u32 bucket, u32 idx[k], f32 scales[nb(k)], i8 levels[k]
+//      QSGD          u32 bucket, f32 scales[nb(n)], u8 packed[ceil(n * bits / 8)]
+//      SIGN          f32 scale, u8 signs[ceil(n / 8)]
+//      FP16, BF16    u16 values[n]
+//    The bucketed encodings carry their bucket size as the first payload word (the header has
+//    no room for it): any value >= 1 (one at or above the number of values means one bucket).
+//    The quantized bit layouts are those of compress/quantize.h; the unused high bits of the
+//    last packed byte are 0.
+//
+// 5. Sparse indices are 32-bit, every one < n, and strictly increasing (so distinct): the top-k
+//    and random-k kernels emit them sorted, and the receiver relies on it (a message with an
+//    index out of range, repeated or out of order is rejected even with a correct checksum).
+//
+// 6. Scales (QSGD, SPARSE_QSGD8, SIGN) are finite and >= 0. Values are not otherwise checked.
+//
+// 7. A message that breaks any rule above raises ProtocolError naming the sender (the MPI
+//    source), the field, the value found and the value expected; it is never applied.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace dlion::wire {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the wire format is little-endian and the codec copies fields as they are");
+
+inline constexpr std::size_t kHeaderBytes = 64;
+inline constexpr std::uint16_t kWireVersion = 1;
+inline constexpr std::uint8_t kMagic[4] = {'D', 'L', 'N', '1'};
+
+enum class Kind : std::uint16_t { kGradient = 1, kParameters = 2, kProbe = 3 };
+
+enum class Encoding : std::uint16_t {
+  kDenseF32 = 1,
+  kSparseF32 = 2,
+  kSparseQsgd8 = 3,
+  kQsgd = 4,
+  kSign = 5,
+  kFp16 = 6,
+  kBf16 = 7,
+};
+
+// The header exactly as it lies in memory (little-endian host, natural alignment, no padding).
+struct Header {
+  std::uint8_t magic[4];
+  std::uint16_t version;
+  std::uint16_t kind;
+  std::uint32_t sender;
+  std::uint32_t group;
+  std::uint64_t step;
+  std::uint16_t encoding;
+  std::uint8_t bits;
+  std::uint8_t flags;
+  float weight;
+  std::uint64_t n;
+  std::uint64_t k;
+  std::uint64_t payload_bytes;
+  std::uint64_t checksum;
+};
+
+static_assert(sizeof(Header) == kHeaderBytes, "header is 64 bytes");
+static_assert(offsetof(Header, magic) == 0);
+static_assert(offsetof(Header, version) == 4);
+static_assert(offsetof(Header, kind) == 6);
+static_assert(offsetof(Header, sender) == 8);
+static_assert(offsetof(Header, group) == 12);
+static_assert(offsetof(Header, step) == 16);
+static_assert(offsetof(Header, encoding) == 24);
+static_assert(offsetof(Header, bits) == 26);
+static_assert(offsetof(Header, flags) == 27);
+static_assert(offsetof(Header, weight) == 28);
+static_assert(offsetof(Header, n) == 32);
+static_assert(offsetof(Header, k) == 40);
+static_assert(offsetof(Header, payload_bytes) == 48);
+static_assert(offsetof(Header, checksum) == 56);
+inline constexpr std::size_t kChecksumOffset = 56;
+
+}  // namespace dlion::wire

@@ -5,22 +5,11 @@
 
 #include <cstring>
 
+#include "compress/bits.h"
 #include "compress/simd.h"
 
 namespace dlion {
 namespace {
-
-DLION_ALWAYS_INLINE std::uint32_t bits_of(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-
-DLION_ALWAYS_INLINE float float_of(std::uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 constexpr std::uint32_t kExpShift = 0x38000000u;  // (127 - 15) << 23: float vs half bias
 constexpr std::int32_t kHalfMinNormal = 0x38800000;  // 2^-14 as float bits

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "compress/bits.h"
 #include "compress/simd.h"
 #include "compress/xoshiro.h"
 
@@ -21,18 +22,6 @@ constexpr std::uint32_t kExpMask = 0x7f800000u;
 // that L / scale cannot overflow (both factors are powers of two: exact).
 constexpr float kTinyScale = 0x1p-96f;
 constexpr float kPre = 0x1p64f;
-
-DLION_ALWAYS_INLINE std::uint32_t bits_of(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-
-DLION_ALWAYS_INLINE float float_of(std::uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 int levels_of(int bits) {
   DLION_CHECK(bits == 2 || bits == 4 || bits == 8, InvalidArgument, "qsgd: bits must be 2, 4 or 8, not ",

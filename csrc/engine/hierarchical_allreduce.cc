@@ -8,6 +8,7 @@
 #include "compress/reduce.h"
 #include "engine/collective.h"
 #include "engine/mpi_check.h"
+#include "engine/requests.h"
 
 namespace dlion {
 
@@ -69,7 +70,7 @@ void HierarchicalAllreduce::post_reduce_recv() {
     return;
   }
   DLION_MPI(MPI_Irecv(scratch_.data(), count(), mpi_type(req_.dtype),
-                      layout_.members[next_member_], kReduceTag, comm_, &recv_));
+                      layout_.members[next_member_], kReduceTag, comm_, &recv_[0]));
 }
 
 void HierarchicalAllreduce::start_ring() {
@@ -89,14 +90,14 @@ void HierarchicalAllreduce::start_broadcast() {
                           kBroadcastTag, comm_, &sends_[i - 1]));
   } else {
     DLION_MPI(MPI_Irecv(req_.data, count(), mpi_type(req_.dtype), layout_.members[0],
-                        kBroadcastTag, comm_, &recv_));
+                        kBroadcastTag, comm_, &recv_[0]));
   }
 }
 
 bool HierarchicalAllreduce::poll(bool& progressed) {
   int flag = 0;
   if (phase_ == Phase::Reduce && leader()) {
-    DLION_MPI(MPI_Test(&recv_, &flag, MPI_STATUS_IGNORE));
+    DLION_MPI(MPI_Test(&recv_[0], &flag, MPI_STATUS_IGNORE));
     if (!flag) return false;
     progressed = true;
     if (req_.dtype == DType::Float32)
@@ -124,7 +125,7 @@ bool HierarchicalAllreduce::poll(bool& progressed) {
       DLION_MPI(MPI_Testall(static_cast<int>(sends_.size()), sends_.data(), &flag,
                             MPI_STATUSES_IGNORE));
     } else {
-      DLION_MPI(MPI_Test(&recv_, &flag, MPI_STATUS_IGNORE));
+      DLION_MPI(MPI_Test(&recv_[0], &flag, MPI_STATUS_IGNORE));
     }
     if (!flag) return false;
     progressed = true;
@@ -156,18 +157,8 @@ std::string HierarchicalAllreduce::waiting_on() const {
 }
 
 bool HierarchicalAllreduce::abandon() {
-  bool in_use = ring_ ? ring_->abandon() : false;
-  if (recv_ != MPI_REQUEST_NULL) {
-    MPI_Cancel(&recv_);
-    MPI_Request_free(&recv_);
-    in_use = true;
-  }
-  for (auto& req : sends_) {
-    if (req == MPI_REQUEST_NULL) continue;
-    MPI_Request_free(&req);
-    in_use = true;
-  }
-  return in_use;
+  const bool ring_in_use = ring_ ? ring_->abandon() : false;
+  return release_requests(recv_, sends_) || ring_in_use;
 }
 
 }  // namespace dlion

@@ -66,7 +66,7 @@ class HierarchicalAllreduce : public Algorithm {
   std::vector<unsigned char>& ring_scratch_;
   Phase phase_ = Phase::Reduce;
   std::size_t next_member_ = 1;        // leader: the member whose buffer it adds next
-  MPI_Request recv_ = MPI_REQUEST_NULL;
+  std::vector<MPI_Request> recv_{MPI_REQUEST_NULL};  // the one receive in flight
   std::vector<MPI_Request> sends_;
   std::unique_ptr<RingAllreduce> ring_;
 };

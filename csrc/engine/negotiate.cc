@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "engine/mpi_check.h"
+#include "engine/requests.h"
 
 namespace dlion {
 
@@ -92,14 +93,7 @@ std::string Negotiation::waiting_on() const {
 }
 
 bool Negotiation::abandon() {
-  for (auto& req : recvs_) {
-    if (req == MPI_REQUEST_NULL) continue;
-    MPI_Cancel(&req);
-    MPI_Request_free(&req);
-  }
-  for (auto& req : sends_) {  // a send cannot be cancelled portably; freeing lets it finish
-    if (req != MPI_REQUEST_NULL) MPI_Request_free(&req);
-  }
+  release_requests(recvs_, sends_);
   return false;  // the metas are the negotiation's own memory, never the caller's buffer
 }
 

@@ -7,6 +7,7 @@
 #include "compress/reduce.h"
 #include "engine/collective.h"
 #include "engine/mpi_check.h"
+#include "engine/requests.h"
 
 namespace dlion {
 
@@ -173,20 +174,6 @@ std::string RingAllreduce::waiting_on() const {
                         2 * (size_ - 1), " of allreduce '", req_.name, "'");
 }
 
-bool RingAllreduce::abandon() {
-  bool in_use = false;
-  for (auto& req : recvs_) {
-    if (req == MPI_REQUEST_NULL) continue;
-    MPI_Cancel(&req);
-    MPI_Request_free(&req);
-    in_use = true;  // a cancelled receive may still have landed partially
-  }
-  for (auto& req : sends_) {
-    if (req == MPI_REQUEST_NULL) continue;
-    MPI_Request_free(&req);
-    in_use = true;
-  }
-  return in_use;
-}
+bool RingAllreduce::abandon() { return release_requests(recvs_, sends_); }
 
 }  // namespace dlion

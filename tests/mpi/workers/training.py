@@ -17,6 +17,9 @@ from _report import report
 import dlion
 from dlion import data
 
+# One TF thread of each kind per rank: up to 4 ranks share 2 cores.
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
 scenario = sys.argv[1]
 dlion.init()
 rank, size = dlion.rank(), dlion.size()

@@ -13,6 +13,7 @@ import pickle
 import socket
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     except BaseException:
         engine.shutdown()
         raise
+    _warn_if_foreign_launcher(topology.size)
     _state = _State(engine=engine, comm=comm, config=config, topology=topology)
     if not _atexit_registered:
         atexit.register(_at_exit)
@@ -109,6 +111,26 @@ def _discover(engine: _core.Engine, config: Config) -> _Topology:
         sites=sites,
         hosts=hosts,
     )
+
+
+# Variables through which launchers announce the job size: Open MPI's mpirun, PMI (Hydra/MPICH).
+_LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
+def _warn_if_foreign_launcher(size: int) -> None:
+    """A launcher of another MPI starts N singletons of size 1: say so instead of training N
+    unconnected copies in silence."""
+    for var in _LAUNCHER_SIZE_VARS:
+        value = os.environ.get(var, "")
+        if size == 1 and value.isdigit() and int(value) > 1:
+            warnings.warn(
+                f"dlion sees 1 rank, but {var}={value}: the job was probably started with the "
+                "launcher of another MPI than the one mpi4py and dlion use, so every process "
+                "runs alone. Use the mpiexec of the same installation (e.g. .venv/bin/mpiexec).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
 
 
 def shutdown() -> None:

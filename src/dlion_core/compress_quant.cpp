@@ -15,56 +15,12 @@
 #include "compress/cast.h"
 #include "compress/quantize.h"
 #include "compress/residual.h"
+#include "views.h"
 
 namespace py = pybind11;
+using namespace dlion_bind;  // NOLINT: the shared argument checks
 
 namespace {
-
-std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
-
-// Checks dtype and layout of an argument; `want` is the numpy name, e.g. "float32".
-void check_array(const py::array& a, const py::dtype& dtype, const char* fn, const char* arg,
-                 const char* want) {
-  if (!a.dtype().equal(dtype))
-    throw dlion::InvalidArgument(std::string(fn) + ": " + arg + " must be a " + want +
-                                 " array, not " + dtype_name(a) + "; pass " + arg +
-                                 ".astype(np." + want + ")");
-  if (!(a.flags() & py::array::c_style))
-    throw dlion::InvalidArgument(std::string(fn) + ": " + arg +
-                                 " is not C-contiguous; pass np.ascontiguousarray(" + arg + ")");
-}
-
-template <typename T>
-const T* input(const py::array& a, const char* fn, const char* arg, const char* want) {
-  check_array(a, py::dtype::of<T>(), fn, arg, want);
-  return static_cast<const T*>(a.data());
-}
-
-void* writable_view(py::array& a, const py::dtype& dtype, const char* fn, const char* arg,
-                    const char* want) {
-  check_array(a, dtype, fn, arg, want);
-  if (!a.writeable())
-    throw dlion::InvalidArgument(std::string(fn) + ": " + arg +
-                                 " is read-only and is written in place; pass a writable array "
-                                 "(e.g. " + arg + ".copy())");
-  return a.mutable_data();
-}
-
-template <typename T>
-T* writable(py::array& a, const char* fn, const char* arg, const char* want) {
-  return static_cast<T*>(writable_view(a, py::dtype::of<T>(), fn, arg, want));
-}
-
-void check_size(std::size_t got, std::size_t want, const char* fn, const char* arg,
-                const std::string& why) {
-  if (got != want)
-    throw dlion::InvalidArgument(std::string(fn) + ": " + arg + " has " + std::to_string(got) +
-                                 " elements, expected " + std::to_string(want) + " (" + why + ")");
-}
-
-std::vector<py::ssize_t> shape_of(const py::array& a) {
-  return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
-}
 
 // The `out=` array of a function whose result has `n` elements of `dtype` (named `want`), or a
 // new array of `shape` when out is None.

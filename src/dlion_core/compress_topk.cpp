@@ -10,25 +10,11 @@
 
 #include "common/error.h"
 #include "compress/topk.h"
+#include "views.h"
 
 namespace py = pybind11;
 
 namespace {
-
-std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
-
-// A C-contiguous array of element type T (read-only is fine), as its flattened view.
-template <typename T>
-const T* input_view(const py::array& a, const char* fn, const char* arg, const char* astype) {
-  if (!a.dtype().equal(py::dtype::of<T>()))
-    throw dlion::InvalidArgument(std::string(fn) + ": " + arg + " has dtype " + dtype_name(a) +
-                                 "; pass a " + astype + " array (" + arg + ".astype(np." +
-                                 astype + "))");
-  if (!(a.flags() & py::array::c_style))
-    throw dlion::InvalidArgument(std::string(fn) + ": " + arg +
-                                 " is not C-contiguous; pass np.ascontiguousarray(" + arg + ")");
-  return static_cast<const T*>(a.data());
-}
 
 // k as a count: 0 <= k <= n, and n small enough for 32-bit indices (checked before any output
 // is allocated).
@@ -43,7 +29,7 @@ std::size_t checked_k(std::int64_t k, std::size_t n, const char* fn) {
 }
 
 py::tuple topk(const py::array& x, std::int64_t k_arg, bool exact) {
-  const float* data = input_view<float>(x, "topk", "x", "float32");
+  const float* data = dlion_bind::input<float>(x, "topk", "x", "float32");
   const auto n = static_cast<std::size_t>(x.size());
   const std::size_t k = checked_k(k_arg, n, "topk");
   py::array_t<std::uint32_t> idx(static_cast<py::ssize_t>(k));
@@ -61,7 +47,7 @@ py::tuple topk(const py::array& x, std::int64_t k_arg, bool exact) {
 }
 
 py::tuple randomk(const py::array& x, std::int64_t k_arg, std::uint64_t seed) {
-  const float* data = input_view<float>(x, "randomk", "x", "float32");
+  const float* data = dlion_bind::input<float>(x, "randomk", "x", "float32");
   const auto n = static_cast<std::size_t>(x.size());
   const std::size_t k = checked_k(k_arg, n, "randomk");
   py::array_t<std::uint32_t> idx(static_cast<py::ssize_t>(k));
@@ -77,19 +63,14 @@ py::tuple randomk(const py::array& x, std::int64_t k_arg, std::uint64_t seed) {
 }
 
 void scatter_add(const py::array& idx, const py::array& values, py::array& out) {
-  const std::uint32_t* i = input_view<std::uint32_t>(idx, "scatter_add", "idx", "uint32");
-  const float* v = input_view<float>(values, "scatter_add", "values", "float32");
-  input_view<float>(out, "scatter_add", "out", "float32");
-  if (!out.writeable())
-    throw dlion::InvalidArgument(
-        "scatter_add: out is read-only; it is updated in place, so pass a writable array "
-        "(e.g. out.copy())");
+  const std::uint32_t* i = dlion_bind::input<std::uint32_t>(idx, "scatter_add", "idx", "uint32");
+  const float* v = dlion_bind::input<float>(values, "scatter_add", "values", "float32");
+  float* o = dlion_bind::writable<float>(out, "scatter_add", "out", "float32");
   DLION_CHECK(idx.size() == values.size(), dlion::InvalidArgument, "scatter_add: idx has ",
               idx.size(), " elements but values has ", values.size(),
               "; pass the (idx, values) pair returned by topk or randomk");
   const auto k = static_cast<std::size_t>(idx.size());
   const auto n = static_cast<std::size_t>(out.size());
-  float* o = static_cast<float*>(out.mutable_data());
   py::gil_scoped_release release;
   dlion::scatter_add(i, v, k, o, n);
 }

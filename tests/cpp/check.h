@@ -3,6 +3,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
+
+#include "common/error.h"
 
 #define CHECK(cond, ...)                                                   \
   do {                                                                     \
@@ -13,3 +16,14 @@
       std::exit(1);                                                        \
     }                                                                      \
   } while (0)
+
+// The message of the dlion::InvalidArgument that f() throws, or "" when it throws none.
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const dlion::InvalidArgument& e) {
+    return e.what();
+  }
+  return "";
+}

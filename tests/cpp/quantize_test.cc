@@ -222,16 +222,6 @@ void test_qsgd(std::mt19937_64& rng) {
   }
 }
 
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const dlion::InvalidArgument& e) {
-    return e.what();
-  }
-  return "";
-}
-
 void test_errors() {
   std::vector<float> x(2000, 1.0f);
   std::vector<std::uint8_t> p(2000);

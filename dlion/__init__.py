@@ -19,7 +19,7 @@ from typing import Any
 # mpi4py first: it initialises MPI (thread level MULTIPLE) before the extension is loaded.
 from mpi4py import MPI  # noqa: F401  (import order matters)
 
-from . import errors
+from . import emulate, errors
 from .compression import Compression, Compressor, ErrorFeedback
 from .config import Config
 from .errors import (
@@ -32,7 +32,8 @@ from .errors import (
     PeerTimeoutError,
     ProtocolError,
 )
-from .exchange import Allreduce, Exchange
+from .exchange import Allreduce, Exchange, PeerExchange
+from .links import LinkStats, link_stats
 from .ops import (
     allgather_object,
     allreduce,
@@ -79,9 +80,11 @@ __all__ = [
     "ErrorFeedback",
     "Exchange",
     "InvalidArgumentError",
+    "LinkStats",
     "MismatchError",
     "MpiError",
     "NotInitializedError",
+    "PeerExchange",
     "PeerTimeoutError",
     "ProtocolError",
     "allgather_object",
@@ -92,9 +95,11 @@ __all__ = [
     "broadcast_object",
     "broadcast_variables",
     "config",
+    "emulate",
     "errors",
     "init",
     "is_initialized",
+    "link_stats",
     "local_rank",
     "local_size",
     "rank",

@@ -26,6 +26,8 @@ ENGINE_FIELDS = (
     "hierarchical",
     "backoff_spin_us",
     "backoff_max_us",
+    "probe_bytes",
+    "idle_poll_us",
 )
 
 
@@ -48,6 +50,14 @@ class Config:
     """Progress thread: how long it polls (yielding) before it sleeps between polls."""
     backoff_max_us: int = 200
     """Progress thread: longest sleep between polls while a request is in flight."""
+    probe_bytes: int = 256 * 1024
+    """Peer exchange: size of the bandwidth probe ``dlion.init`` sends on every link (0: measure
+    latency only)."""
+    idle_poll_us: int = 1000
+    """Peer exchange: how often the progress thread looks for arriving messages between
+    exchanges (they are acknowledged at once, which keeps link timing honest)."""
+    emulate: str = ""
+    """In-process micro-cloud emulation spec (``DLION_EMULATE``), see :mod:`dlion.emulate`."""
     abort_on_exception: bool = True
     """An uncaught exception on any rank aborts the whole job (MPI_Abort) after its traceback
     is printed, so the other ranks do not wait for it until the stall timeout."""
@@ -80,6 +90,16 @@ class Config:
                 raise ValueError(f"dlion option {name} must be > 0 seconds, got {value}")
         if self.ring_segment_bytes < 1024:
             raise ValueError(f"ring_segment_bytes must be >= 1024, got {self.ring_segment_bytes}")
+        if self.probe_bytes < 0 or self.probe_bytes % 4 or self.probe_bytes > 1 << 30:
+            raise ValueError(
+                f"probe_bytes must be a multiple of 4 in [0, 2**30], got {self.probe_bytes}"
+            )
+        if self.idle_poll_us < 1:
+            raise ValueError(f"idle_poll_us must be >= 1, got {self.idle_poll_us}")
+        if self.emulate:
+            from .emulate import parse
+
+            parse(self.emulate)
         if self.ring_threshold_bytes < 0 or self.backoff_spin_us < 0 or self.backoff_max_us < 1:
             raise ValueError(
                 "ring_threshold_bytes and backoff_spin_us must be >= 0, backoff_max_us >= 1"
@@ -94,6 +114,8 @@ class Config:
 
 
 def _parse(var: str, text: str, kind: type) -> Any:
+    if kind is str:
+        return text
     if kind is bool:
         if text.strip().lower() in ("1", "true", "yes", "on"):
             return True

@@ -22,10 +22,12 @@ from mpi4py import MPI
 import dlion_core as _core
 
 from .config import ENGINE_FIELDS, Config
+from .emulate import Spec
+from .emulate import parse as parse_emulation
 from .errors import InvalidArgumentError, NotInitializedError
 
 # Engine settings that pick algorithms: every rank must use the same values.
-_MUST_AGREE = ("ring_threshold_bytes", "ring_segment_bytes", "hierarchical")
+_MUST_AGREE = ("ring_threshold_bytes", "ring_segment_bytes", "hierarchical", "probe_bytes")
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,11 @@ class _Topology:
 @dataclass
 class _State:
     engine: _core.Engine
+    peers: _core.PeerEngine
     comm: MPI.Comm
     config: Config
     topology: _Topology
+    emulation: Spec
 
 
 _state: _State | None = None
@@ -65,15 +69,30 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
         raise TypeError(f"comm must be a valid mpi4py.MPI.Comm, got {comm!r}")
     engine = _core.Engine(comm, config.engine_config())
+    peers: _core.PeerEngine | None = None
     try:
+        peers = _core.PeerEngine(comm, config.engine_config())
         topology = _discover(engine, config)
         labels = {s: i for i, s in enumerate(dict.fromkeys(topology.sites))}
         engine.set_sites([labels[s] for s in topology.sites])
+        emulation = parse_emulation(config.emulate)
+        peers.set_caps(_caps(emulation, topology))
+        if topology.size > 1:
+            peers.probe().wait()
     except BaseException:
+        if peers is not None:
+            peers.shutdown()
         engine.shutdown()
         raise
     _warn_if_foreign_launcher(topology.size)
-    _state = _State(engine=engine, comm=comm, config=config, topology=topology)
+    _state = _State(
+        engine=engine,
+        peers=peers,
+        comm=comm,
+        config=config,
+        topology=topology,
+        emulation=emulation,
+    )
     if not _atexit_registered:
         atexit.register(_at_exit)
         _atexit_registered = True
@@ -88,6 +107,7 @@ def _discover(engine: _core.Engine, config: Config) -> _Topology:
     site = os.environ.get("DLION_SITE") or socket.gethostname()
     host = MPI.Get_processor_name()
     settings = {name: getattr(config, name) for name in ENGINE_FIELDS if name in _MUST_AGREE}
+    settings["emulate"] = config.emulate
     handle = engine.allgather(pickle.dumps((site, host, settings)), "dlion.init.topology")
     handle.wait()
     gathered = [pickle.loads(b) for b in handle.result()]
@@ -139,6 +159,7 @@ def shutdown() -> None:
     if _state is None:
         return
     state, _state = _state, None
+    state.peers.shutdown()
     state.engine.shutdown()
 
 
@@ -158,6 +179,26 @@ def _require() -> _State:
 def engine() -> _core.Engine:
     """The running engine (for library code; most users never need it)."""
     return _require().engine
+
+
+def peer_engine() -> _core.PeerEngine:
+    """The running peer-exchange engine (for library code; most users never need it)."""
+    return _require().peers
+
+
+def _caps(spec: Spec, topology: _Topology) -> list[tuple[float, float]]:
+    caps = spec.caps(topology.rank, list(topology.sites))
+    return [(c.bandwidth_Bps, c.latency_s) for c in caps]
+
+
+def _set_emulation(spec: Spec) -> None:
+    state = _require()
+    state.peers.set_caps(_caps(spec, state.topology))
+    state.emulation = spec
+
+
+def _emulation() -> Spec:
+    return _require().emulation
 
 
 def config() -> Config:
@@ -219,7 +260,7 @@ def _at_exit() -> None:
     state = _state
     if state is None:
         return
-    why = state.engine.poisoned()
+    why = state.engine.poisoned() or state.peers.poisoned()
     if why:
         # MPI state is inconsistent after a fatal engine error; MPI_Finalize could hang.
         sys.stderr.write(f"[dlion rank {state.topology.rank}] aborting the job: {why}\n")

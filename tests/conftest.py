@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -51,12 +52,32 @@ class MpiResult:
 
 
 def run_mpi(
-    worker: str, np: int, *args: str, timeout: float = 120, env: dict | None = None
+    worker: str,
+    np: int,
+    *args: str,
+    timeout: float = 120,
+    env: dict | None = None,
+    mpiexec_args: list[str] | None = None,
+    survive_signals: bool = False,
 ) -> MpiResult:
     """Run tests/mpi/workers/<worker>.py on `np` ranks; fail the test if it outlives `timeout`."""
     with tempfile.TemporaryDirectory(prefix="dlion-test-") as out:
         full_env = {**os.environ, **RANK_ENV, "DLION_TEST_OUT": out, **(env or {})}
-        cmd = [MPIEXEC, "-n", str(np), sys.executable, str(WORKERS / f"{worker}.py"), *args]
+        cmd = [
+            MPIEXEC,
+            *(mpiexec_args or []),
+            "-n",
+            str(np),
+            sys.executable,
+            str(WORKERS / f"{worker}.py"),
+            *args,
+        ]
+        if survive_signals:
+            # Hydra tears the whole job down when a rank dies of a signal; behind a shell the
+            # death is a plain exit status, and -disable-auto-cleanup lets the others run on
+            # (Hydra then tells them with SIGUSR1, whose default action would end them).
+            script = "trap '' USR1; " + " ".join(shlex.quote(c) for c in cmd[cmd.index("-n") + 2 :])
+            cmd = [MPIEXEC, "-disable-auto-cleanup", "-n", str(np), "sh", "-c", script]
         start = time.monotonic()
         try:
             proc = subprocess.run(

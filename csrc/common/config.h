@@ -4,6 +4,8 @@
 
 #include <cstddef>
 
+#include "common/error.h"
+
 namespace dlion {
 
 struct EngineConfig {
@@ -26,6 +28,30 @@ struct EngineConfig {
   // once), then sleep between polls, doubling from 1 us up to backoff_max_us.
   int backoff_spin_us = 3000;
   int backoff_max_us = 200;
+  // Peer exchange: bytes of the bandwidth probe sent on every link by probe() (dlion.init
+  // runs it); 0 measures latency only.
+  std::size_t probe_bytes = 256 * 1024;
+  // Peer exchange: while links are in use but no exchange waits, the progress thread looks for
+  // arriving messages (to acknowledge them at once, which times the links) every idle_poll_us;
+  // after 2 s without traffic it slows down to every 50 ms.
+  int idle_poll_us = 1000;
 };
+
+// InvalidArgument naming the first knob out of range.
+inline void check_config(const EngineConfig& c) {
+  DLION_CHECK(c.stall_warning_s > 0 && c.stall_timeout_s > 0, InvalidArgument,
+              "stall_warning_s and stall_timeout_s must be > 0 seconds (got ",
+              c.stall_warning_s, " and ", c.stall_timeout_s, ")");
+  DLION_CHECK(c.ring_segment_bytes >= 1024, InvalidArgument,
+              "ring_segment_bytes must be at least 1024 (got ", c.ring_segment_bytes, ")");
+  DLION_CHECK(c.backoff_spin_us >= 0 && c.backoff_max_us >= 1, InvalidArgument,
+              "backoff_spin_us must be >= 0 and backoff_max_us >= 1 (got ", c.backoff_spin_us,
+              " and ", c.backoff_max_us, ")");
+  DLION_CHECK(c.probe_bytes <= (std::size_t{1} << 30) && c.probe_bytes % 4 == 0,
+              InvalidArgument, "probe_bytes must be a multiple of 4 up to 1 GiB (got ",
+              c.probe_bytes, ")");
+  DLION_CHECK(c.idle_poll_us >= 1, InvalidArgument, "idle_poll_us must be >= 1 (got ",
+              c.idle_poll_us, ")");
+}
 
 }  // namespace dlion

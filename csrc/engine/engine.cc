@@ -1,59 +1,15 @@
 #include "engine/engine.h"
 
-#include <chrono>
-
 #include "common/error.h"
+#include "engine/comm.h"
 #include "engine/mpi_check.h"
 
 namespace dlion {
 
-namespace {
-
-void check_config(const EngineConfig& c) {
-  DLION_CHECK(c.stall_warning_s > 0 && c.stall_timeout_s > 0, InvalidArgument,
-              "stall_warning_s and stall_timeout_s must be > 0 seconds (got ",
-              c.stall_warning_s, " and ", c.stall_timeout_s, ")");
-  DLION_CHECK(c.ring_segment_bytes >= 1024, InvalidArgument,
-              "ring_segment_bytes must be at least 1024 (got ", c.ring_segment_bytes, ")");
-  DLION_CHECK(c.backoff_spin_us >= 0 && c.backoff_max_us >= 1, InvalidArgument,
-              "backoff_spin_us must be >= 0 and backoff_max_us >= 1 (got ", c.backoff_spin_us, " and ",
-              c.backoff_max_us, ")");
-}
-
-}  // namespace
-
 Engine::Engine(MPI_Comm comm, const EngineConfig& config) : config_(config) {
   check_config(config_);
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  DLION_CHECK(initialized && !finalized, InvalidArgument,
-              "MPI is not initialised (or already finalised); import mpi4py.MPI first");
-  int level = 0;
-  DLION_MPI(MPI_Query_thread(&level));
-  DLION_CHECK(level == MPI_THREAD_MULTIPLE, InvalidArgument,
-              "MPI was initialised with thread level ", level,
-              "; dlion's progress thread needs MPI_THREAD_MULTIPLE (mpi4py's default: leave "
-              "mpi4py.rc.thread_level at 'multiple')");
-  DLION_CHECK(comm != MPI_COMM_NULL, InvalidArgument, "the communicator is MPI_COMM_NULL");
-
-  // Duplicate without blocking forever: MPI_Comm_idup, polled up to the stall timeout.
-  MPI_Request req = MPI_REQUEST_NULL;
-  DLION_MPI(MPI_Comm_idup(comm, &comm_, &req));
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::duration<double>(config_.stall_timeout_s);
-  int flag = 0;
-  int world_rank = 0;
-  MPI_Comm_rank(comm, &world_rank);
-  for (int polls = 0; !flag; ++polls) {
-    DLION_MPI(MPI_Test(&req, &flag, MPI_STATUS_IGNORE));
-    if (flag) break;
-    DLION_CHECK(std::chrono::steady_clock::now() < deadline, PeerTimeout, "rank ", world_rank,
-                ": not every rank called dlion.init() within ", config_.stall_timeout_s,
-                " s (stall_timeout_s); check that all ranks start and initialise dlion");
-    std::this_thread::sleep_for(std::chrono::microseconds(polls < 100 ? 10 : 1000));
-  }
-  DLION_MPI(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+  check_mpi_ready(comm);
+  comm_ = duplicate_comm(comm, config_.stall_timeout_s);
   DLION_MPI(MPI_Comm_rank(comm_, &rank_));
   DLION_MPI(MPI_Comm_size(comm_, &size_));
   thread_ = std::thread([this] { run(); });

@@ -6,5 +6,6 @@ Gaia, Ako) implement the same :class:`Exchange` contract.
 
 from .allreduce import Allreduce
 from .base import Exchange, Pending
+from .peer import PeerExchange
 
-__all__ = ["Allreduce", "Exchange", "Pending"]
+__all__ = ["Allreduce", "Exchange", "PeerExchange", "Pending"]

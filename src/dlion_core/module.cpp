@@ -1,6 +1,7 @@
 // dlion_core: thin pybind11 bindings of csrc/. This file registers the error types (mirrored in
 // dlion/errors.py), the engine bindings (engine.cpp), the codec kernels (compress_quant.cpp)
-// the sparsification kernels (compress_topk.cpp) and the wire format (wire.cpp).
+// the sparsification kernels (compress_topk.cpp), the wire format (wire.cpp) and the peer
+// engine (peer.cpp).
 #include <pybind11/pybind11.h>
 
 #include "common/error.h"
@@ -11,6 +12,7 @@ void bind_engine(py::module_& m);
 void bind_quantize(py::module_& m);
 void bind_topk(py::module_& m);
 void bind_wire(py::module_& m);
+void bind_peer(py::module_& m);
 
 PYBIND11_MODULE(dlion_core, m) {
   m.doc() = "dlion's C++ core: the MPI progress engine and its operations";
@@ -50,4 +52,5 @@ PYBIND11_MODULE(dlion_core, m) {
   bind_quantize(m);
   bind_topk(m);
   bind_wire(m);
+  bind_peer(m);
 }

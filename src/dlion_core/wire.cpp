@@ -78,8 +78,8 @@ py::bytes wire_encode(int kind, std::uint32_t sender, std::uint64_t step, std::u
                       int encoding, std::uint64_t n, float weight, const py::args& arrays,
                       int bits, std::uint32_t bucket) {
   wire::Fields f;
-  DLION_CHECK(kind >= 1 && kind <= 3, dlion::InvalidArgument, "wire_encode: kind = ", kind,
-              "; use 1 (gradient), 2 (parameters) or 3 (probe)");
+  DLION_CHECK(kind >= 1 && kind <= 4, dlion::InvalidArgument, "wire_encode: kind = ", kind,
+              "; use 1 (gradient), 2 (parameters), 3 (probe) or 4 (ack)");
   f.kind = static_cast<wire::Kind>(kind);
   f.sender = sender, f.step = step, f.group = group, f.n = n, f.weight = weight;
   f.encoding = encoding_of(encoding);
@@ -157,7 +157,7 @@ void bind_wire(py::module_& m) {
   enc["dense_f32"] = 1, enc["sparse_f32"] = 2, enc["sparse_qsgd8"] = 3, enc["qsgd"] = 4;
   enc["sign"] = 5, enc["fp16"] = 6, enc["bf16"] = 7;
   py::dict kinds;
-  kinds["gradient"] = 1, kinds["parameters"] = 2, kinds["probe"] = 3;
+  kinds["gradient"] = 1, kinds["parameters"] = 2, kinds["probe"] = 3, kinds["ack"] = 4;
   m.attr("WIRE_ENCODINGS") = enc;
   m.attr("WIRE_KINDS") = kinds;
   m.attr("WIRE_HEADER_BYTES") = wire::kHeaderBytes;

@@ -1,0 +1,88 @@
+// One peer link of the peer engine, seen from the sender: the pacing clock of its emulated cap,
+// the messages sent and not yet acknowledged, and the estimators of its bandwidth and latency.
+//
+// Timing: the receiver acknowledges every message as soon as it has it (wire Kind::kAck). For a
+// message of B bytes that started on the wire at t0 and was acknowledged at t1, T = t1 - t0 is
+// one latency out, the transfer, and one latency back. Small messages (<= kLatencyBytes) give a
+// latency sample T / 2; large ones (>= kBandwidthBytes) a bandwidth sample B / (T - 2 latency).
+// Both feed exponential moving averages (weight kEwma for the newest sample).
+//
+// Emulation: with a cap (bandwidth, latency), a message of B bytes queued at t starts on the
+// emulated wire when the previous one has left it, occupies it B / bandwidth, and is handed to
+// MPI one latency after its last byte left: so the real message arrives when the emulated link
+// would have delivered it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+
+namespace dlion {
+
+using Clock = std::chrono::steady_clock;
+
+// What Python sees of one link. Bytes count whole wire messages, headers included; bytes_* and
+// messages_* count gradient messages, control_bytes_sent the probes and acknowledgements.
+struct LinkStats {
+  std::uint64_t bytes_sent = 0, messages_sent = 0;
+  std::uint64_t bytes_received = 0, messages_received = 0;
+  std::uint64_t control_bytes_sent = 0;
+  double bandwidth_Bps = 0.0;  // EWMA of measured transfers; 0 until one was measured
+  double latency_s = 0.0;      // EWMA of the one-way latency; 0 until one was measured
+  std::uint64_t bandwidth_samples = 0, latency_samples = 0;
+  double timed_bytes = 0.0, timed_seconds = 0.0;  // sums over bandwidth samples
+  std::uint64_t last_k = 0;                // entries carried by the last gradient sent
+  std::int64_t last_step_received = -1;    // newest gradient step received (any group)
+  std::int64_t staleness_last = 0, staleness_max = 0;  // applied-at step - sent-at step
+  double emulated_bandwidth_Bps = 0.0, emulated_latency_s = 0.0;  // 0: not emulated
+};
+
+// An emulated cap; bandwidth 0 means unlimited.
+struct LinkCap {
+  double bandwidth_Bps = 0.0;
+  double latency_s = 0.0;
+};
+
+class Link {
+ public:
+  static constexpr std::size_t kLatencyBytes = 4096;
+  static constexpr std::size_t kBandwidthBytes = 16384;
+  static constexpr double kEwma = 0.3;
+
+  struct Slot {
+    Clock::time_point start;    // the message's first byte on the (emulated) wire
+    Clock::time_point release;  // when to hand it to MPI
+  };
+
+  void set_cap(LinkCap cap) { cap_ = cap; }
+  const LinkCap& cap() const { return cap_; }
+
+  // Reserves the emulated wire for a message of `bytes` queued at `now`.
+  Slot schedule(std::size_t bytes, Clock::time_point now);
+
+  // Remembers a sent message until its acknowledgement; timed = false for one whose timing
+  // would mislead (e.g. the first probe, which also waits for the peer to start).
+  void sent(std::uint32_t group, std::uint64_t step, std::size_t bytes, Clock::time_point start,
+            bool timed);
+  // Takes the acknowledgement of (group, step); updates stats' estimators. False when no such
+  // message is outstanding (the caller treats it as a protocol error).
+  bool acked(std::uint32_t group, std::uint64_t step, Clock::time_point now, LinkStats& stats);
+  // True while some message sent with this group is unacknowledged.
+  bool awaiting(std::uint32_t group) const;
+  std::size_t unacked() const { return unacked_.size(); }
+
+ private:
+  struct Unacked {
+    std::uint32_t group;
+    std::uint64_t step;
+    std::size_t bytes;
+    Clock::time_point start;
+    bool timed;
+  };
+  LinkCap cap_;
+  Clock::time_point free_at_{};
+  std::deque<Unacked> unacked_;
+};
+
+}  // namespace dlion

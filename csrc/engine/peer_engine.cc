@@ -1,0 +1,160 @@
+// PeerEngine: construction, the caller-facing checks and queries. The progress thread is in
+// peer_progress.cc.
+#include "engine/peer_engine.h"
+
+#include <cmath>
+
+#include "common/error.h"
+#include "engine/comm.h"
+#include "engine/mpi_check.h"
+
+namespace dlion {
+
+PeerEngine::PeerEngine(MPI_Comm comm, const EngineConfig& config) : config_(config) {
+  check_config(config_);
+  check_mpi_ready(comm);
+  comm_ = duplicate_comm(comm, config_.stall_timeout_s);
+  DLION_MPI(MPI_Comm_rank(comm_, &rank_));
+  DLION_MPI(MPI_Comm_size(comm_, &size_));
+  stats_.resize(static_cast<std::size_t>(size_));
+  caps_.resize(static_cast<std::size_t>(size_));
+  links_.resize(static_cast<std::size_t>(size_));
+  probes_seen_.assign(3, std::vector<std::uint64_t>(static_cast<std::size_t>(size_), 0));
+  thread_ = std::thread([this] { run(); });
+}
+
+PeerEngine::~PeerEngine() { shutdown(); }
+
+HandlePtr PeerEngine::exchange(ExchangeRequest req) {
+  const std::string where = detail::concat("rank ", rank_, ": peer exchange '", req.name,
+                                           "' (group ", req.group, ", step ", req.step, ")");
+  DLION_CHECK(req.group < kMaxGroups, InvalidArgument, where, ": group must be < ", kMaxGroups);
+  DLION_CHECK(req.n == 0 || (req.grad != nullptr && req.out != nullptr), InvalidArgument, where,
+              ": null buffer with ", req.n, " elements");
+  DLION_CHECK(req.n < (std::size_t{1} << 32), InvalidArgument, where, ": ", req.n,
+              " elements; a tensor group must stay under 2^32 (split it)");
+  DLION_CHECK(std::isfinite(req.weight) && req.weight >= 0.0f, InvalidArgument, where,
+              ": weight must be finite and >= 0, got ", req.weight);
+  DLION_CHECK(req.staleness >= 0, InvalidArgument, where, ": staleness must be >= 0, got ",
+              req.staleness);
+  DLION_CHECK(req.links.size() == static_cast<std::size_t>(size_), InvalidArgument, where,
+              ": needs one link plan per rank (", size_, "), got ", req.links.size());
+  for (std::size_t p = 0; p < req.links.size(); ++p) {
+    if (static_cast<int>(p) == rank_) continue;
+    const wire::Codec& c = req.links[p].codec;
+    try {
+      const int bits = c.bits != 0 ? c.bits : wire::required_bits(c.encoding, 0);
+      DLION_CHECK(bits == wire::required_bits(c.encoding, bits), InvalidArgument, "bits ", bits,
+                  " do not fit encoding ", static_cast<int>(c.encoding));
+      DLION_CHECK(!wire::is_bucketed(c.encoding) || c.bucket >= 1, InvalidArgument,
+                  "bucket must be >= 1");
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument(detail::concat(where, ": link to rank ", p, ": ", e.what()));
+    }
+  }
+  auto task = std::make_unique<Task>();
+  std::lock_guard<std::mutex> lock(mu_);
+  DLION_CHECK(poisoned_.empty(), EngineShutdown, where,
+              " was not run: the peer engine stopped after an earlier error: ", poisoned_);
+  DLION_CHECK(!stopping_, EngineShutdown, where,
+              " was not run: the peer engine was shut down (call dlion.init() again)");
+  task->handle = std::make_shared<Handle>(next_seq_++, req.name);
+  task->req = std::move(req);
+  HandlePtr h = task->handle;
+  queue_.push_back(std::move(task));
+  cv_.notify_one();
+  return h;
+}
+
+HandlePtr PeerEngine::probe() {
+  auto task = std::make_unique<Task>();
+  task->is_probe = true;
+  task->req.name = "link probe";
+  std::lock_guard<std::mutex> lock(mu_);
+  DLION_CHECK(poisoned_.empty(), EngineShutdown, "rank ", rank_,
+              ": link probe was not run: the peer engine stopped after an earlier error: ",
+              poisoned_);
+  DLION_CHECK(!stopping_, EngineShutdown, "rank ", rank_,
+              ": link probe was not run: the peer engine was shut down");
+  task->handle = std::make_shared<Handle>(next_seq_++, task->req.name);
+  HandlePtr h = task->handle;
+  queue_.push_back(std::move(task));
+  cv_.notify_one();
+  return h;
+}
+
+void PeerEngine::set_caps(const std::vector<LinkCap>& caps) {
+  DLION_CHECK(caps.size() == static_cast<std::size_t>(size_), InvalidArgument, "rank ", rank_,
+              ": set_caps needs one cap per rank (", size_, "), got ", caps.size());
+  for (std::size_t p = 0; p < caps.size(); ++p) {
+    DLION_CHECK(std::isfinite(caps[p].bandwidth_Bps) && caps[p].bandwidth_Bps >= 0 &&
+                    std::isfinite(caps[p].latency_s) && caps[p].latency_s >= 0,
+                InvalidArgument, "rank ", rank_, ": emulated link to rank ", p,
+                ": bandwidth and latency must be finite and >= 0 (got ", caps[p].bandwidth_Bps,
+                " B/s, ", caps[p].latency_s, " s)");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  caps_ = caps;
+  caps_changed_ = true;
+  for (std::size_t p = 0; p < caps.size(); ++p) {
+    stats_[p].emulated_bandwidth_Bps = static_cast<int>(p) == rank_ ? 0 : caps[p].bandwidth_Bps;
+    stats_[p].emulated_latency_s = static_cast<int>(p) == rank_ ? 0 : caps[p].latency_s;
+  }
+  cv_.notify_one();
+}
+
+std::vector<LinkStats> PeerEngine::link_stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+std::vector<float> PeerEngine::residual(std::uint32_t group, int peer) const {
+  DLION_CHECK(peer >= 0 && peer < size_, InvalidArgument, "rank ", rank_, ": residual of peer ",
+              peer, ", but ranks are 0..", size_ - 1);
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  auto it = groups_.find(group);
+  if (it == groups_.end()) return {};
+  return it->second.residual[static_cast<std::size_t>(peer)];
+}
+
+void PeerEngine::set_residual(std::uint32_t group, int peer, std::vector<float> values) {
+  DLION_CHECK(peer >= 0 && peer < size_ && peer != rank_, InvalidArgument, "rank ", rank_,
+              ": set_residual of peer ", peer, "; peers are the other ranks of 0..", size_ - 1);
+  DLION_CHECK(group < kMaxGroups, InvalidArgument, "rank ", rank_, ": group must be < ",
+              kMaxGroups);
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  auto it = groups_.find(group);
+  if (it != groups_.end()) {
+    DLION_CHECK(values.empty() || values.size() == it->second.n, InvalidArgument, "rank ", rank_,
+                ": residual for group ", group, " has ", values.size(),
+                " elements; the group has ", it->second.n);
+  }
+  Group& g = groups_[group];
+  if (it == groups_.end()) {
+    g.n = values.size();
+    g.inbox.resize(static_cast<std::size_t>(size_));
+    g.latest.assign(static_cast<std::size_t>(size_), -1);
+    g.residual.resize(static_cast<std::size_t>(size_));
+  }
+  g.residual[static_cast<std::size_t>(peer)] = std::move(values);
+}
+
+void PeerEngine::shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (poisoned_.empty() && in_flight_.empty() && receiving_.empty() && comm_ != MPI_COMM_NULL)
+    MPI_Comm_free(&comm_);
+}
+
+std::string PeerEngine::poisoned() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return poisoned_;
+}
+
+}  // namespace dlion

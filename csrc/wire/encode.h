@@ -1,0 +1,47 @@
+// Encoding a dense float32 tensor into one wire message with a link's codec: the sender's half
+// of codec.h (which lays out and validates). Used by the peer engine for every per-link message.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "wire/codec.h"
+
+namespace dlion::wire {
+
+// What one link carries per message. Sparse encodings take the k entries of largest magnitude
+// (compress/topk.h, exact result); kQsgd and kSparseQsgd8 quantize with `bucket` values per
+// scale; kQsgd uses `bits` (2, 4 or 8). Other fields are ignored by encodings that lack them.
+struct Codec {
+  Encoding encoding = Encoding::kDenseF32;
+  std::uint64_t k = 0;
+  int bits = 0;  // 0: the encoding's own (kQsgd needs 2, 4 or 8)
+  std::uint32_t bucket = 512;
+};
+
+// One message: 8-byte aligned storage (validate() needs it) of exactly size() bytes.
+class Message {
+ public:
+  Message() = default;
+  explicit Message(std::size_t len) : words_((len + 7) / 8), len_(len) {}
+  std::uint8_t* data() { return reinterpret_cast<std::uint8_t*>(words_.data()); }
+  const std::uint8_t* data() const { return reinterpret_cast<const std::uint8_t*>(words_.data()); }
+  std::size_t size() const { return len_; }
+
+ private:
+  std::vector<std::uint64_t> words_;
+  std::size_t len_ = 0;
+};
+
+// The message carrying x[0, n) under `codec`, with header fields from `fields` (its encoding,
+// bits, n, k and bucket are overwritten from codec and n; k is clipped to n). `seed` drives the
+// stochastic rounding of the quantized encodings. Throws InvalidArgument for a bad codec (bits,
+// bucket) and for NaN/Inf in x under the sparse encodings (the top-k kernel's check).
+Message encode(const float* x, std::size_t n, const Codec& codec, Fields fields,
+               std::uint64_t seed);
+
+// A header-only message (n = 0, dense) of `kind`, e.g. an acknowledgement or a latency probe.
+Message encode_empty(Kind kind, std::uint32_t sender, std::uint32_t group, std::uint64_t step);
+
+}  // namespace dlion::wire

@@ -1,0 +1,146 @@
+"""Decentralized peer exchange over the peer engine: every rank sends every peer its own message.
+
+The policy here is fixed per link (same codec on every link); :class:`dlion.PerLinkExchange`
+derives it per link from measured bandwidth. What the engine does with it is specified in
+``csrc/engine/peer_engine.h``: per-link encoding and error-feedback residuals in C++, paced
+sends when links are emulated, bounded staleness, every message applied exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+import dlion_core as _core
+
+from .. import runtime
+from ..errors import InvalidArgumentError
+from .base import Exchange, Pending
+
+Codec = Literal["dense", "topk", "qsgd", "sign", "fp16", "bf16"]
+_CODECS = ("dense", "topk", "qsgd", "sign", "fp16", "bf16")
+#: One link's plan as the engine takes it: (encoding, k, bits, bucket, error_feedback).
+LinkPlan = tuple[int, int, int, int, bool]
+
+
+class PeerExchange(Exchange):
+    """Every rank sends each peer its gradient, compressed per link, and applies the weighted
+    aggregate of its own and its peers' contributions (DESIGN.md section 2).
+
+    Args:
+        codec: ``"dense"`` (float32), ``"topk"`` (the ``k_ratio * n`` entries of largest
+            magnitude; with ``bits=8`` their values are 8-bit quantized), ``"qsgd"`` (all
+            values, ``bits`` = 2, 4 or 8), ``"sign"`` (1 bit and a scale), ``"fp16"``, ``"bf16"``.
+        k_ratio: fraction of entries ``"topk"`` sends (at least one entry).
+        bits: ``"topk"``: 32 (float values) or 8 (quantized); ``"qsgd"``: 2, 4 or 8.
+        error_feedback: keep what a link did not carry in that link's residual and send it
+            later (default: on for every lossy codec, off for ``"dense"``).
+        staleness: 0 is synchronous; ``s > 0`` lets a rank run up to ``s`` steps ahead of its
+            slowest peer, applying peers' messages as they arrive (each exactly once).
+        weight: this rank's aggregation weight; default ``1 / size`` (plain average). Dynamic
+            batching sets it to ``b_i / sum(b)``.
+        bucket: values per scale of the quantized codecs.
+    """
+
+    def __init__(
+        self,
+        codec: Codec = "dense",
+        *,
+        k_ratio: float = 0.01,
+        bits: int | None = None,
+        error_feedback: bool | None = None,
+        staleness: int = 0,
+        weight: float | None = None,
+        bucket: int = 512,
+    ) -> None:
+        if codec not in _CODECS:
+            raise InvalidArgumentError(f"PeerExchange(codec={codec!r}): use one of {_CODECS}")
+        if not 0.0 < k_ratio <= 1.0:
+            raise InvalidArgumentError(f"PeerExchange(k_ratio={k_ratio}): must be in (0, 1]")
+        allowed: tuple[int, ...] = {"topk": (32, 8), "qsgd": (8, 4, 2)}.get(codec, ())
+        if bits is not None and bits not in allowed:
+            raise InvalidArgumentError(
+                f"PeerExchange(codec={codec!r}, bits={bits}): "
+                + (f"allowed bits are {allowed}" if allowed else "this codec takes no bits")
+            )
+        if not isinstance(staleness, int) or staleness < 0:
+            raise InvalidArgumentError(f"PeerExchange(staleness={staleness!r}): must be >= 0")
+        if weight is not None and not (math.isfinite(weight) and weight >= 0):
+            raise InvalidArgumentError(f"PeerExchange(weight={weight}): must be finite, >= 0")
+        if bucket < 1:
+            raise InvalidArgumentError(f"PeerExchange(bucket={bucket}): must be >= 1")
+        self.codec: Codec = codec
+        self.k_ratio = k_ratio
+        self.bits: int = bits if bits is not None else (allowed[0] if allowed else 0)
+        self.error_feedback = codec != "dense" if error_feedback is None else error_feedback
+        self.staleness = staleness
+        self.weight = weight
+        self.bucket = bucket
+        self._groups: dict[str, int] = {}
+        self._steps: dict[int, int] = {}
+        self._sync_next = False
+        self._synced: set[int] = set()
+
+    # -- policy ---------------------------------------------------------------------------
+    def encoding(self) -> int:
+        """The wire encoding of this policy's messages (``dlion_core.WIRE_ENCODINGS``)."""
+        enc = _core.WIRE_ENCODINGS
+        if self.codec == "topk":
+            return int(enc["sparse_qsgd8"] if self.bits == 8 else enc["sparse_f32"])
+        name = {"dense": "dense_f32", "qsgd": "qsgd", "sign": "sign"}.get(self.codec, self.codec)
+        return int(enc[name])
+
+    def k_for(self, n: int) -> int:
+        """Entries a ``"topk"`` message of an ``n``-element group carries."""
+        return min(n, max(1, int(round(self.k_ratio * n)))) if n else 0
+
+    def plan(self, n: int, group: int) -> list[LinkPlan]:
+        """One link plan per rank for a group of ``n`` elements (subclasses vary it per link)."""
+        bits = self.bits if self.codec == "qsgd" else 0
+        link = (self.encoding(), self.k_for(n), bits, self.bucket, self.error_feedback)
+        return [link] * runtime.size()
+
+    def current_weight(self) -> float:
+        """This rank's aggregation weight for the next exchange."""
+        return 1.0 / runtime.size() if self.weight is None else float(self.weight)
+
+    # -- Exchange ---------------------------------------------------------------------------
+    def synchronize_next(self) -> None:
+        """Make the next exchange of every group wait for every peer's message of its step
+        (as ``staleness=0``): call it before the last step, so that nothing sent is left
+        unapplied when training ends."""
+        self._sync_next = True
+        self._synced = set()
+
+    def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
+        if buffer.dtype != np.float32:
+            raise InvalidArgumentError(
+                f"rank {runtime.rank()}: peer exchange of '{name}': dtype {buffer.dtype} is not "
+                "supported; the peer exchange carries float32 gradients"
+            )
+        group = self._groups.setdefault(name, len(self._groups))
+        step = self._steps.get(group, -1) + 1
+        self._steps[group] = step
+        sync = self._sync_next
+        if sync:
+            self._synced.add(group)
+            if len(self._synced) == len(self._groups):
+                self._sync_next = False
+        return runtime.peer_engine().exchange(
+            buffer,
+            buffer,
+            group,
+            step,
+            self.plan(buffer.size, group),
+            weight=self.current_weight(),
+            staleness=self.staleness,
+            sync=sync,
+            name=name,
+        )
+
+    def describe(self) -> str:
+        extra = f", k={self.k_ratio:g}" if self.codec == "topk" else ""
+        bits = f", {self.bits} bit" if self.codec in ("topk", "qsgd") else ""
+        return f"peer({self.codec}{extra}{bits}, staleness={self.staleness})"

@@ -1,0 +1,106 @@
+"""The peer engine on real ranks: exact aggregates, error feedback, staleness, emulation, death."""
+
+import pytest
+from conftest import run_mpi
+
+pytestmark = pytest.mark.mpi
+
+
+@pytest.mark.parametrize("np_", [2, 3, 4])
+def test_aggregate_is_the_weighted_sum_of_what_each_peer_selected(np_):
+    res = run_mpi("peer", np_, "exact")
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert len(recs) == np_
+    for rec in recs:
+        assert rec["checked"] == 36
+        # 12 groups x 3 steps + 1: every message sent was received, and applied in its step.
+        assert set(rec["sent"].values()) == {37}
+        assert set(rec["received"].values()) == {37}
+        assert rec["staleness_max"] == 0
+
+
+@pytest.mark.parametrize("np_", [2, 3])
+def test_error_feedback_loses_nothing(np_):
+    res = run_mpi("peer", np_, "feedback")
+    assert res.returncode == 0, res.explain()
+    for rec in res.records():
+        for encoding in ("sparse_f32", "sparse_qsgd8"):
+            r = rec[encoding]
+            # received + what the senders still hold == everything they were given
+            assert r["max_error"] < 1e-4 * r["scale"], (encoding, r)
+            assert r["residual_nonzero"] > 0  # top-1% really left most entries behind
+            assert r["last_k"] == 200
+
+
+def test_staleness_zero_waits_for_the_slow_rank():
+    res = run_mpi("peer", 3, "staleness", "0")
+    assert res.returncode == 0, res.explain()
+    for rec in res.records():
+        assert rec["total_min"] == rec["total_max"] == rec["expected"]
+        assert all(lag == 0 for lag in rec["lags"]), rec["lags"]
+        assert max(rec["staleness_max"].values()) == 0
+
+
+def test_staleness_two_runs_ahead_by_at_most_two_and_applies_everything_once():
+    res = run_mpi("peer", 3, "staleness", "2")
+    assert res.returncode == 0, res.explain()
+    for rec in res.records():
+        # Exactly once: the sum of everything applied is the sum of everything sent.
+        assert rec["total_min"] == rec["total_max"] == rec["expected"], rec
+        assert all(0 <= lag <= 2 for lag in rec["lags"]), rec["lags"]
+        assert all(v == 14 for v in rec["received"].values()), rec["received"]
+    fast = [rec for rec in res.records() if rec["rank"] != 1]
+    # The fast ranks did run ahead of the slow one.
+    assert any(max(rec["lags"]) >= 1 for rec in fast), [rec["lags"] for rec in fast]
+    assert all(rec["staleness_max"]["1"] <= 2 for rec in fast)
+
+
+def test_emulated_link_is_measured_at_its_cap():
+    res = run_mpi("peer", 2, "emulated", env={"DLION_EMULATE": "#0-#1:20mbit:5ms"})
+    assert res.returncode == 0, res.explain()
+    for rec in res.records():
+        cap = 20e6 / 8
+        assert rec["emulated_bandwidth"] == cap and rec["emulated_latency"] == 0.005
+        assert rec["samples"] >= 8
+        assert abs(rec["bandwidth"] - cap) < 0.25 * cap, rec
+        assert abs(rec["achieved"] - cap) < 0.25 * cap, rec
+        assert 0.004 < rec["latency"] < 0.008, rec
+
+
+def test_killed_peer_makes_the_others_raise():
+    timeout = 5
+    res = run_mpi(
+        "peer",
+        3,
+        "kill",
+        timeout=90,
+        env={"DLION_STALL_TIMEOUT_S": str(timeout), "DLION_STALL_WARNING_S": "1"},
+        survive_signals=True,
+    )
+    assert res.returncode != 0, res.explain()
+    recs = res.records()
+    assert sorted(r["rank"] for r in recs) == [0, 2], res.explain()
+    for rec in recs:
+        assert rec["error"] in ("PeerTimeoutError", "MpiError"), rec
+        assert "rank 1" in rec["message"], rec
+        assert rec["seconds"] < timeout + 10, rec
+
+
+def test_bad_requests_are_rejected_clearly():
+    res = run_mpi("peer", 2, "bad_input")
+    assert res.returncode == 0, res.explain()
+    for rec in res.records():
+        seen = rec["seen"]
+        assert "float32" in seen["float64"]["message"]
+        assert "one link plan per rank" in seen["links"]["message"]
+        assert "weight must be finite" in seen["weight"]["message"]
+        assert "bits" in seen["bits"]["message"]
+        assert "unknown encoding 9" in seen["encoding"]["message"]
+        assert "staleness must be >= 0" in seen["staleness"]["message"]
+        assert "use one of" in seen["codec"]["message"]
+        assert "takes no bits" in seen["peer_bits"]["message"]
+        assert "bad rate 'fast'" in seen["emulate"]["message"]
+        for s in seen.values():
+            assert s["error"] in ("InvalidArgumentError", "ValueError"), s
+        assert rec["usable"]

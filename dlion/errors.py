@@ -13,6 +13,9 @@
   checksum); the message names the sender rank and the field, and was not applied.
 * ``NotInitializedError`` (Python only): a call that needs the runtime came before
   ``dlion.init()``.
+* ``NonFiniteGradientError`` (Python only, also an ``ArithmeticError``): some rank's gradients
+  held NaN or infinity; raised on every rank at the same step, nothing was sent or applied.
+  ``NonFiniteGradientWarning`` (a ``RuntimeWarning``) is its ``nonfinite="skip"`` counterpart.
 
 The engine's errors are created by the C++ extension and re-exported here.
 """
@@ -32,12 +35,28 @@ class NotInitializedError(DlionError):
     """A dlion call that needs the runtime was made before ``dlion.init()``."""
 
 
+class NonFiniteGradientError(DlionError, ArithmeticError):
+    """Some rank's gradients held NaN or infinity at this step; nothing was applied anywhere.
+
+    Raised on every rank at the same step (``nonfinite="raise"``, the default of
+    ``DistributedOptimizer``); the message names each bad rank, the step and its first
+    non-finite gradient. The engine stays usable: catch it to go on.
+    """
+
+
+class NonFiniteGradientWarning(RuntimeWarning):
+    """Some rank's gradients held NaN or infinity; every rank skipped the step
+    (``nonfinite="skip"``)."""
+
+
 __all__ = [
     "DlionError",
     "EngineShutdownError",
     "InvalidArgumentError",
     "MismatchError",
     "MpiError",
+    "NonFiniteGradientError",
+    "NonFiniteGradientWarning",
     "NotInitializedError",
     "PeerTimeoutError",
     "ProtocolError",

@@ -12,7 +12,7 @@ from typing import Any
 import tensorflow as tf
 
 from .. import ops, runtime
-from ..errors import MismatchError
+from ..errors import EngineShutdownError, MismatchError, PeerTimeoutError
 from ..exchange import Allreduce, Exchange
 from . import fusion
 from .nonfinite import StepVerdict
@@ -72,8 +72,12 @@ class GradientExchanger:
             name = f"{self.name}.grads[{gi}]"
             pending.append(self.exchange.start(buffer, name=name, signature=plan.signature))
         pending.append(verdict.start())
-        for handle in pending:
-            handle.wait()
+        try:
+            for handle in pending:
+                handle.wait()
+        except (PeerTimeoutError, EngineShutdownError) as e:
+            # The engine names the ranks and the operation; add the training step.
+            raise type(e)(f"{e} (at step {verdict.step} of {self.caller})") from e
         if verdict.settle(plan, self.nonfinite):
             return plan
         self.skipped += 1

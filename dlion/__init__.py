@@ -19,10 +19,11 @@ from typing import Any
 # mpi4py first: it initialises MPI (thread level MULTIPLE) before the extension is loaded.
 from mpi4py import MPI  # noqa: F401  (import order matters)
 
-from . import errors
+from . import checkpoint, errors
 from .compression import Compression, Compressor, ErrorFeedback
 from .config import Config
 from .errors import (
+    CheckpointError,
     DlionError,
     EngineShutdownError,
     InvalidArgumentError,
@@ -71,6 +72,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Allreduce",
+    "CheckpointError",
     "Compression",
     "Compressor",
     "Config",
@@ -95,6 +97,7 @@ __all__ = [
     "broadcast",
     "broadcast_object",
     "broadcast_variables",
+    "checkpoint",
     "config",
     "errors",
     "init",

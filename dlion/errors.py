@@ -11,6 +11,7 @@
 * ``MpiError``: an MPI call failed.
 * ``ProtocolError``: a peer's wire message failed validation (bad magic, field, size, index or
   checksum); the message names the sender rank and the field, and was not applied.
+* ``CheckpointError`` (Python only): ``dlion.checkpoint`` could not save or load, on some rank.
 * ``NotInitializedError`` (Python only): a call that needs the runtime came before
   ``dlion.init()``.
 * ``NonFiniteGradientError`` (Python only, also an ``ArithmeticError``): some rank's gradients
@@ -44,12 +45,18 @@ class NonFiniteGradientError(DlionError, ArithmeticError):
     """
 
 
+class CheckpointError(DlionError):
+    """A checkpoint could not be written or read (``dlion.checkpoint``); raised on every rank,
+    naming the ranks that failed and why (e.g. a checkpoint of another world size)."""
+
+
 class NonFiniteGradientWarning(RuntimeWarning):
     """Some rank's gradients held NaN or infinity; every rank skipped the step
     (``nonfinite="skip"``)."""
 
 
 __all__ = [
+    "CheckpointError",
     "DlionError",
     "EngineShutdownError",
     "InvalidArgumentError",

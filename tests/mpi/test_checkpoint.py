@@ -1,9 +1,12 @@
 """Checkpoint and resume of every rank's state with real ranks (dlion.checkpoint)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
-from conftest import run_mpi
+from conftest import MPIEXEC, RANK_ENV, ROOT, run_mpi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.tf]
 
@@ -63,3 +66,23 @@ def test_resuming_with_another_world_size_is_a_clear_error(tmp_path):
         assert r["error"] == "CheckpointError", r
         assert "written by 2 ranks, this job has 3" in r["message"], r["message"]
         assert "resume with 2 ranks" in r["message"]
+
+
+def test_example_train_saves_and_resumes(tmp_path):
+    env = {**os.environ, **RANK_ENV}
+    base = [MPIEXEC, "-n", "2", sys.executable, str(ROOT / "examples/train.py"), "--threads=1"]
+    ckpt = ["--checkpoint-dir", str(tmp_path), "--checkpoint-every", "2"]
+
+    def run(*extra):
+        proc = subprocess.run(
+            [*base, *ckpt, *extra], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    first = run("--max-steps", "4")
+    assert "after 4 steps" in first and "resumed" not in first
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 4
+    second = run("--max-steps", "6", "--resume")
+    assert "resumed from step 4" in second and "after 6 steps" in second, second
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 6

@@ -19,15 +19,18 @@ from typing import Any
 # mpi4py first: it initialises MPI (thread level MULTIPLE) before the extension is loaded.
 from mpi4py import MPI  # noqa: F401  (import order matters)
 
-from . import emulate, errors
+from . import checkpoint, emulate, errors
 from .compression import Compression, Compressor, ErrorFeedback
 from .config import Config
 from .errors import (
+    CheckpointError,
     DlionError,
     EngineShutdownError,
     InvalidArgumentError,
     MismatchError,
     MpiError,
+    NonFiniteGradientError,
+    NonFiniteGradientWarning,
     NotInitializedError,
     PeerTimeoutError,
     ProtocolError,
@@ -70,6 +73,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Allreduce",
+    "CheckpointError",
     "Compression",
     "Compressor",
     "Config",
@@ -83,6 +87,8 @@ __all__ = [
     "LinkStats",
     "MismatchError",
     "MpiError",
+    "NonFiniteGradientError",
+    "NonFiniteGradientWarning",
     "NotInitializedError",
     "PeerExchange",
     "PeerTimeoutError",
@@ -94,6 +100,7 @@ __all__ = [
     "broadcast",
     "broadcast_object",
     "broadcast_variables",
+    "checkpoint",
     "config",
     "emulate",
     "errors",

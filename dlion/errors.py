@@ -11,8 +11,12 @@
 * ``MpiError``: an MPI call failed.
 * ``ProtocolError``: a peer's wire message failed validation (bad magic, field, size, index or
   checksum); the message names the sender rank and the field, and was not applied.
+* ``CheckpointError`` (Python only): ``dlion.checkpoint`` could not save or load, on some rank.
 * ``NotInitializedError`` (Python only): a call that needs the runtime came before
   ``dlion.init()``.
+* ``NonFiniteGradientError`` (Python only, also an ``ArithmeticError``): some rank's gradients
+  held NaN or infinity; raised on every rank at the same step, nothing was sent or applied.
+  ``NonFiniteGradientWarning`` (a ``RuntimeWarning``) is its ``nonfinite="skip"`` counterpart.
 
 The engine's errors are created by the C++ extension and re-exported here.
 """
@@ -32,12 +36,34 @@ class NotInitializedError(DlionError):
     """A dlion call that needs the runtime was made before ``dlion.init()``."""
 
 
+class NonFiniteGradientError(DlionError, ArithmeticError):
+    """Some rank's gradients held NaN or infinity at this step; nothing was applied anywhere.
+
+    Raised on every rank at the same step (``nonfinite="raise"``, the default of
+    ``DistributedOptimizer``); the message names each bad rank, the step and its first
+    non-finite gradient. The engine stays usable: catch it to go on.
+    """
+
+
+class CheckpointError(DlionError):
+    """A checkpoint could not be written or read (``dlion.checkpoint``); raised on every rank,
+    naming the ranks that failed and why (e.g. a checkpoint of another world size)."""
+
+
+class NonFiniteGradientWarning(RuntimeWarning):
+    """Some rank's gradients held NaN or infinity; every rank skipped the step
+    (``nonfinite="skip"``)."""
+
+
 __all__ = [
+    "CheckpointError",
     "DlionError",
     "EngineShutdownError",
     "InvalidArgumentError",
     "MismatchError",
     "MpiError",
+    "NonFiniteGradientError",
+    "NonFiniteGradientWarning",
     "NotInitializedError",
     "PeerTimeoutError",
     "ProtocolError",

@@ -2,10 +2,14 @@
 
     mpiexec -n 4 python examples/train.py            # 5 epochs, prints test accuracy
     mpiexec -n 2 python examples/train.py --epochs 1 --batch 32
+    mpiexec -n 2 python examples/train.py --checkpoint-dir ckpt --checkpoint-every 100 --resume
 
 Each rank trains on its own shard; gradients are averaged through dlion's C++ engine
 (dense allreduce, Horovod's behaviour). Rank 0 prints progress per epoch and, at the end,
 the test accuracy (evaluated on all ranks, each on a slice of the test set) and wall time.
+With --checkpoint-dir, every rank's model, optimizer slots, step and data position are saved
+(dlion.checkpoint) every --checkpoint-every steps and at the end; --resume continues from the
+newest checkpoint (same number of ranks).
 """
 
 from __future__ import annotations
@@ -29,7 +33,19 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: off)")
-    return p.parse_args()
+    p.add_argument("--checkpoint-dir", default=None, help="folder for dlion.checkpoint files")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=0, help="save every N steps (0: at the end only)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint, if any"
+    )
+    args = p.parse_args()
+    if (args.checkpoint_every or args.resume) and not args.checkpoint_dir:
+        p.error("--checkpoint-every and --resume need --checkpoint-dir")
+    if args.checkpoint_every < 0:
+        p.error(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    return args
 
 
 def main() -> None:
@@ -45,7 +61,7 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from dlion import data
+    from dlion import checkpoint, data
 
     rank, size = dlion.rank(), dlion.size()
     ds = data.load_fashion_mnist(args.data)
@@ -88,6 +104,19 @@ def main() -> None:
         return float(correct[0] / correct[1])
 
     steps_per_epoch = len(ds.y_train) // (args.batch * size)
+    total = args.epochs * steps_per_epoch
+    if args.max_steps:
+        total = min(total, args.max_steps)
+    state = {"model": model, "optimizer": opt, "data": shard}
+    step = 0
+    if args.resume and checkpoint.latest_step(args.checkpoint_dir) is not None:
+        step = checkpoint.load(args.checkpoint_dir, **state).step
+        if rank == 0:
+            print(f"resumed from step {step} ({args.checkpoint_dir})", flush=True)
+
+    def save() -> None:
+        checkpoint.save(args.checkpoint_dir, step, **state)
+
     if rank == 0:
         print(
             f"dlion: {size} ranks, sites {sorted(set(dlion.sites()))}, data {ds.name} from "
@@ -96,27 +125,27 @@ def main() -> None:
             flush=True,
         )
     start = time.perf_counter()
-    step = 0
-    for epoch in range(args.epochs):
-        losses = []
-        for _ in range(steps_per_epoch):
-            x, y = shard.next(args.batch)
-            loss, grads = grads_of(x, y)
-            opt.apply_gradients(zip(grads, model.trainable_variables))
-            losses.append(float(loss))
-            step += 1
-            if args.max_steps and step >= args.max_steps:
-                break
-        mean_loss = dlion.allreduce(np.array([np.mean(losses)]), name="epoch_loss")[0]
-        acc = test_accuracy()
-        if rank == 0:
-            print(
-                f"epoch {epoch + 1}/{args.epochs}: loss {mean_loss:.4f}  test accuracy "
-                f"{acc:.4f}  wall {time.perf_counter() - start:.1f} s",
-                flush=True,
-            )
-        if args.max_steps and step >= args.max_steps:
-            break
+    losses: list[float] = []
+    while step < total:
+        x, y = shard.next(args.batch)
+        loss, grads = grads_of(x, y)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        losses.append(float(loss))
+        step += 1
+        if args.checkpoint_every and step % args.checkpoint_every == 0:
+            save()
+        if step % steps_per_epoch == 0 or step == total:
+            mean_loss = dlion.allreduce(np.array([np.mean(losses)]), name="epoch_loss")[0]
+            losses = []
+            acc = test_accuracy()
+            if rank == 0:
+                print(
+                    f"epoch {-(-step // steps_per_epoch)}/{args.epochs}: loss {mean_loss:.4f}  "
+                    f"test accuracy {acc:.4f}  wall {time.perf_counter() - start:.1f} s",
+                    flush=True,
+                )
+    if args.checkpoint_dir and not (args.checkpoint_every and step % args.checkpoint_every == 0):
+        save()  # the final state, unless the loop just saved it
     wall = time.perf_counter() - start
     acc = test_accuracy()
     if rank == 0:

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "compress/bits.h"
 #include "compress/quantize.h"
 #include "wire/checksum.h"
 
@@ -115,6 +116,68 @@ void check_tail_bits(View<std::uint8_t> packed, std::size_t n, int bits, const R
   const std::uint8_t last = packed.data[packed.size - 1];
   if ((last >> used) != 0)
     reject("unused high bits of the last packed byte", int{last >> used}, 0);
+}
+
+// Levels are in [-L, L] (L = 2^(bits-1) - 1): the one two's-complement pattern beyond, -(L + 1)
+// (8 bits: -128, 4 bits: -8, 2 bits: -2), is never emitted by qsgd_encode and would decode to
+// more than the bucket's scale in magnitude (and to -inf near the largest float scale).
+// Branch-free per byte, so the loop vectorizes; the position is looked for only on failure.
+bool byte_has_min_level(std::uint8_t b, int bits) {
+  if (bits == 8) return b == 0x80;
+  if (bits == 4) return (b & 0x0f) == 0x08 || (b & 0xf0) == 0x80;
+  return ((b & 0xaa) & ~((b & 0x55) << 1)) != 0;  // a 2-bit field 0b10: high bit, low bit clear
+}
+
+void check_levels(View<std::uint8_t> packed, int bits, const Rejector& reject) {
+  bool bad = false;
+  for (std::size_t i = 0; i < packed.size; ++i) bad |= byte_has_min_level(packed.data[i], bits);
+  if (!bad) return;
+  std::size_t i = 0;
+  while (!byte_has_min_level(packed.data[i], bits)) ++i;
+  const int min_level = -(1 << (bits - 1));
+  reject(detail::concat("packed levels byte [", i, "]").c_str(),
+         detail::concat("0x", std::hex, int{packed.data[i]}, std::dec, " (a level ", min_level,
+                        ")"),
+         detail::concat("levels in [", min_level + 1, ", ", -(min_level + 1), "]"));
+}
+
+// Carried values are finite: on the IEEE bits, the exponent field is not all ones.
+std::uint32_t raw_bits(float v) { return bits_of(v); }
+std::uint32_t raw_bits(std::uint16_t v) { return v; }
+
+template <typename T>
+void check_finite(View<T> values, std::uint32_t exponent_mask, const char* what,
+                  const Rejector& reject) {
+  bool bad = false;
+  for (std::size_t i = 0; i < values.size; ++i)
+    bad |= (raw_bits(values.data[i]) & exponent_mask) == exponent_mask;
+  if (!bad) return;
+  std::size_t i = 0;
+  while ((raw_bits(values.data[i]) & exponent_mask) != exponent_mask) ++i;
+  reject(detail::concat(what, "[", i, "]").c_str(),
+         detail::concat("0x", std::hex, raw_bits(values.data[i]), " (infinite or NaN)"),
+         "a finite value");
+}
+
+void check_payload_values(const Decoded& d, const Rejector& reject) {
+  switch (d.encoding()) {
+    case Encoding::kDenseF32:
+    case Encoding::kSparseF32:
+      check_finite(d.values(), 0x7f800000u, "values", reject);
+      break;
+    case Encoding::kFp16:
+      check_finite(d.halves(), 0x7c00u, "fp16 values", reject);
+      break;
+    case Encoding::kBf16:
+      check_finite(d.halves(), 0x7f80u, "bf16 values", reject);
+      break;
+    case Encoding::kQsgd:
+    case Encoding::kSparseQsgd8:
+      check_levels(d.packed(), d.bits(), reject);
+      break;
+    case Encoding::kSign:
+      break;  // sign bits: any pattern is valid
+  }
 }
 
 void check_indices(View<std::uint32_t> idx, std::uint64_t n, const Rejector& reject) {
@@ -257,6 +320,7 @@ Decoded validate(const std::uint8_t* msg, std::size_t len, int expected_sender,
   d.packed_ = view_at<std::uint8_t>(payload, l.packed, l.packed_bytes);
   check_scales(d.scales_, reject);
   if (enc == Encoding::kQsgd || enc == Encoding::kSign) check_tail_bits(d.packed_, n, h.bits, reject);
+  check_payload_values(d, reject);
   check_indices(d.idx_, h.n, reject);
   return d;
 }

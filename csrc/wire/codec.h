@@ -105,7 +105,8 @@ class Decoded {
 // the receiver registered as (registered_group, registered_n), checking in the order of
 // format.h: length, magic, version, kind, sender, group, n, encoding, bits, flags, k, weight,
 // payload_bytes (against len, then against the layout), bucket, checksum, scales, packed tail
-// bits, then every sparse index (< n, strictly increasing). Any failure throws ProtocolError
+// bits, values (finite) or quantized levels (no -(L + 1)), then every sparse index (< n,
+// strictly increasing). Any failure throws ProtocolError
 // naming the sender, the field, the value found and the value expected. msg must be 8-byte
 // aligned, expected_sender >= 0 and registered_n < 2^32 (InvalidArgument: the receiver's bug).
 Decoded validate(const std::uint8_t* msg, std::size_t len, int expected_sender,

@@ -57,7 +57,17 @@
 //    and random-k kernels emit them sorted, and the receiver relies on it (a message with an
 //    index out of range, repeated or out of order is rejected even with a correct checksum).
 //
-// 6. Scales (QSGD, SPARSE_QSGD8, SIGN) are finite and >= 0. Values are not otherwise checked.
+// 6. Values. Scales (QSGD, SPARSE_QSGD8, SIGN) are finite and >= 0. Carried values are finite:
+//    no float32 (DENSE_F32, SPARSE_F32), binary16 (FP16) or bfloat16 (BF16) value has an
+//    all-ones exponent (no infinity, no NaN), so a peer's overflow or NaN is never added into a
+//    receiver's gradient; a sender must not send non-finite values (the compress/ encoders
+//    refuse them; fp16/bf16 casts of finite values beyond the 16-bit range overflow to infinity
+//    and are then refused here). Quantized levels (QSGD, SPARSE_QSGD8) lie in [-L, L],
+//    L = 2^(bits-1) - 1: the one two's-complement field beyond, -(L + 1) (-128, -8, -2 for 8, 4,
+//    2 bits), is never emitted by the encoder and is rejected, because it would decode to more
+//    than the bucket's scale in magnitude (to -infinity near the largest float32 scale). So every
+//    accepted message decodes to finite values; what the receiver then computes with its own
+//    weight (weight * value, the sum into its tensor) is ordinary float32 arithmetic.
 //
 // 7. A message that breaks any rule above raises ProtocolError naming the sender (the MPI
 //    source), the field, the value found and the value expected; it is never applied.

@@ -12,9 +12,10 @@ from typing import Any
 import tensorflow as tf
 
 from .. import ops, runtime
-from ..errors import MismatchError
+from ..errors import EngineShutdownError, MismatchError, PeerTimeoutError
 from ..exchange import Allreduce, Exchange
 from . import fusion
+from .nonfinite import StepVerdict
 
 DEFAULT_FUSION_BYTES = 64 << 20
 _CACHE = 16
@@ -24,7 +25,12 @@ class GradientExchanger:
     """Combines gradients across ranks with an exchange policy, through fused buffers."""
 
     def __init__(
-        self, exchange: Exchange | None, fusion_bytes: int, name: str, caller: str
+        self,
+        exchange: Exchange | None,
+        fusion_bytes: int,
+        name: str,
+        caller: str,
+        nonfinite: str = "raise",
     ) -> None:
         if exchange is not None and not isinstance(exchange, Exchange):
             raise TypeError(
@@ -36,13 +42,20 @@ class GradientExchanger:
         self.fusion_bytes = int(fusion_bytes)
         self.name = name
         self.caller = caller
+        self.nonfinite = nonfinite
         self.steps = 0
+        self.skipped = 0
         # One plan per layout, so alternating variable sets (e.g. a GAN's two halves) neither
         # re-check layouts nor re-plan; at most _CACHE of them.
         self.plans: dict[tuple, fusion.FusionPlan] = {}
 
-    def exchange_step(self, grads: list[Any], names: list[str]) -> fusion.FusionPlan:
-        """Pack, exchange and wait: afterwards the plan's buffers hold the combined gradients."""
+    def exchange_step(self, grads: list[Any], names: list[str]) -> fusion.FusionPlan | None:
+        """Pack, exchange and wait: afterwards the plan's buffers hold the combined gradients.
+
+        Non-finite gradients on any rank (see :mod:`.nonfinite`): raises
+        ``NonFiniteGradientError`` on every rank, or with ``nonfinite="skip"`` warns and returns
+        ``None`` on every rank (the step must not be applied).
+        """
         if not tf.executing_eagerly():
             raise RuntimeError(
                 f"{self.caller} must run eagerly: keep the forward/backward in a tf.function "
@@ -50,19 +63,32 @@ class GradientExchanger:
             )
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         plan = self._plan_for(grads, names)
+        verdict = StepVerdict(self.name, self.steps)
         self.steps += 1
         pending = []
         for gi, group in enumerate(plan.groups):
             buffer = plan.pack(grads, group)
+            verdict.check(group)  # zeroes a non-finite buffer before it can leave this rank
             name = f"{self.name}.grads[{gi}]"
             pending.append(self.exchange.start(buffer, name=name, signature=plan.signature))
-        for handle in pending:
-            handle.wait()
-        return plan
+        pending.append(verdict.start())
+        try:
+            for handle in pending:
+                handle.wait()
+        except (PeerTimeoutError, EngineShutdownError) as e:
+            # The engine names the ranks and the operation; add the training step.
+            raise type(e)(f"{e} (at step {verdict.step} of {self.caller})") from e
+        if verdict.settle(plan, self.nonfinite):
+            return plan
+        self.skipped += 1
+        return None
 
-    def reduce(self, grads: list[Any], names: list[str]) -> list[tf.Tensor | None]:
-        """The combined gradients, in order (``None`` stays ``None``)."""
+    def reduce(self, grads: list[Any], names: list[str]) -> list[tf.Tensor | None] | None:
+        """The combined gradients, in order (``None`` stays ``None``); ``None`` for a step that
+        every rank skips (``nonfinite="skip"``)."""
         plan = self.exchange_step(grads, names)
+        if plan is None:
+            return None
         out: list[tf.Tensor | None] = [None] * len(grads)
         for group in plan.groups:
             plan.unpack(group, out)

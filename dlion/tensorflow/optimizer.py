@@ -16,6 +16,7 @@ import tensorflow as tf
 from ..exchange import Exchange
 from . import fusion
 from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, evict_oldest, var_name
+from .nonfinite import NonFinitePolicy, check_policy
 
 
 class DistributedOptimizer:
@@ -29,6 +30,10 @@ class DistributedOptimizer:
         compile_apply: apply the combined gradients with the wrapped optimizer inside a
             ``tf.function`` (traced once per set of variables), which is several times faster
             than Keras' eager ``apply_gradients``; ``False`` applies eagerly.
+        nonfinite: what every rank does when some rank's gradients hold NaN or infinity (they
+            are never sent to peers): ``"raise"`` (default) raises ``NonFiniteGradientError``
+            on every rank, naming the ranks, the step and the tensors; ``"skip"`` warns
+            (``NonFiniteGradientWarning``) and no rank applies the step (see ``skipped_steps``).
         name: prefix of the engine operation names (shown in errors and stall warnings).
 
     Use it in a custom training loop, eagerly (the forward/backward may be a ``tf.function``)::
@@ -45,6 +50,7 @@ class DistributedOptimizer:
         *,
         fusion_bytes: int = DEFAULT_FUSION_BYTES,
         compile_apply: bool = True,
+        nonfinite: NonFinitePolicy = "raise",
         name: str = "DistributedOptimizer",
     ) -> None:
         if isinstance(optimizer, DistributedOptimizer):
@@ -54,8 +60,13 @@ class DistributedOptimizer:
                 f"DistributedOptimizer wraps a keras.optimizers.Optimizer, got {type(optimizer)}"
             )
         self._optimizer = optimizer
+        caller = "dlion.DistributedOptimizer"
         self._exchanger = GradientExchanger(
-            exchange, fusion_bytes, name, "dlion.DistributedOptimizer.apply_gradients"
+            exchange,
+            fusion_bytes,
+            name,
+            f"{caller}.apply_gradients",
+            check_policy(nonfinite, caller),
         )
         self._compile_apply = bool(compile_apply)
         self._apply_fns: dict[tuple, Any] = {}  # compiled applies, one per layout and variables
@@ -69,6 +80,11 @@ class DistributedOptimizer:
     def steps(self) -> int:
         """How many times gradients were exchanged."""
         return self._exchanger.steps
+
+    @property
+    def skipped_steps(self) -> int:
+        """How many exchanged steps were skipped on every rank for non-finite gradients."""
+        return self._exchanger.skipped
 
     @property
     def exchange(self) -> Exchange:
@@ -86,20 +102,27 @@ class DistributedOptimizer:
         variables = [v for _, v in pairs]
         if not self._compile_apply:
             combined = self.reduce_gradients(grads, variables)
+            if combined is None:  # skipped on every rank (nonfinite="skip")
+                return self._optimizer.iterations
             keep = [(g, v) for g, v in zip(combined, variables) if g is not None]
             return self._optimizer.apply_gradients(keep)
         plan = self._exchange_step(grads, variables)
+        if plan is None:
+            return self._optimizer.iterations
         # One copy per fused buffer into TF; split, reshape, cast and apply run in one graph.
         self._compiled_apply(plan, variables)([tf.convert_to_tensor(g.buffer) for g in plan.groups])
         return self._optimizer.iterations
 
     def reduce_gradients(
         self, grads: list[Any], variables: list[tf.Variable]
-    ) -> list[tf.Tensor | None]:
-        """The combined gradients, in order (``None`` stays ``None``)."""
+    ) -> list[tf.Tensor | None] | None:
+        """The combined gradients, in order (``None`` stays ``None``); ``None`` instead of the
+        list when every rank skips the step (``nonfinite="skip"``)."""
         return self._exchanger.reduce(grads, _names(variables))
 
-    def _exchange_step(self, grads: list[Any], variables: list[tf.Variable]) -> fusion.FusionPlan:
+    def _exchange_step(
+        self, grads: list[Any], variables: list[tf.Variable]
+    ) -> fusion.FusionPlan | None:
         return self._exchanger.exchange_step(grads, _names(variables))
 
     def _compiled_apply(self, plan: fusion.FusionPlan, variables: list[tf.Variable]) -> Any:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import tensorflow as tf
 
+from ..errors import InvalidArgumentError
 from ..exchange import Exchange
 from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
+from .nonfinite import check_policy
 
 
 class DistributedGradientTape:
@@ -23,7 +25,10 @@ class DistributedGradientTape:
         grads = tape.gradient(loss, model.trainable_variables)   # averaged over ranks
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
-    ``gradient()`` must run eagerly. Other attributes are the wrapped tape's.
+    ``gradient()`` must run eagerly. Other attributes are the wrapped tape's. When some rank's
+    gradients hold NaN or infinity, ``gradient()`` raises ``NonFiniteGradientError`` on every
+    rank (nothing non-finite is sent); ``nonfinite="skip"`` is only for
+    :class:`dlion.DistributedOptimizer`, which can skip the apply.
     """
 
     def __init__(
@@ -32,6 +37,7 @@ class DistributedGradientTape:
         exchange: Exchange | None = None,
         *,
         fusion_bytes: int = DEFAULT_FUSION_BYTES,
+        nonfinite: Literal["raise"] = "raise",
         name: str = "DistributedGradientTape",
     ) -> None:
         if isinstance(tape, DistributedGradientTape):
@@ -39,6 +45,12 @@ class DistributedGradientTape:
         if not isinstance(tape, tf.GradientTape):
             raise TypeError(f"DistributedGradientTape wraps a tf.GradientTape, got {type(tape)}")
         self._tape = tape
+        if nonfinite == "skip":
+            raise InvalidArgumentError(
+                "dlion.DistributedGradientTape: nonfinite must be 'raise' (a tape cannot skip "
+                "the apply; use dlion.DistributedOptimizer(..., nonfinite='skip') for that)"
+            )
+        check_policy(nonfinite, "dlion.DistributedGradientTape", allowed=("raise",))
         self._exchanger = GradientExchanger(
             exchange, fusion_bytes, name, "dlion.DistributedGradientTape.gradient"
         )
@@ -54,4 +66,5 @@ class DistributedGradientTape:
         flat_grads = tf.nest.flatten(grads, expand_composites=False)
         names = [var_name(v, i) for i, v in enumerate(flat_sources)]
         combined = self._exchanger.reduce(list(flat_grads), names)
+        assert combined is not None  # only nonfinite="skip" returns None, refused above
         return tf.nest.pack_sequence_as(grads, combined)

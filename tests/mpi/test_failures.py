@@ -117,3 +117,53 @@ def test_ranks_with_different_engine_settings_are_refused_at_init():
         assert "rank 1 runs dlion with other settings" in r["message"]
         assert "ring_segment_bytes=4096" in r["message"]
         assert r["initialized"] is False
+
+
+# A rank fails in the middle of training (DistributedOptimizer, real TF): every other rank gets
+# an error naming it and the step within the stall timeout (plus a margin for 3 ranks on a
+# shared machine), and the job ends non-zero instead of hanging.
+STALL_S = 4
+FAST = {"DLION_STALL_TIMEOUT_S": str(STALL_S), "DLION_STALL_WARNING_S": "1"}
+
+
+def _survivors_named_the_victim(res, np_):
+    assert res.returncode != 0, res.explain()
+    recs = res.records()
+    assert len(recs) == np_ - 1, res.explain()
+    victim = np_ - 1
+    for rec in recs:
+        assert rec["error"] == "PeerTimeoutError", rec
+        assert f"rank {victim} to submit allreduce 'opt.grads[0]'" in rec["message"], rec
+        assert "at step 3 of dlion.DistributedOptimizer.apply_gradients" in rec["message"]
+        assert STALL_S <= rec["seconds"] < STALL_S + 10, rec
+        assert rec["later"]["error"] == "EngineShutdownError", rec
+    assert "WARNING: stalled" in res.stderr and f"rank {victim}" in res.stderr
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("how", ["exit", "stop"])
+def test_rank_that_exits_or_stops_mid_training_is_named(how):
+    res = run_mpi("dying_rank", 3, how, timeout=150, env=FAST)
+    _survivors_named_the_victim(res, 3)
+    assert res.seconds < 100, res.explain()  # before the stopped rank's 100 s watchdog
+
+
+@pytest.mark.tf
+def test_rank_that_raises_mid_training_without_abort_is_named():
+    env = {**FAST, "DLION_ABORT_ON_EXCEPTION": "0"}
+    res = run_mpi("dying_rank", 3, "raise", timeout=150, env=env)
+    assert "RuntimeError: user code failed on purpose on rank 2" in res.stderr
+    _survivors_named_the_victim(res, 3)
+    assert res.seconds < 100, res.explain()
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("how", ["raise", "kill"])
+def test_rank_that_raises_or_is_killed_mid_training_ends_the_job_at_once(how):
+    # A long stall timeout: only abort_on_exception (raise) or the launcher (kill) ends it.
+    res = run_mpi("dying_rank", 3, how, timeout=150, env={"DLION_STALL_TIMEOUT_S": "100"})
+    assert res.returncode != 0, res.explain()
+    assert res.records() == []
+    if how == "raise":
+        assert "[dlion rank 2] uncaught RuntimeError: aborting the job" in res.stderr
+    assert res.seconds < 80, res.explain()

@@ -16,6 +16,8 @@ from dlion import errors
         (errors.EngineShutdownError, (errors.DlionError,)),
         (errors.MpiError, (errors.DlionError,)),
         (errors.NotInitializedError, (errors.DlionError,)),
+        (errors.NonFiniteGradientError, (errors.DlionError, ArithmeticError)),
+        (errors.NonFiniteGradientWarning, (RuntimeWarning,)),
     ],
 )
 def test_hierarchy(cls, bases):

@@ -203,3 +203,71 @@ def test_sender_arguments_are_checked():
     msg, _ = make("dense_f32", 0, 4, seed=0)
     with pytest.raises(dlion.InvalidArgumentError):
         apply(msg, np.zeros(4, np.float64))
+
+
+def with_payload(name: str, n: int, *arrays: np.ndarray, **kw: int) -> bytes:
+    """A message carrying exactly these payload arrays (sparse_f32: at indices 0..k-1)."""
+    if name == "sparse_f32":
+        arrays = (np.arange(arrays[0].size, dtype=np.uint32), *arrays)
+    return dc.wire_encode(GRADIENT, SENDER, STEP, GROUP, ENC[name], n, 1.0, *arrays, **kw)
+
+
+F32_BAD = [np.inf, -np.inf, np.nan]
+
+
+@pytest.mark.parametrize("name", ["dense_f32", "sparse_f32"])
+@pytest.mark.parametrize("bad", F32_BAD)
+def test_non_finite_values_are_rejected(name, bad):
+    v = np.arange(6, dtype=np.float32)
+    v[4] = bad
+    out = np.zeros(6, np.float32)
+    assert_rejected(with_payload(name, 6, v), out, "values[4]", "infinite or NaN", "finite")
+    v[4] = np.finfo(np.float32).max  # the largest finite value is fine
+    apply(with_payload(name, 6, v), out)
+    assert out[4] == v[4]
+
+
+@pytest.mark.parametrize(
+    "name,bad", [("fp16", 0x7C00), ("fp16", 0xFE00), ("bf16", 0x7F80), ("bf16", 0xFFC1)]
+)
+def test_non_finite_halves_are_rejected(name, bad):
+    h = np.zeros(5, np.uint16)
+    h[2] = bad
+    out = np.zeros(5, np.float32)
+    assert_rejected(with_payload(name, 5, h), out, f"{name} values[2]", "finite")
+    h[2] = 0x7BFF if name == "fp16" else 0x7F7F  # the largest finite 16-bit values
+    apply(with_payload(name, 5, h), out)
+    assert np.isfinite(out).all() and out[2] > 6e4
+
+
+@pytest.mark.parametrize(
+    "bits,byte,level", [(8, 0x80, -128), (4, 0x08, -8), (4, 0x80, -8), (2, 0x02, -2), (2, 0x20, -2)]
+)
+def test_qsgd_level_beyond_minus_l_is_rejected(bits, byte, level):
+    # -(L + 1) would decode to (L + 1) / L * scale: beyond the scale, -inf at the largest one.
+    n = 8 // bits * 2  # two bytes of levels
+    packed = np.array([0, byte], np.uint8)
+    scales = np.array([np.finfo(np.float32).max], np.float32)
+    msg = with_payload("qsgd", n, packed, scales, bits=bits, bucket=n)
+    out = np.zeros(n, np.float32)
+    assert_rejected(msg, out, "packed levels byte [1]", f"a level {level}", f"[{level + 1}, ")
+    packed[1] = byte + (byte >> (bits - 1))  # the same field one level up: -L, accepted
+    msg = with_payload("qsgd", n, packed, scales, bits=bits, bucket=n)
+    apply(msg, out)
+    assert np.isfinite(out).all() and out.min() == -scales[0]
+
+
+def test_sparse_qsgd8_level_minus_128_is_rejected():
+    idx = np.array([1, 4], np.uint32)
+    scales = np.ones(1, np.float32)
+    out = np.zeros(6, np.float32)
+    for levels, ok in (([3, -128], False), ([3, -127], True)):
+        lv = np.array(levels, np.int8)
+        msg = dc.wire_encode(
+            GRADIENT, SENDER, STEP, GROUP, ENC["sparse_qsgd8"], 6, 1.0, idx, lv, scales, bucket=2
+        )
+        if ok:
+            apply(msg, out)
+            assert out[4] == -1.0
+        else:
+            assert_rejected(msg, out, "packed levels byte [1]", "a level -128")

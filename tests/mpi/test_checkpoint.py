@@ -1,0 +1,88 @@
+"""Checkpoint and resume of every rank's state with real ranks (dlion.checkpoint)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import MPIEXEC, RANK_ENV, ROOT, run_mpi
+
+pytestmark = [pytest.mark.mpi, pytest.mark.tf]
+
+TOTAL, EVERY, KILL_AT = 10, 3, 8
+
+
+def train(folder, *, kill_at=0, resume=0, np_=2):
+    args = ("train", str(folder), str(TOTAL), str(EVERY), str(kill_at), str(resume))
+    return run_mpi("checkpointing", np_, *args, timeout=240)
+
+
+def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path):
+    # The reference: the same run, never interrupted.
+    ref = train(tmp_path / "ref")
+    assert ref.returncode == 0, ref.explain()
+    # Killed (SIGKILL on rank 0) after step 8: the newest checkpoint is step 6.
+    killed = train(tmp_path / "ckpt", kill_at=KILL_AT)
+    assert killed.returncode != 0, killed.explain()
+    before = killed.records()
+    assert len(before) == 2 and all(sorted(r["saved"]) == ["3", "6"] for r in before)
+    latest = json.loads((tmp_path / "ckpt" / "latest.json").read_text())
+    assert latest == {"step": 6, "path": "step-00000006"}
+    manifest = json.loads((tmp_path / "ckpt" / "step-00000006" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and len(manifest["sites"]) == 2
+    assert manifest["dlion_version"] and manifest["step"] == 6
+    assert sorted(manifest["entries"]) == ["data", "extra", "model", "optimizer"]
+
+    resumed = train(tmp_path / "ckpt", resume=1)
+    assert resumed.returncode == 0, resumed.explain()
+    after = resumed.records()
+    assert len(after) == 2
+    for b, a, r in zip(before, after, ref.records()):
+        got = a["restored"]
+        want = b["saved"]["6"]
+        assert got["step"] == 6
+        # exactly what was saved: weights, optimizer slots, data position, extra arrays
+        for key in ("weights", "slots", "data", "extra"):
+            assert got[key] == want[key], (key, got[key], want[key])
+        assert r["saved"]["6"] == want  # and the checkpoint equals the reference's state then
+        # the resumed run continues where it stopped: it ends bit-identical to the reference
+        assert a["final"] == r["final"]
+    assert after[0]["final"]["weights"] == after[1]["final"]["weights"]
+    assert after[0]["final"]["data"] != after[1]["final"]["data"]  # each rank its own shard
+    # keep=3: step 3, 6, 9 remain (and no temporary files)
+    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert names == ["latest.json", "step-00000003", "step-00000006", "step-00000009"], names
+
+
+def test_resuming_with_another_world_size_is_a_clear_error(tmp_path):
+    res = run_mpi("checkpointing", 2, "world_size_save", str(tmp_path), timeout=120)
+    assert res.returncode == 0, res.explain()
+    res = run_mpi("checkpointing", 3, "world_size_load", str(tmp_path), timeout=120)
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert len(recs) == 3
+    for r in recs:
+        assert r["error"] == "CheckpointError", r
+        assert "written by 2 ranks, this job has 3" in r["message"], r["message"]
+        assert "resume with 2 ranks" in r["message"]
+
+
+def test_example_train_saves_and_resumes(tmp_path):
+    env = {**os.environ, **RANK_ENV}
+    base = [MPIEXEC, "-n", "2", sys.executable, str(ROOT / "examples/train.py"), "--threads=1"]
+    ckpt = ["--checkpoint-dir", str(tmp_path), "--checkpoint-every", "2"]
+
+    def run(*extra):
+        proc = subprocess.run(
+            [*base, *ckpt, *extra], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    first = run("--max-steps", "4")
+    assert "after 4 steps" in first and "resumed" not in first
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 4
+    second = run("--max-steps", "6", "--resume")
+    assert "resumed from step 4" in second and "after 6 steps" in second, second
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 6

@@ -20,6 +20,7 @@ from typing import Any
 from mpi4py import MPI  # noqa: F401  (import order matters)
 
 from . import errors
+from .collectives import allgather, allgather_object, allreduce, broadcast, broadcast_object
 from .compression import Compression, Compressor, ErrorFeedback
 from .config import Config
 from .errors import (
@@ -33,14 +34,8 @@ from .errors import (
     ProtocolError,
 )
 from .exchange import Allreduce, Exchange
-from .ops import (
-    allgather_object,
-    allreduce,
-    allreduce_async,
-    barrier,
-    broadcast,
-    broadcast_object,
-)
+from .joining import join
+from .ops import allreduce_async, barrier
 from .runtime import (
     config,
     init,
@@ -53,6 +48,8 @@ from .runtime import (
     sites,
     size,
 )
+from .timeline import start as start_timeline
+from .timeline import stop as stop_timeline
 
 __version__ = "0.1.0"
 
@@ -84,6 +81,7 @@ __all__ = [
     "NotInitializedError",
     "PeerTimeoutError",
     "ProtocolError",
+    "allgather",
     "allgather_object",
     "allreduce",
     "allreduce_async",
@@ -95,6 +93,7 @@ __all__ = [
     "errors",
     "init",
     "is_initialized",
+    "join",
     "local_rank",
     "local_size",
     "rank",
@@ -102,4 +101,6 @@ __all__ = [
     "site",
     "sites",
     "size",
+    "start_timeline",
+    "stop_timeline",
 ]

@@ -21,6 +21,7 @@ from mpi4py import MPI
 
 import dlion_core as _core
 
+from . import timeline
 from .config import ENGINE_FIELDS, Config
 from .errors import InvalidArgumentError, NotInitializedError
 
@@ -74,6 +75,8 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         raise
     _warn_if_foreign_launcher(topology.size)
     _state = _State(engine=engine, comm=comm, config=config, topology=topology)
+    if config.timeline:
+        timeline.start(config.timeline)
     if not _atexit_registered:
         atexit.register(_at_exit)
         _atexit_registered = True
@@ -138,6 +141,7 @@ def shutdown() -> None:
     global _state
     if _state is None:
         return
+    timeline.stop()
     state, _state = _state, None
     state.engine.shutdown()
 

@@ -7,11 +7,12 @@ fused buffer; packing the next buffer overlaps exchanging the previous one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 
-from .. import ops, runtime
+from .. import joining, ops, runtime, timeline
 from ..errors import MismatchError
 from ..exchange import Allreduce, Exchange
 from . import fusion
@@ -40,6 +41,7 @@ class GradientExchanger:
         # One plan per layout, so alternating variable sets (e.g. a GAN's two halves) neither
         # re-check layouts nor re-plan; at most _CACHE of them.
         self.plans: dict[tuple, fusion.FusionPlan] = {}
+        joining.register(self)
 
     def exchange_step(self, grads: list[Any], names: list[str]) -> fusion.FusionPlan:
         """Pack, exchange and wait: afterwards the plan's buffers hold the combined gradients."""
@@ -49,16 +51,52 @@ class GradientExchanger:
                 "but call it outside"
             )
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-        plan = self._plan_for(grads, names)
+        layout = fusion.layout_of(grads, names)
+        control = joining.before_exchange(self.name, layout)  # uneven data: see dlion/joining.py
+        return self._exchange(grads, names, layout, control.n_active, control.check_layout)
+
+    def _exchange(
+        self, grads: list[Any], names: list[str], layout: tuple, n_active: int, check: bool
+    ) -> fusion.FusionPlan:
+        plan = self._plan_for(grads, names, layout, check)
         self.steps += 1
         pending = []
         for gi, group in enumerate(plan.groups):
-            buffer = plan.pack(grads, group)
+            with timeline.span("pack", "pack", group=gi):
+                buffer = plan.pack(grads, group)
             name = f"{self.name}.grads[{gi}]"
-            pending.append(self.exchange.start(buffer, name=name, signature=plan.signature))
-        for handle in pending:
-            handle.wait()
+            started = _now_us()
+            pending.append(
+                (
+                    name,
+                    buffer,
+                    started,
+                    self.exchange.start(buffer, name=name, signature=plan.signature),
+                )
+            )
+        for name, buffer, started, handle in pending:
+            with timeline.span("wait", "wait", op=name):
+                handle.wait()
+            _record_exchange(name, buffer, started, self.exchange.describe())
+        factor = joining.rescale_factor(self.exchange, n_active, runtime.size())
+        if factor != 1.0:
+            for group in plan.groups:
+                group.buffer *= group.buffer.dtype.type(factor)
         return plan
+
+    # dlion.join responder: a joined rank exchanges zeros in the active ranks' layout.
+    joined_apply: Callable[[fusion.FusionPlan], None] | None = None
+
+    def known_layouts(self) -> list[tuple]:
+        """Layouts this exchanger has plans for (dlion.join's responder protocol)."""
+        return list(self.plans)
+
+    def join_step(self, layout: tuple, n_active: int) -> None:
+        """Take part in one exchange with zero gradients; apply the result if we can."""
+        grads = [None if dt == "none" else tf.zeros(shape, dt) for _, shape, dt in layout]
+        plan = self._exchange(grads, [n for n, _, _ in layout], layout, n_active, False)
+        if self.joined_apply is not None:
+            self.joined_apply(plan)
 
     def reduce(self, grads: list[Any], names: list[str]) -> list[tf.Tensor | None]:
         """The combined gradients, in order (``None`` stays ``None``)."""
@@ -68,14 +106,35 @@ class GradientExchanger:
             plan.unpack(group, out)
         return out
 
-    def _plan_for(self, grads: list[Any], names: list[str]) -> fusion.FusionPlan:
-        layout = fusion.layout_of(grads, names)
+    def _plan_for(
+        self, grads: list[Any], names: list[str], layout: tuple, check: bool
+    ) -> fusion.FusionPlan:
         plan = self.plans.get(layout)
-        if plan is None:
+        if check:
             check_same_layout(layout, f"{self.name}.layout")
+        if plan is None:
             evict_oldest(self.plans)
             plan = self.plans[layout] = fusion.plan(grads, names, self.fusion_bytes)
         return plan
+
+
+def _now_us() -> float:
+    t = timeline.active()
+    return t.now_us() if t is not None else 0.0
+
+
+def _record_exchange(name: str, buffer: Any, started: float, policy: str) -> None:
+    t = timeline.active()
+    if t is not None:
+        t.add(
+            "exchange",
+            "exchange",
+            started,
+            t.now_us(),
+            op=name,
+            bytes=int(buffer.nbytes),
+            policy=policy,
+        )
 
 
 def evict_oldest(cache: dict) -> None:

@@ -114,10 +114,17 @@ def allgather(
         datas.append(memoryview(raw)[_HEADER.size + n :])
     for r, (dtype, shape) in enumerate(metas):
         if dtype != metas[0][0] or shape[1:] != metas[0][1][1:]:
+            whole = _what == "allreduce"  # allreduce gathers (1, *shape): show the user's shape
+            mine, ref = (shape[1:], metas[0][1][1:]) if whole else (shape, metas[0][1])
             raise MismatchError(
                 f"rank {runtime.rank()}: {_what} '{name}': rank {r} passes dtype "
-                f"{np.dtype(dtype)} shape {shape}, rank 0 dtype {np.dtype(metas[0][0])} shape "
-                f"{metas[0][1]}; all but the first dimension must agree"
+                f"{np.dtype(dtype)} shape {mine}, rank 0 dtype {np.dtype(metas[0][0])} shape "
+                f"{ref}; "
+                + (
+                    "dtype and shape must agree"
+                    if whole
+                    else "all but the first dimension must agree"
+                )
             )
     dtype = np.dtype(metas[0][0])
     parts = [np.frombuffer(d, dtype).reshape(s) for d, (_, s) in zip(datas, metas)]

@@ -7,9 +7,8 @@ combines the gradients across ranks, then hands them to the wrapped optimizer.
 
 Inside the compiled step the exchange runs in one ``tf.py_function`` that takes the gradients
 and returns the fused, combined buffers (one per dtype and ``fusion_bytes``); splitting,
-reshaping and applying stay in the graph. The engine releases the GIL while it waits. The
-fusion plan is computed at trace time from the static shapes, and again (identically) by the
-exchanger on the first step, which also checks that every rank has the same layout.
+reshaping and applying stay in the graph (``GradientExchanger.graph_reduce``). The engine
+releases the GIL while it waits.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import tensorflow as tf
 
 from .. import runtime
 from ..exchange import Exchange
-from ..tensorflow import fusion
 from ..tensorflow.exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
 
 
@@ -125,27 +123,10 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         if tf.executing_eagerly():
             combined = self._exchanger.reduce(dense, names)
         else:
-            combined = self._graph_reduce(dense, names)
+            combined = self._exchanger.graph_reduce(dense, names)
         for i, g in zip(keep, combined):
             out[i] = g
         return out
-
-    def _graph_reduce(self, dense: list[tf.Tensor], names: list[str]) -> list[tf.Tensor]:
-        plan = fusion.plan(dense, names, self._exchanger.fusion_bytes)  # static shapes only
-        exchanger = self._exchanger
-
-        def exchange(*eager: tf.Tensor) -> list[Any]:
-            done = exchanger.exchange_step(list(eager), names)
-            return [g.buffer.copy() for g in done.groups]  # the plan's buffers are reused
-
-        flats = tf.py_function(exchange, dense, Tout=[tf.as_dtype(g.dtype) for g in plan.groups])
-        combined: list[Any] = [None] * len(dense)
-        for group, flat in zip(plan.groups, flats):
-            flat.set_shape([group.buffer.size])
-            parts = tf.split(flat, [s.size for s in group.slots])
-            for s, part in zip(group.slots, parts):
-                combined[s.index] = tf.cast(tf.reshape(part, s.shape), s.dtype)
-        return combined
 
     def scale_loss(self, loss: Any) -> Any:
         return self.inner_optimizer.scale_loss(loss)

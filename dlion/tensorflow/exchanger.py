@@ -84,6 +84,26 @@ class GradientExchanger:
                 group.buffer *= group.buffer.dtype.type(factor)
         return plan
 
+    def graph_reduce(self, grads: list[tf.Tensor], names: list[str]) -> list[tf.Tensor]:
+        """``reduce`` inside a ``tf.function``: one py_function takes the gradients and returns
+        the fused, combined buffers; split, reshape and cast stay in the graph. The fusion plan
+        is computed at trace time from the static shapes, identically to the one the exchange
+        builds on its first step."""
+        plan = fusion.plan(grads, names, self.fusion_bytes)
+
+        def exchange(*eager: tf.Tensor) -> list[Any]:
+            done = self.exchange_step(list(eager), names)
+            return [g.buffer.copy() for g in done.groups]  # the plan's buffers are reused
+
+        flats = tf.py_function(exchange, grads, Tout=[tf.as_dtype(g.dtype) for g in plan.groups])
+        out: list[Any] = [None] * len(grads)
+        for group, flat in zip(plan.groups, flats):
+            flat.set_shape([group.buffer.size])
+            parts = tf.split(flat, [s.size for s in group.slots])
+            for s, part in zip(group.slots, parts):
+                out[s.index] = tf.cast(tf.reshape(part, s.shape), s.dtype)
+        return out
+
     # dlion.join responder: a joined rank exchanges zeros in the active ranks' layout.
     joined_apply: Callable[[fusion.FusionPlan], None] | None = None
 

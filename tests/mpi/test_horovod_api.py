@@ -83,6 +83,7 @@ def test_model_fit_matches_the_custom_loop_and_callbacks_follow_horovod():
     for r in recs:
         assert r["moved"] > 1e-2, "training did not change the weights"
         assert r["max_abs_err"] <= 1e-5 * max(1.0, r["scale"]), r
+        assert r["tape_err"] <= 1e-5 * max(1.0, r["scale"]), r  # tape inside a tf.function
         assert r["exchanges"] == 16 and r["iterations"] == 16
         assert r["seen_lr"] == pytest.approx(r["ref_lr"], rel=1e-6)
         assert r["seen_lr"][0] == pytest.approx(0.05 / 2) and r["seen_lr"][-1] == pytest.approx(

@@ -90,6 +90,26 @@ for epoch in range(epochs):
         xb, yb = x[b * batch : (b + 1) * batch], y[b * batch : (b + 1) * batch]
         opt.apply_gradients(zip(grads_of(xb, yb), ref.trainable_variables))
 
+# And once more with DistributedGradientTape inside a tf.function (Horovod's TF2 shape).
+tape_model = make_model()
+tape_model.set_weights(start)
+tape_opt = keras.optimizers.SGD(lr, momentum=0.9)
+
+
+@tf.function
+def tape_step(xb, yb):
+    with tf.GradientTape() as tape:
+        loss = loss_fn(yb, tape_model(xb, training=True))
+    tape = dlion.DistributedGradientTape(tape, name="graph-tape")
+    grads = tape.gradient(loss, tape_model.trainable_variables)
+    tape_opt.apply_gradients(zip(grads, tape_model.trainable_variables))
+
+
+for i, rate in enumerate(ref_lr):
+    tape_opt.learning_rate.assign(rate)
+    b = i % steps
+    tape_step(x[b * batch : (b + 1) * batch], y[b * batch : (b + 1) * batch])
+
 fit_w = [v.numpy() for v in model.trainable_variables]
 ref_w = [v.numpy() for v in ref.trainable_variables]
 report(
@@ -102,6 +122,10 @@ report(
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "seen_lr": seen_lr,
         "ref_lr": ref_lr,
+        "tape_err": max(
+            float(np.max(np.abs(a.numpy() - b)))
+            for a, b in zip(tape_model.trainable_variables, ref_w)
+        ),
         "exchanges": model.optimizer.steps,
         "iterations": int(model.optimizer.iterations.numpy()),
         "jit_compile": bool(model.jit_compile),

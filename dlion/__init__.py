@@ -20,6 +20,7 @@ from typing import Any
 from mpi4py import MPI  # noqa: F401  (import order matters)
 
 from . import checkpoint, emulate, errors
+from .collectives import allgather, allgather_object, allreduce, broadcast, broadcast_object
 from .compression import Compression, Compressor, ErrorFeedback
 from .config import Config
 from .errors import (
@@ -36,15 +37,9 @@ from .errors import (
     ProtocolError,
 )
 from .exchange import Allreduce, Exchange, PeerExchange
+from .joining import join
 from .links import LinkStats, link_stats
-from .ops import (
-    allgather_object,
-    allreduce,
-    allreduce_async,
-    barrier,
-    broadcast,
-    broadcast_object,
-)
+from .ops import allreduce_async, barrier
 from .runtime import (
     config,
     init,
@@ -57,6 +52,8 @@ from .runtime import (
     sites,
     size,
 )
+from .timeline import start as start_timeline
+from .timeline import stop as stop_timeline
 
 __version__ = "0.1.0"
 
@@ -93,6 +90,7 @@ __all__ = [
     "PeerExchange",
     "PeerTimeoutError",
     "ProtocolError",
+    "allgather",
     "allgather_object",
     "allreduce",
     "allreduce_async",
@@ -106,6 +104,7 @@ __all__ = [
     "errors",
     "init",
     "is_initialized",
+    "join",
     "link_stats",
     "local_rank",
     "local_size",
@@ -114,4 +113,6 @@ __all__ = [
     "site",
     "sites",
     "size",
+    "start_timeline",
+    "stop_timeline",
 ]

@@ -61,6 +61,9 @@ class Config:
     abort_on_exception: bool = True
     """An uncaught exception on any rank aborts the whole job (MPI_Abort) after its traceback
     is printed, so the other ranks do not wait for it until the stall timeout."""
+    timeline: str = ""
+    """Write a Chrome-trace of compute, pack, exchange, wait and apply spans to this path, one
+    file per rank (``trace.json`` -> ``trace.rank0.json``); empty: off. See dlion.timeline."""
 
     @classmethod
     def from_env(

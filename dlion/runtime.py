@@ -21,6 +21,7 @@ from mpi4py import MPI
 
 import dlion_core as _core
 
+from . import timeline
 from .config import ENGINE_FIELDS, Config
 from .emulate import Spec
 from .emulate import parse as parse_emulation
@@ -93,6 +94,8 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         topology=topology,
         emulation=emulation,
     )
+    if config.timeline:
+        timeline.start(config.timeline)
     if not _atexit_registered:
         atexit.register(_at_exit)
         _atexit_registered = True
@@ -158,6 +161,7 @@ def shutdown() -> None:
     global _state
     if _state is None:
         return
+    timeline.stop()
     state, _state = _state, None
     state.peers.shutdown()
     state.engine.shutdown()

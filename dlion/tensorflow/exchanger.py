@@ -7,11 +7,12 @@ fused buffer; packing the next buffer overlaps exchanging the previous one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 
-from .. import ops, runtime
+from .. import joining, ops, runtime, timeline
 from ..errors import EngineShutdownError, MismatchError, PeerTimeoutError
 from ..exchange import Allreduce, Exchange
 from . import fusion
@@ -43,11 +44,15 @@ class GradientExchanger:
         self.name = name
         self.caller = caller
         self.nonfinite = nonfinite
+        # Collective policies (Allreduce) run per-step agreement rounds (join, the non-finite
+        # vote); decentralized ones (PeerExchange) must not, or every step would be lockstep.
+        self.collective = getattr(self.exchange, "collective", True)
         self.steps = 0
         self.skipped = 0
         # One plan per layout, so alternating variable sets (e.g. a GAN's two halves) neither
         # re-check layouts nor re-plan; at most _CACHE of them.
         self.plans: dict[tuple, fusion.FusionPlan] = {}
+        joining.register(self)
 
     def exchange_step(self, grads: list[Any], names: list[str]) -> fusion.FusionPlan | None:
         """Pack, exchange and wait: afterwards the plan's buffers hold the combined gradients.
@@ -62,26 +67,87 @@ class GradientExchanger:
                 "but call it outside"
             )
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-        plan = self._plan_for(grads, names)
-        verdict = StepVerdict(self.name, self.steps)
+        layout = fusion.layout_of(grads, names)
+        if not self.collective:
+            check = layout not in self.plans
+            return self._exchange(grads, names, layout, runtime.size(), check)
+        control = joining.before_exchange(self.name, layout)  # uneven data: see dlion/joining.py
+        return self._exchange(grads, names, layout, control.n_active, control.check_layout)
+
+    def _exchange(
+        self, grads: list[Any], names: list[str], layout: tuple, n_active: int, check: bool
+    ) -> fusion.FusionPlan | None:
+        plan = self._plan_for(grads, names, layout, check)
+        verdict = StepVerdict(self.name, self.steps, collective=self.collective)
         self.steps += 1
         pending = []
         for gi, group in enumerate(plan.groups):
-            buffer = plan.pack(grads, group)
+            with timeline.span("pack", "pack", group=gi):
+                buffer = plan.pack(grads, group)
             verdict.check(group)  # zeroes a non-finite buffer before it can leave this rank
             name = f"{self.name}.grads[{gi}]"
-            pending.append(self.exchange.start(buffer, name=name, signature=plan.signature))
-        pending.append(verdict.start())
+            started = _now_us()
+            pending.append(
+                (
+                    name,
+                    buffer,
+                    started,
+                    self.exchange.start(buffer, name=name, signature=plan.signature),
+                )
+            )
+        vote = verdict.start()
         try:
-            for handle in pending:
-                handle.wait()
+            for name, buffer, started, handle in pending:
+                with timeline.span("wait", "wait", op=name):
+                    handle.wait()
+                _record_exchange(name, buffer, started, self.exchange.describe())
+            vote.wait()
         except (PeerTimeoutError, EngineShutdownError) as e:
             # The engine names the ranks and the operation; add the training step.
             raise type(e)(f"{e} (at step {verdict.step} of {self.caller})") from e
-        if verdict.settle(plan, self.nonfinite):
-            return plan
-        self.skipped += 1
-        return None
+        if not verdict.settle(plan, self.nonfinite):
+            self.skipped += 1
+            return None
+        factor = joining.rescale_factor(self.exchange, n_active, runtime.size())
+        if factor != 1.0:
+            for group in plan.groups:
+                group.buffer *= group.buffer.dtype.type(factor)
+        return plan
+
+    def graph_reduce(self, grads: list[tf.Tensor], names: list[str]) -> list[tf.Tensor]:
+        """``reduce`` inside a ``tf.function``: one py_function takes the gradients and returns
+        the fused, combined buffers; split, reshape and cast stay in the graph. The fusion plan
+        is computed at trace time from the static shapes, identically to the one the exchange
+        builds on its first step."""
+        plan = fusion.plan(grads, names, self.fusion_bytes)
+
+        def exchange(*eager: tf.Tensor) -> list[Any]:
+            done = self.exchange_step(list(eager), names)
+            assert done is not None  # graph mode takes only nonfinite="raise"
+            return [g.buffer.copy() for g in done.groups]  # the plan's buffers are reused
+
+        flats = tf.py_function(exchange, grads, Tout=[tf.as_dtype(g.dtype) for g in plan.groups])
+        out: list[Any] = [None] * len(grads)
+        for group, flat in zip(plan.groups, flats):
+            flat.set_shape([group.buffer.size])
+            parts = tf.split(flat, [s.size for s in group.slots])
+            for s, part in zip(group.slots, parts):
+                out[s.index] = tf.cast(tf.reshape(part, s.shape), s.dtype)
+        return out
+
+    # dlion.join responder: a joined rank exchanges zeros in the active ranks' layout.
+    joined_apply: Callable[[fusion.FusionPlan], None] | None = None
+
+    def known_layouts(self) -> list[tuple]:
+        """Layouts this exchanger has plans for (dlion.join's responder protocol)."""
+        return list(self.plans)
+
+    def join_step(self, layout: tuple, n_active: int) -> None:
+        """Take part in one exchange with zero gradients; apply the result if we can."""
+        grads = [None if dt == "none" else tf.zeros(shape, dt) for _, shape, dt in layout]
+        plan = self._exchange(grads, [n for n, _, _ in layout], layout, n_active, False)
+        if plan is not None and self.joined_apply is not None:
+            self.joined_apply(plan)
 
     def reduce(self, grads: list[Any], names: list[str]) -> list[tf.Tensor | None] | None:
         """The combined gradients, in order (``None`` stays ``None``); ``None`` for a step that
@@ -94,14 +160,35 @@ class GradientExchanger:
             plan.unpack(group, out)
         return out
 
-    def _plan_for(self, grads: list[Any], names: list[str]) -> fusion.FusionPlan:
-        layout = fusion.layout_of(grads, names)
+    def _plan_for(
+        self, grads: list[Any], names: list[str], layout: tuple, check: bool
+    ) -> fusion.FusionPlan:
         plan = self.plans.get(layout)
-        if plan is None:
+        if check:
             check_same_layout(layout, f"{self.name}.layout")
+        if plan is None:
             evict_oldest(self.plans)
             plan = self.plans[layout] = fusion.plan(grads, names, self.fusion_bytes)
         return plan
+
+
+def _now_us() -> float:
+    t = timeline.active()
+    return t.now_us() if t is not None else 0.0
+
+
+def _record_exchange(name: str, buffer: Any, started: float, policy: str) -> None:
+    t = timeline.active()
+    if t is not None:
+        t.add(
+            "exchange",
+            "exchange",
+            started,
+            t.now_us(),
+            op=name,
+            bytes=int(buffer.nbytes),
+            policy=policy,
+        )
 
 
 def evict_oldest(cache: dict) -> None:

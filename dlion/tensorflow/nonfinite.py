@@ -61,13 +61,21 @@ def first_nonfinite(group: Group) -> tuple[int, int, float]:
     return slot.index, pos - slot.offset, float(group.buffer[pos])
 
 
+class _Decided:
+    """The vote of a rank that decides alone: nothing to wait for."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+
 class StepVerdict:
     """One step's check (steps 1-3 above): ``check`` each packed buffer, ``start`` the vote,
     ``wait`` on it with the exchange, then ``settle``."""
 
-    def __init__(self, name: str, step: int) -> None:
+    def __init__(self, name: str, step: int, collective: bool = True) -> None:
         self.name = name
         self.step = step
+        self.collective = collective
         self.local: tuple[int, int, float] | None = None
         self.votes = np.zeros(runtime.size(), np.float64)
 
@@ -79,10 +87,14 @@ class StepVerdict:
             self.local = first_nonfinite(group)
         group.buffer.fill(0)
 
-    def start(self) -> _core.Handle:
-        """Step 2: the verdict allreduce (after every buffer of the step was started)."""
+    def start(self) -> _core.Handle | _Decided:
+        """Step 2: the verdict allreduce (after every buffer of the step was started). A
+        decentralized exchange (``collective=False``) votes alone: peers are not held in
+        lockstep, so only the bad rank raises or skips; its peers received zeros from it."""
         if self.local is not None:
             self.votes[runtime.rank()] = 1 + self.local[0]
+        if not self.collective:
+            return _Decided()
         return ops.allreduce_async(self.votes, "sum", f"{self.name}.finite")
 
     def settle(self, plan: FusionPlan, policy: str) -> bool:
@@ -106,5 +118,6 @@ class StepVerdict:
                 f"{text}. Check the loss and learning rate, or pass nonfinite='skip' to skip "
                 "such steps with a warning."
             )
-        warnings.warn(f"{text}: skipped on every rank.", NonFiniteGradientWarning, stacklevel=4)
+        who = "every rank" if self.collective else f"rank {runtime.rank()}"
+        warnings.warn(f"{text}: skipped on {who}.", NonFiniteGradientWarning, stacklevel=4)
         return False

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from .. import timeline
 from ..exchange import Exchange
 from . import fusion
 from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, evict_oldest, var_name
@@ -70,6 +71,8 @@ class DistributedOptimizer:
         )
         self._compile_apply = bool(compile_apply)
         self._apply_fns: dict[tuple, Any] = {}  # compiled applies, one per layout and variables
+        self._joined_vars: dict[tuple, list[tf.Variable]] = {}  # dlion.join: last vars per layout
+        self._exchanger.joined_apply = self._joined_apply
 
     @property
     def optimizer(self) -> keras.optimizers.Optimizer:
@@ -97,6 +100,15 @@ class DistributedOptimizer:
 
     def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, tf.Variable]]) -> Any:
         """Combine the gradients across ranks with the exchange policy, then apply them."""
+        tl = timeline.active()
+        if tl is None:
+            return self._apply_gradients(grads_and_vars)
+        started = tl.step_begin()
+        result = self._apply_gradients(grads_and_vars)
+        tl.step_end(started, optimizer=self._exchanger.name, step=self.steps)
+        return result
+
+    def _apply_gradients(self, grads_and_vars: Iterable[tuple[Any, tf.Variable]]) -> Any:
         pairs = list(grads_and_vars)
         grads = [g for g, _ in pairs]
         variables = [v for _, v in pairs]
@@ -105,13 +117,36 @@ class DistributedOptimizer:
             if combined is None:  # skipped on every rank (nonfinite="skip")
                 return self._optimizer.iterations
             keep = [(g, v) for g, v in zip(combined, variables) if g is not None]
-            return self._optimizer.apply_gradients(keep)
+            with timeline.span("apply", "apply"):
+                return self._optimizer.apply_gradients(keep)
         plan = self._exchange_step(grads, variables)
-        if plan is None:
+        if plan is None:  # skipped on every rank (nonfinite="skip")
             return self._optimizer.iterations
+        if plan.layout not in self._joined_vars:
+            evict_oldest(self._joined_vars)
+        self._joined_vars[plan.layout] = variables
         # One copy per fused buffer into TF; split, reshape, cast and apply run in one graph.
-        self._compiled_apply(plan, variables)([tf.convert_to_tensor(g.buffer) for g in plan.groups])
+        with timeline.span("apply", "apply"):
+            self._compiled_apply(plan, variables)(
+                [tf.convert_to_tensor(g.buffer) for g in plan.groups]
+            )
         return self._optimizer.iterations
+
+    def _joined_apply(self, plan: fusion.FusionPlan) -> None:
+        """dlion.join: this rank has joined; apply the active ranks' combined gradients too."""
+        variables = self._joined_vars.get(plan.layout)
+        if variables is None:  # this layout was never applied here: nothing to keep in step
+            return
+        with timeline.span("apply", "apply", joined=True):
+            if self._compile_apply:
+                flats = [tf.convert_to_tensor(g.buffer) for g in plan.groups]
+                self._compiled_apply(plan, variables)(flats)
+            else:
+                out: list[tf.Tensor | None] = [None] * len(variables)
+                for group in plan.groups:
+                    plan.unpack(group, out)
+                keep = [(g, v) for g, v in zip(out, variables) if g is not None]
+                self._optimizer.apply_gradients(keep)
 
     def reduce_gradients(
         self, grads: list[Any], variables: list[tf.Variable]

@@ -25,10 +25,11 @@ class DistributedGradientTape:
         grads = tape.gradient(loss, model.trainable_variables)   # averaged over ranks
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
-    ``gradient()`` must run eagerly. Other attributes are the wrapped tape's. When some rank's
-    gradients hold NaN or infinity, ``gradient()`` raises ``NonFiniteGradientError`` on every
-    rank (nothing non-finite is sent); ``nonfinite="skip"`` is only for
-    :class:`dlion.DistributedOptimizer`, which can skip the apply.
+    ``gradient()`` works eagerly and inside a ``tf.function`` (there the exchange is one
+    ``tf.py_function``, as in Horovod's TF2 examples). Other attributes are the wrapped tape's.
+    When some rank's gradients hold NaN or infinity, ``gradient()`` raises
+    ``NonFiniteGradientError`` on every rank (nothing non-finite is sent); ``nonfinite="skip"``
+    is only for :class:`dlion.DistributedOptimizer`, which can skip the apply.
     """
 
     def __init__(
@@ -65,6 +66,15 @@ class DistributedGradientTape:
         flat_sources = tf.nest.flatten(sources)
         flat_grads = tf.nest.flatten(grads, expand_composites=False)
         names = [var_name(v, i) for i, v in enumerate(flat_sources)]
-        combined = self._exchanger.reduce(list(flat_grads), names)
-        assert combined is not None  # only nonfinite="skip" returns None, refused above
-        return tf.nest.pack_sequence_as(grads, combined)
+        if tf.executing_eagerly():
+            combined = self._exchanger.reduce(list(flat_grads), names)
+            assert combined is not None  # only nonfinite="skip" returns None, refused above
+            return tf.nest.pack_sequence_as(grads, combined)
+        # Inside a tf.function: one py_function exchanges the fused gradients (dlion.keras uses
+        # the same path). None gradients stay None; IndexedSlices become dense.
+        keep = [i for i, g in enumerate(flat_grads) if g is not None]
+        dense = [tf.convert_to_tensor(flat_grads[i]) for i in keep]
+        out: list[Any] = list(flat_grads)
+        for i, g in zip(keep, self._exchanger.graph_reduce(dense, [names[i] for i in keep])):
+            out[i] = g
+        return tf.nest.pack_sequence_as(grads, out)

@@ -1,0 +1,68 @@
+"""Public collectives on numpy arrays and TensorFlow tensors (Horovod's ``hvd.allreduce`` & co).
+
+numpy arrays go to :mod:`dlion.ops` (``allreduce`` and ``broadcast`` work in place and return
+the same array); TF tensors and variables go to :mod:`dlion.tensorflow.collectives`, which
+returns new tensors of the same dtype and works eagerly and inside ``tf.function``. Anything
+else (Python numbers, lists) is converted with ``np.array`` and a numpy array is returned.
+TensorFlow is never imported here: a tensor can only exist if the program already imported it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from . import ops
+from .ops import AnyReduceOp
+
+
+def _is_tf(x: Any) -> bool:
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and bool(tf.is_tensor(x))
+
+
+def _tf_ops() -> Any:
+    from .tensorflow import collectives
+
+    return collectives
+
+
+def allreduce(x: Any, op: AnyReduceOp = "average", name: str = "allreduce") -> Any:
+    """Combine ``x`` over ranks with ``op`` ("average", "sum", "min", "max", "product").
+
+    numpy arrays are reduced in place (and returned); TF tensors give a new tensor of the same
+    dtype. Every rank must pass the same shape and dtype.
+    """
+    if _is_tf(x):
+        return _tf_ops().allreduce(x, op=op, name=name)
+    return ops.allreduce(x if isinstance(x, np.ndarray) else np.array(x), op=op, name=name)
+
+
+def allgather(x: Any, name: str = "allgather") -> Any:
+    """Every rank's ``x`` concatenated along the first dimension (which may differ by rank)."""
+    if _is_tf(x):
+        return _tf_ops().allgather(x, name=name)
+    return ops.allgather(np.asarray(x), name=name)
+
+
+def broadcast(x: Any, root_rank: int = 0, name: str = "broadcast") -> Any:
+    """Root's value of ``x`` on every rank (numpy: in place; TF: a new tensor)."""
+    if _is_tf(x):
+        return _tf_ops().broadcast(x, root_rank=root_rank, name=name)
+    return ops.broadcast(x if isinstance(x, np.ndarray) else np.array(x), root_rank, name)
+
+
+def allgather_object(obj: Any, name: str = "allgather_object") -> list[Any]:
+    """Every rank's picklable ``obj`` in rank order; TF tensors travel as tensors."""
+    if _is_tf(obj):
+        return _tf_ops().allgather_object(obj, name=name)
+    return ops.allgather_object(obj, name)
+
+
+def broadcast_object(obj: Any, root_rank: int = 0, name: str = "broadcast_object") -> Any:
+    """Root's picklable ``obj`` on every rank; a TF tensor comes back as a tensor."""
+    if _is_tf(obj):
+        return _tf_ops().broadcast_object(obj, root_rank=root_rank, name=name)
+    return ops.broadcast_object(obj, root_rank, name)

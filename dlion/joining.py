@@ -1,0 +1,181 @@
+"""``dlion.join()``: uneven data without deadlock (Horovod's ``hvd.join``).
+
+A rank that runs out of data calls ``join()``. Until every rank has joined, it keeps taking
+part in the other ranks' gradient exchanges with zero gradients, and the average counts only
+the ranks that still train. ``join()`` returns on every rank once all have joined, with the rank
+that joined last.
+
+Protocol (runs whenever more than one rank exists; engine operations in quotes):
+
+  1. Every gradient exchange (``DistributedOptimizer``, ``DistributedGradientTape``, the Keras
+     ``DistributedOptimizer``) starts with one small control allgather "dlion.join.control".
+     An active rank sends ``("active", exchanger name, digest of the gradient layout)``; a rank
+     inside ``join()`` sends ``("joined", round it joined in, keys of the layouts it knows)``.
+     Every rank counts control rounds; all ranks take part in every round, so counts agree.
+  2. No active record: everyone has joined; ``join()`` returns on every rank.
+  3. Active records that disagree: with every rank active, the exchanger's layout check runs
+     and names the first differing gradient; with some rank joined, ``MismatchError``.
+  4. A joined rank that does not know the layout gets it from the lowest active rank
+     ("dlion.join.layout", only in that case).
+  5. Every rank runs the same fused exchange; joined ranks contribute zeros. An averaging
+     exchange is rescaled by ``size / active``, so it averages over the active ranks only.
+  6. A joined rank whose ``DistributedOptimizer`` applied this layout before applies the result
+     too, so its weights stay identical to the active ranks' (a ``DistributedGradientTape`` user
+     broadcasts the variables after ``join()`` instead, as in Horovod).
+
+The cost, paid on every exchange step with more than one rank, is the control allgather of a
+few dozen bytes (about one small-allreduce latency). Between a rank's ``join()`` and the last
+rank's, the active ranks may run only gradient exchanges: any other collective meets the
+control round and fails with ``MismatchError`` on every rank (never a hang).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import ops, runtime, timeline
+from .errors import DlionError, MismatchError
+from .exchange import Allreduce
+
+CONTROL = "dlion.join.control"
+LAYOUT = "dlion.join.layout"
+
+
+class Responder(Protocol):
+    """What a joined rank needs from a gradient exchanger (GradientExchanger implements it)."""
+
+    name: str
+
+    def known_layouts(self) -> list[tuple]: ...
+
+    def join_step(self, layout: tuple, n_active: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class StepControl:
+    """What an active rank learns from a control round."""
+
+    n_active: int
+    check_layout: bool  # every rank is active but layouts differ: run the descriptive check
+
+
+_responders: dict[str, Responder] = {}
+_rounds = 0
+_joined_at: int | None = None
+_digests: dict[tuple, bytes] = {}
+
+
+def register(responder: Responder) -> None:
+    """Make ``responder`` answer exchanges named ``responder.name`` while this rank is joined."""
+    _responders[responder.name] = responder
+
+
+def digest(layout: tuple) -> bytes:
+    """A stable 8-byte digest of a gradient layout (same on every rank and process)."""
+    d = _digests.get(layout)
+    if d is None:
+        if len(_digests) > 256:
+            _digests.clear()
+        d = _digests[layout] = hashlib.blake2b(repr(layout).encode(), digest_size=8).digest()
+    return d
+
+
+def before_exchange(name: str, layout: tuple) -> StepControl:
+    """Step 1 on an active rank: the control round; returns how many ranks are active."""
+    size = runtime.size()
+    if size == 1:
+        return StepControl(1, False)
+    records = _gather(("active", name, digest(layout)))
+    active = [r for r, rec in enumerate(records) if rec[0] == "active"]
+    keys = {records[r][1:] for r in active}
+    if len(keys) > 1:
+        return StepControl(len(active), _differ(records, active, size))
+    if _lacking(records, (name, digest(layout))):
+        ops.broadcast_object(layout if runtime.rank() == active[0] else None, active[0], LAYOUT)
+    return StepControl(len(active), False)
+
+
+def join() -> int:
+    """Take part in the other ranks' exchanges with zeros until every rank has joined.
+
+    Returns the rank that joined last (the same on every rank). Call it when this rank has no
+    more data, eagerly, from the thread that runs the training loop.
+    """
+    global _joined_at
+    if runtime.size() == 1:
+        return runtime.rank()
+    _joined_at = _rounds
+    try:
+        while True:
+            known = frozenset(
+                (r.name, digest(layout))
+                for r in _responders.values()
+                for layout in r.known_layouts()
+            )
+            records = _gather(("joined", _joined_at, known))
+            active = [r for r, rec in enumerate(records) if rec[0] == "active"]
+            if not active:
+                return max(range(len(records)), key=lambda r: (records[r][1], r))
+            _answer(records, active)
+    finally:
+        _joined_at = None
+
+
+def _answer(records: list[Any], active: list[int]) -> None:
+    """Steps 3-6 on a joined rank: take part in the active ranks' exchange with zeros."""
+    if len({records[r][1:] for r in active}) > 1:
+        _differ(records, active, len(records))
+    _, name, key = records[active[0]]
+    layout = None
+    if _lacking(records, (name, key)):
+        layout = ops.broadcast_object(None, active[0], LAYOUT)
+    responder = _responders.get(name)
+    if responder is None:
+        raise DlionError(
+            f"rank {runtime.rank()}: joined, and rank {active[0]} exchanges gradients of "
+            f"'{name}', which this rank never created. Create the same DistributedOptimizer "
+            "(or tape) with the same name on every rank before training."
+        )
+    if layout is None:
+        layout = next(lay for lay in responder.known_layouts() if digest(lay) == key)
+    responder.join_step(layout, len(active))
+
+
+def _gather(record: tuple) -> list[Any]:
+    global _rounds
+    with timeline.span("join", "join", op=CONTROL, round=_rounds):
+        records = ops.allgather_object(record, CONTROL)
+    _rounds += 1
+    return records
+
+
+def _lacking(records: list[Any], key: tuple) -> bool:
+    return any(rec[0] == "joined" and key not in rec[2] for rec in records)
+
+
+def _differ(records: list[Any], active: list[int], size: int) -> bool:
+    """Active ranks exchange different layouts: let the layout check explain, or raise."""
+    if len(active) == size:
+        return True
+    ref = records[active[0]]
+    other = next(r for r in active if records[r][1:] != ref[1:])
+    joined = [r for r in range(size) if r not in active]
+    raise MismatchError(
+        f"rank {runtime.rank()}: while rank(s) {joined} have joined, the active ranks exchange "
+        f"different gradients: rank {active[0]} '{ref[1]}' layout {ref[2].hex()}, rank {other} "
+        f"'{records[other][1]}' layout {records[other][2].hex()}"
+    )
+
+
+def rescale_factor(exchange: Any, n_active: int, size: int) -> float:
+    """Step 5: the factor that turns the exchange's result into one over the active ranks."""
+    if n_active == size:
+        return 1.0
+    if isinstance(exchange, Allreduce):
+        return size / n_active if exchange.op == "average" else 1.0
+    raise NotImplementedError(
+        f"dlion.join with exchange {exchange.describe()}: only dlion.Allreduce knows how to "
+        "leave joined ranks out of its result"
+    )

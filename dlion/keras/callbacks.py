@@ -1,0 +1,151 @@
+"""Keras callbacks with Horovod's semantics (``hvd.callbacks``), over dlion's collectives."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+
+from .. import ops, runtime
+from ..tensorflow import broadcast_variables
+
+
+class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
+    """At the start of training, every rank takes ``root_rank``'s model and optimizer state.
+
+    Builds the optimizer first if Keras has not, so its slots are broadcast too and every rank
+    starts the first step from identical state (Horovod broadcasts after the first batch).
+    """
+
+    def __init__(self, root_rank: int = 0) -> None:
+        super().__init__()
+        self.root_rank = int(root_rank)
+        self.broadcast_done = False
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.broadcast_done:
+            return
+        model = self.model
+        opt = getattr(model, "optimizer", None)
+        variables = list(model.variables)
+        if opt is not None:
+            if not opt.built:
+                opt.build(model.trainable_variables)
+            variables += list(opt.variables)
+        broadcast_variables(variables, root_rank=self.root_rank)
+        self.broadcast_done = True
+
+
+class MetricAverageCallback(keras.callbacks.Callback):
+    """At the end of every epoch, replace each metric in ``logs`` by its average over ranks.
+
+    Put it before callbacks that read the metrics (checkpointing, early stopping, schedules).
+    Every rank must log the same metrics; otherwise every rank raises ``MismatchError``.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is None or runtime.size() == 1:
+            return
+        keys = sorted(k for k, v in logs.items() if np.ndim(v) == 0 and _is_number(v))
+        if not keys:
+            return
+        values = np.array([float(logs[k]) for k in keys], dtype=np.float64)
+        ops.allreduce(values, op="average", name=f"MetricAverageCallback[{','.join(keys)}]")
+        for k, v in zip(keys, values):
+            logs[k] = float(v)
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class LearningRateWarmupCallback(keras.callbacks.Callback):
+    """Ramp the learning rate from ``initial_lr / size`` to ``initial_lr`` over the first epochs.
+
+    Horovod's warmup (Goyal et al., "Accurate, Large Minibatch SGD"): at fractional epoch
+    ``e = epoch + batch / steps_per_epoch`` below ``warmup_epochs`` the learning rate is
+    ``initial_lr / size * (e * (size - 1) / warmup_epochs + 1)``; afterwards it is left alone.
+
+    Args:
+        initial_lr: the learning rate at the end of the warmup (usually scaled by ``size``).
+        warmup_epochs: epochs of warmup.
+        momentum_correction: Horovod scales the momentum with each change of the learning rate.
+            Keras 3 compiles an optimizer's momentum into the train step as a constant, so it
+            cannot be changed per batch: with ``True`` (the default, as in Horovod) a warning says
+            it is not applied; pass ``False`` to silence it.
+        steps_per_epoch: batches per epoch; default: what ``model.fit`` reports.
+        verbose: 1 prints a line when the warmup ends (rank 0).
+    """
+
+    def __init__(
+        self,
+        initial_lr: float,
+        warmup_epochs: float = 5,
+        momentum_correction: bool = True,
+        steps_per_epoch: int | None = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__()
+        if warmup_epochs <= 0:
+            raise ValueError(f"warmup_epochs must be > 0, got {warmup_epochs}")
+        self.initial_lr = float(initial_lr)
+        self.warmup_epochs = float(warmup_epochs)
+        self.momentum_correction = bool(momentum_correction)
+        self.steps_per_epoch = steps_per_epoch
+        self.verbose = verbose
+        self.current_epoch = 0
+        self.finished = False
+
+    def multiplier(self, epoch: float) -> float:
+        """The learning-rate factor at fractional epoch ``epoch``."""
+        size = runtime.size()
+        return 1.0 / size * (epoch * (size - 1) / self.warmup_epochs + 1)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.steps_per_epoch is None:
+            self.steps_per_epoch = (self.params or {}).get("steps")
+        if not self.steps_per_epoch:
+            raise ValueError(
+                "LearningRateWarmupCallback needs steps_per_epoch: model.fit did not report it "
+                "(e.g. a dataset of unknown length); pass steps_per_epoch="
+            )
+        momentum = getattr(self.model.optimizer, "momentum", None)
+        if momentum is None:
+            momentum = getattr(
+                getattr(self.model.optimizer, "inner_optimizer", None), "momentum", 0
+            )
+        if self.momentum_correction and momentum:
+            warnings.warn(
+                "LearningRateWarmupCallback: momentum correction is not applied under Keras 3 "
+                "(the momentum is a constant of the compiled train step); pass "
+                "momentum_correction=False to silence this",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.current_epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        assert self.steps_per_epoch  # set in on_train_begin
+        epoch = self.current_epoch + batch / self.steps_per_epoch
+        if epoch < self.warmup_epochs:
+            self.model.optimizer.learning_rate = self.initial_lr * self.multiplier(epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch + 1 >= self.warmup_epochs and not self.finished:
+            self.finished = True
+            self.model.optimizer.learning_rate = self.initial_lr
+            if self.verbose and runtime.rank() == 0:
+                print(
+                    f"\nEpoch {epoch + 1}: finished gradual learning rate warmup to "
+                    f"{self.initial_lr:g}.",
+                    file=sys.stdout,
+                )

@@ -1,0 +1,153 @@
+"""The Keras ``DistributedOptimizer``: a ``keras.optimizers.Optimizer`` for ``model.fit``.
+
+Keras' ``model.compile`` accepts only ``keras.optimizers.Optimizer`` instances, and ``model.fit``
+calls ``apply_gradients`` inside its compiled train step. This class is a Keras optimizer that
+wraps the user's by composition (the shape of Keras' own ``LossScaleOptimizer``): ``apply``
+combines the gradients across ranks, then hands them to the wrapped optimizer.
+
+Inside the compiled step the exchange runs in one ``tf.py_function`` that takes the gradients
+and returns the fused, combined buffers (one per dtype and ``fusion_bytes``); splitting,
+reshaping and applying stay in the graph (``GradientExchanger.graph_reduce``). The engine
+releases the GIL while it waits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from .. import runtime
+from ..exchange import Exchange
+from ..tensorflow.exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
+
+
+@keras.saving.register_keras_serializable(package="dlion")
+class DistributedOptimizer(keras.optimizers.Optimizer):
+    """A Keras optimizer whose updates are combined across ranks first; use it in ``model.fit``.
+
+    Args:
+        optimizer: the Keras optimizer to wrap (``keras.optimizers.SGD(...)``, ``Adam``, ...).
+        exchange: how gradients are combined; default :class:`dlion.Allreduce` (dense average).
+        fusion_bytes: gradients are packed into flat buffers of at most this many bytes.
+        exchange_on_one_rank: on a single rank the exchange is the identity and is skipped by
+            default; ``True`` runs it anyway (to measure its cost).
+        name: the optimizer's name, also the prefix of the engine's operation names.
+
+    ::
+
+        model.compile(optimizer=dlion.keras.DistributedOptimizer(keras.optimizers.SGD(0.01)),
+                      loss=..., metrics=[...], jit_compile=False)
+        model.fit(x, y, callbacks=[dlion.keras.callbacks.BroadcastGlobalVariablesCallback(0)])
+
+    ``jit_compile`` must be off (the exchange is a ``py_function``, which XLA cannot compile).
+    ``learning_rate`` and ``iterations`` are the wrapped optimizer's.
+    """
+
+    def __init__(
+        self,
+        optimizer: keras.optimizers.Optimizer,
+        exchange: Exchange | None = None,
+        *,
+        fusion_bytes: int = DEFAULT_FUSION_BYTES,
+        exchange_on_one_rank: bool = False,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(optimizer, DistributedOptimizer):
+            raise TypeError("the optimizer is already a DistributedOptimizer; wrap it only once")
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                f"DistributedOptimizer wraps a keras.optimizers.Optimizer, got {type(optimizer)}"
+            )
+        super().__init__(learning_rate=0.0, name=name or f"Distributed{optimizer.name}")
+        self.inner_optimizer = optimizer
+        self._exchanger = GradientExchanger(
+            exchange, fusion_bytes, self.name, "dlion.keras.DistributedOptimizer.apply"
+        )
+        self._exchange_on_one_rank = bool(exchange_on_one_rank)
+
+    def build(self, var_list: list[Any]) -> None:
+        """Build the wrapped optimizer's slots for ``var_list``."""
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    @property
+    def variables(self) -> list[Any]:
+        """This optimizer's variables followed by the wrapped optimizer's."""
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def learning_rate(self) -> Any:
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate: Any) -> None:
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self) -> Any:
+        return self.inner_optimizer.iterations
+
+    @property
+    def exchange(self) -> Exchange:
+        """The exchange policy in use."""
+        return self._exchanger.exchange
+
+    @property
+    def steps(self) -> int:
+        """How many times gradients were exchanged."""
+        return self._exchanger.steps
+
+    def apply_gradients(self, grads_and_vars: Any) -> Any:
+        """Combine the gradients across ranks, then apply them with the wrapped optimizer."""
+        grads, variables = zip(*grads_and_vars)
+        self.apply(list(grads), list(variables))
+        return self.iterations
+
+    def apply(self, grads: Any, trainable_variables: Any = None) -> None:
+        """Combine ``grads`` across ranks, then apply them with the wrapped optimizer."""
+        variables = list(trainable_variables or self._trainable_variables)
+        if not self.built:
+            self.build(variables)
+        self.inner_optimizer.apply(self.reduce_gradients(list(grads), variables), variables)
+
+    def reduce_gradients(self, grads: list[Any], variables: list[Any]) -> list[Any]:
+        """The gradients combined across ranks (eagerly, or as one py_function in a graph)."""
+        if runtime.size() == 1 and not self._exchange_on_one_rank:
+            return grads
+        keep = [i for i, g in enumerate(grads) if g is not None]
+        dense = [tf.convert_to_tensor(grads[i]) for i in keep]  # IndexedSlices -> dense
+        names = [var_name(variables[i], i) for i in keep]
+        out: list[Any] = [None] * len(grads)
+        if tf.executing_eagerly():
+            reduced = self._exchanger.reduce(dense, names)
+            assert reduced is not None  # this optimizer takes only nonfinite="raise"
+            combined = reduced
+        else:
+            combined = self._exchanger.graph_reduce(dense, names)
+        for i, g in zip(keep, combined):
+            out[i] = g
+        return out
+
+    def scale_loss(self, loss: Any) -> Any:
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list: Any) -> None:
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+        }
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: Any = None
+    ) -> DistributedOptimizer:
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("optimizer"), custom_objects=custom_objects
+        )
+        return cls(inner, **config)

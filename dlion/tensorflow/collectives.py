@@ -1,0 +1,96 @@
+"""Collectives on TF tensors and variables: new tensors of the same dtype, eager or in graphs.
+
+Eagerly, the tensor's value goes through :mod:`dlion.ops` as a numpy array. Inside a
+``tf.function`` (or Keras' compiled train step) the same code runs in a ``tf.py_function``;
+the engine releases the GIL while it waits. Every rank must run the same collectives in the
+same order: in a graph, order several collectives with control dependencies (or one after the
+other's result), since TF may otherwise run independent ops in either order.
+
+float16 and bfloat16 are reduced as float32 (exact for the values they hold); integers and bool
+go through the gather path of :func:`dlion.ops.allreduce`; strings, complex numbers and other
+dtypes are refused with ``InvalidArgumentError`` naming the rank and the tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from .. import ops, runtime
+from ..errors import InvalidArgumentError
+from ..ops import AnyReduceOp
+
+_WIDENED = {tf.float16: tf.float32, tf.bfloat16: tf.float32}
+_SUPPORTED = {
+    tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.bool,
+    tf.int8, tf.int16, tf.int32, tf.int64, tf.uint8, tf.uint16, tf.uint32, tf.uint64,
+}  # fmt: skip
+
+
+def _check(x: Any, what: str, name: str) -> tf.Tensor:
+    t = tf.convert_to_tensor(x)
+    if t.dtype not in _SUPPORTED:
+        raise InvalidArgumentError(
+            f"rank {runtime.rank()}: {what} '{name}': dtype {t.dtype.name} is not supported "
+            f"(supported: {sorted(d.name for d in _SUPPORTED)})"
+        )
+    return t
+
+
+def _run(fn: Callable[[np.ndarray], np.ndarray], t: tf.Tensor, shape: Any) -> tf.Tensor:
+    """``fn`` on ``t``'s value as a fresh, writable numpy array; eager or as a py_function."""
+    wire = _WIDENED.get(t.dtype, t.dtype)
+
+    def eager(value: tf.Tensor) -> tf.Tensor:
+        out = fn(np.array(tf.cast(value, wire).numpy(), copy=True))
+        return tf.cast(tf.convert_to_tensor(out), t.dtype)
+
+    if tf.executing_eagerly():
+        return eager(t)
+    result = tf.py_function(eager, [t], Tout=t.dtype)
+    result.set_shape(shape)
+    return result
+
+
+def allreduce(x: Any, op: AnyReduceOp = "average", name: str = "allreduce") -> tf.Tensor:
+    """``x`` combined over ranks with ``op``; same shape and dtype on every rank."""
+    t = _check(x, "allreduce", name)
+    return _run(lambda a: ops.allreduce(a, op=op, name=name), t, t.shape)
+
+
+def allgather(x: Any, name: str = "allgather") -> tf.Tensor:
+    """Every rank's ``x`` concatenated along the first dimension (sizes may differ by rank)."""
+    t = _check(x, "allgather", name)
+    if t.shape.rank == 0:
+        raise InvalidArgumentError(
+            f"rank {runtime.rank()}: allgather '{name}': a scalar has no first dimension; "
+            "pass tf.reshape(x, [1])"
+        )
+    return _run(lambda a: ops.allgather(a, name=name), t, [None, *t.shape[1:]])
+
+
+def broadcast(x: Any, root_rank: int = 0, name: str = "broadcast") -> tf.Tensor:
+    """Root's value of ``x`` on every rank (shape and dtype must agree)."""
+    t = _check(x, "broadcast", name)
+    size = runtime.size()
+    if not 0 <= root_rank < size:
+        raise InvalidArgumentError(
+            f"rank {runtime.rank()}: broadcast '{name}' from root {root_rank}, but there are "
+            f"{size} ranks (valid roots: 0..{size - 1})"
+        )
+    return _run(lambda a: ops.broadcast(a, root_rank, name), t, t.shape)
+
+
+def allgather_object(x: Any, name: str = "allgather_object") -> list[tf.Tensor]:
+    """Every rank's tensor (any shape), in rank order, as tensors of its dtype."""
+    t = tf.convert_to_tensor(x)
+    return [tf.convert_to_tensor(v) for v in ops.allgather_object(t.numpy(), name)]
+
+
+def broadcast_object(x: Any, root_rank: int = 0, name: str = "broadcast_object") -> tf.Tensor:
+    """Root's tensor (any shape and dtype) on every rank."""
+    t = tf.convert_to_tensor(x)
+    return tf.convert_to_tensor(ops.broadcast_object(t.numpy(), root_rank, name))

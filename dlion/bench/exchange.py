@@ -1,15 +1,25 @@
-"""Dense allreduce through dlion's engine vs raw mpi4py Allreduce of the same buffer.
+"""Dense allreduce through dlion's engine vs raw mpi4py Allreduce of the same buffer, and the
+per-link peer exchange vs a raw mpi4py all-to-all of the dense buffer.
 
 For each float32 size, both are run alternately on the same data after a warm-up; a sample is
 the slowest rank's time of one call (started together after a barrier); the median is reported,
 with ratio = dlion_s / mpi4py_s (< 1: dlion is faster). Also reports the CPU use of an idle
 engine (the progress thread must sleep, not spin).
+
+Peer rows (op ``peer``): one synchronous peer exchange step (every rank sends every peer its
+message and sums what arrives) in each ``--modes`` mode: ``dense`` (float32), ``topk`` (top-1%,
+float values, error feedback), ``topk8`` (top-1% with 8-bit values). The reference is mpi4py
+sending the dense buffer to every peer (Isend/Irecv) and summing. ``bytes_per_link`` is what
+one link carried per step (wire bytes, headers included); ``achieved_Bps`` the bandwidth the
+engine measured on its links during the row, ``emulated_Bps`` the cap from ``DLION_EMULATE``
+(0: none).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +44,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stop repeating a size after this many seconds (min 5 reps)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per row")
+    p.add_argument(
+        "--peer-sizes",
+        type=float,
+        nargs="*",
+        default=[1_000_000, 10_000_000],
+        help="float32 element counts of the peer exchange rows (default 1e6 1e7; none: skip)",
+    )
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=["dense", "topk", "topk8"],
+        choices=["dense", "topk", "topk8"],
+        help="peer exchange modes",
+    )
+    p.add_argument("--k-ratio", type=float, default=0.01, help="top-k fraction (default 1%%)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
             ("mpi4py_s", "{:.3e}"),
             ("ratio", "{:.2f}"),
             ("dlion_GBps", "{:.2f}"),
+            ("mode", "{}"),
+            ("bytes_per_link", "{:.3g}"),
+            ("achieved_Bps", "{:.3g}"),
         ],
         args.json,
         rank,
@@ -100,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
                 "reps": len(dl),
             }
         )
+    for n in (int(x) for x in args.peer_sizes):
+        for mode in args.modes:
+            rep.row(peer_row(comm, n, mode, args))
     idle = idle_cpu_fraction(2.0)
     worst = comm.allreduce(idle, op=MPI.MAX)
     rep.row(
@@ -123,3 +154,74 @@ def idle_cpu_fraction(seconds: float) -> float:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     time.sleep(seconds)
     return (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+
+
+def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One peer exchange row: dlion's per-link step vs mpi4py's dense all-to-all."""
+    from mpi4py import MPI
+
+    import dlion
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if mode == "dense":
+        policy = dlion.PeerExchange("dense")
+    else:
+        policy = dlion.PeerExchange("topk", k_ratio=args.k_ratio, bits=8 if mode == "topk8" else 32)
+    policy._groups[f"bench.{mode}.{n}"] = 1000 + len(policy._groups)  # a fresh group per row
+    grad = np.random.default_rng(rank).standard_normal(n).astype(np.float32)
+    buf = np.empty_like(grad)
+    recv = np.empty((size, n), np.float32)
+    before = dlion.link_stats()
+    dl, mp = [], []
+    started = time.perf_counter()
+    for i in range(args.warmup + args.reps):
+        np.copyto(buf, grad)
+        comm.Barrier()
+        t = time.perf_counter()
+        policy.start(buf, name=f"bench.{mode}.{n}").wait()
+        t_dl = time.perf_counter() - t
+        comm.Barrier()
+        t = time.perf_counter()
+        reqs = []
+        for p in range(size):
+            if p != rank:
+                reqs.append(comm.Irecv(recv[p], source=p, tag=77))
+                reqs.append(comm.Isend(grad, dest=p, tag=77))
+        MPI.Request.Waitall(reqs)
+        np.copyto(buf, grad)
+        for p in range(size):
+            if p != rank:
+                buf += recv[p]
+        t_mp = time.perf_counter() - t
+        if i >= args.warmup:
+            dl.append(t_dl)
+            mp.append(t_mp)
+        done = i >= args.warmup + 4 and time.perf_counter() - started > args.budget_s
+        if comm.bcast(done, root=0):
+            break
+    after = dlion.link_stats()
+    steps = args.warmup + len(dl)
+    peers = [p for p in after if p != rank]
+    sent = sum(after[p].bytes_sent - before[p].bytes_sent for p in peers)
+    t_bytes = sum(after[p].timed_bytes - before[p].timed_bytes for p in peers)
+    t_secs = sum(after[p].timed_seconds - before[p].timed_seconds for p in peers)
+    dl_max, mp_max = np.array(dl), np.array(mp)
+    comm.Allreduce(MPI.IN_PLACE, dl_max, op=MPI.MAX)
+    comm.Allreduce(MPI.IN_PLACE, mp_max, op=MPI.MAX)
+    d, m = float(np.median(dl_max)), float(np.median(mp_max))
+    return {
+        "op": "peer",
+        "mode": mode,
+        "k_ratio": None if mode == "dense" else args.k_ratio,
+        "elements": n,
+        "ranks": size,
+        "dlion_s": d,
+        "mpi4py_s": m,
+        "ratio": d / m,
+        "dlion_GBps": (size - 1) * n * 4 / d / 1e9,
+        "reps": len(dl),
+        "bytes_per_link": sent / max(1, len(peers)) / steps,
+        "dense_bytes": n * 4,
+        "achieved_Bps": t_bytes / t_secs if t_secs > 0 else None,
+        "emulated_Bps": max((after[p].emulated_bandwidth_Bps for p in peers), default=0.0),
+    }

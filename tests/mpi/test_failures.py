@@ -43,7 +43,7 @@ def test_bad_input_is_rejected_with_clear_errors():
     assert res.returncode == 0, res.explain()
     for rec in res.records():
         seen = rec["seen"]
-        assert "int64 is not supported" in seen["int_dtype"]["message"]
+        assert "int64 cannot be averaged in place" in seen["int_dtype"]["message"]
         assert "not C-contiguous" in seen["non_contiguous"]["message"]
         assert "read-only" in seen["read_only"]["message"]
         assert "'sum' or 'average'" in seen["bad_op"]["message"]

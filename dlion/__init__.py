@@ -36,7 +36,7 @@ from .errors import (
     PeerTimeoutError,
     ProtocolError,
 )
-from .exchange import Allreduce, Exchange, PeerExchange
+from .exchange import Allreduce, Exchange, PeerExchange, PerLinkExchange
 from .joining import join
 from .links import LinkStats, link_stats
 from .ops import allreduce_async, barrier
@@ -89,6 +89,7 @@ __all__ = [
     "NotInitializedError",
     "PeerExchange",
     "PeerTimeoutError",
+    "PerLinkExchange",
     "ProtocolError",
     "allgather",
     "allgather_object",

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import ops, runtime, timeline
-from .errors import DlionError, MismatchError
+from .errors import DlionError, InvalidArgumentError, MismatchError
 from .exchange import Allreduce
 
 CONTROL = "dlion.join.control"
@@ -106,6 +106,17 @@ def join() -> int:
     global _joined_at
     if runtime.size() == 1:
         return runtime.rank()
+    decentralized = sorted(
+        r.name for r in _responders.values() if not getattr(r, "collective", True)
+    )
+    if decentralized:
+        raise InvalidArgumentError(
+            f"rank {runtime.rank()}: dlion.join() works with the collective exchange "
+            f"(exchange=dlion.Allreduce()), but {decentralized} exchange peer to peer "
+            "(PerLinkExchange/PeerExchange), where the ranks are not in lockstep. With those, "
+            "uneven data is handled by dlion.DynamicBatcher (an epoch is a global sample "
+            "count) or by giving every rank the same number of steps."
+        )
     _joined_at = _rounds
     try:
         while True:

@@ -167,7 +167,6 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
         policy = dlion.PeerExchange("dense")
     else:
         policy = dlion.PeerExchange("topk", k_ratio=args.k_ratio, bits=8 if mode == "topk8" else 32)
-    policy._groups[f"bench.{mode}.{n}"] = 1000 + len(policy._groups)  # a fresh group per row
     grad = np.random.default_rng(rank).standard_normal(n).astype(np.float32)
     buf = np.empty_like(grad)
     recv = np.empty((size, n), np.float32)

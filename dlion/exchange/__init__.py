@@ -7,5 +7,6 @@ Gaia, Ako) implement the same :class:`Exchange` contract.
 from .allreduce import Allreduce
 from .base import Exchange, Pending
 from .peer import PeerExchange
+from .perlink import PerLinkExchange
 
-__all__ = ["Allreduce", "Exchange", "PeerExchange", "Pending"]
+__all__ = ["Allreduce", "Exchange", "PeerExchange", "Pending", "PerLinkExchange"]

@@ -27,6 +27,10 @@ class Exchange(abc.ABC):
         ``MismatchError`` rather than a wrong sum.
     """
 
+    #: True when every rank runs the exchange in lockstep (a collective, like Allreduce), so
+    #: per-step agreement rounds may ride along; False for peer-to-peer policies.
+    collective: bool = True
+
     @abc.abstractmethod
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         """Begin combining ``buffer`` with the other ranks'; returns a handle to wait on."""

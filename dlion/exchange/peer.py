@@ -24,6 +24,16 @@ _CODECS = ("dense", "topk", "qsgd", "sign", "fp16", "bf16")
 #: One link's plan as the engine takes it: (encoding, k, bits, bucket, error_feedback).
 LinkPlan = tuple[int, int, int, int, bool]
 
+# Tensor-group ids are per process (the peer engine is): every exchange name gets one, in the
+# order names are first used, which is the same on every rank; so is each group's step count.
+_group_ids: dict[str, int] = {}
+_steps: dict[int, int] = {}
+
+
+def group_id(name: str) -> int:
+    """The peer engine's tensor-group id of the exchange ``name``."""
+    return _group_ids.setdefault(name, len(_group_ids))
+
 
 class PeerExchange(Exchange):
     """Every rank sends each peer its gradient, compressed per link, and applies the weighted
@@ -43,6 +53,10 @@ class PeerExchange(Exchange):
             batching sets it to ``b_i / sum(b)``.
         bucket: values per scale of the quantized codecs.
     """
+
+    #: Not a collective: peers are not in lockstep, so per-step agreement rounds (the
+    #: non-finite vote, dlion.join's control round) are skipped for it.
+    collective = False
 
     def __init__(
         self,
@@ -78,8 +92,7 @@ class PeerExchange(Exchange):
         self.staleness = staleness
         self.weight = weight
         self.bucket = bucket
-        self._groups: dict[str, int] = {}
-        self._steps: dict[int, int] = {}
+        self._groups: dict[str, int] = {}  # the groups this policy exchanged, by name
         self._sync_next = False
         self._synced: set[int] = set()
 
@@ -120,9 +133,9 @@ class PeerExchange(Exchange):
                 f"rank {runtime.rank()}: peer exchange of '{name}': dtype {buffer.dtype} is not "
                 "supported; the peer exchange carries float32 gradients"
             )
-        group = self._groups.setdefault(name, len(self._groups))
-        step = self._steps.get(group, -1) + 1
-        self._steps[group] = step
+        group = self._groups.setdefault(name, group_id(name))
+        step = _steps.get(group, -1) + 1
+        _steps[group] = step
         sync = self._sync_next
         if sync:
             self._synced.add(group)

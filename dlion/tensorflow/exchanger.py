@@ -46,7 +46,7 @@ class GradientExchanger:
         self.nonfinite = nonfinite
         # Collective policies (Allreduce) run per-step agreement rounds (join, the non-finite
         # vote); decentralized ones (PeerExchange) must not, or every step would be lockstep.
-        self.collective = getattr(self.exchange, "collective", True)
+        self.collective = self.exchange.collective
         self.steps = 0
         self.skipped = 0
         # One plan per layout, so alternating variable sets (e.g. a GAN's two halves) neither

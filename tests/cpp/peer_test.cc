@@ -94,7 +94,7 @@ static void test_staleness(PeerEngine& e) {
   }
   double want = 0.0;
   for (int q = 0; q < p; ++q)
-    for (std::size_t s = 0; s < steps; ++s) want += (q + 1) * (s + 1);
+    for (std::size_t s = 0; s < steps; ++s) want += static_cast<double>((q + 1) * (s + 1));
   CHECK(total == want, "applied %g, sent %g: a message was lost or applied twice", total, want);
 }
 
@@ -105,14 +105,17 @@ int main(int argc, char** argv) {
   {
     EngineConfig config;
     config.stall_timeout_s = 30;
-    config.probe_bytes = 64 * 1024;
+    config.probe_bytes = 256 * 1024;
     PeerEngine e(MPI_COMM_WORLD, config);
-    std::vector<LinkCap> caps(static_cast<std::size_t>(e.size()), LinkCap{50e6, 0.001});
+    std::vector<LinkCap> caps(static_cast<std::size_t>(e.size()), LinkCap{20e6, 0.001});
     e.set_caps(caps);
     CHECK(e.probe()->wait(30.0), "probe timed out");
     if (e.size() > 1) {
       const auto s = e.link_stats()[static_cast<std::size_t>((e.rank() + 1) % e.size())];
-      CHECK(s.latency_samples > 0 && s.bandwidth_samples > 0, "probe measured nothing");
+      CHECK(s.latency_samples > 0 && s.bandwidth_samples > 0,
+            "probe measured nothing: latency %g (%d samples), bandwidth %g (%d samples)",
+            s.latency_s, static_cast<int>(s.latency_samples), s.bandwidth_Bps,
+            static_cast<int>(s.bandwidth_samples));
       CHECK(s.latency_s > 0.0005 && s.latency_s < 0.05, "latency %g", s.latency_s);
     }
     test_dense(e);

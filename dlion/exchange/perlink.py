@@ -1,0 +1,152 @@
+"""DLion's per-link prioritized gradient exchange (DESIGN.md section 2).
+
+Each step, for every peer link l, the link carries the ``k_l`` entries of largest magnitude of
+(gradient + the link's residual), with
+
+    k_l = BW_l * T * (n_g / n_total) / bytes_per_entry,
+
+``BW_l`` the link's measured bandwidth (EWMA, :func:`dlion.link_stats`; seeded by the probe at
+``dlion.init``), ``T`` the step's time budget (by default the recent compute time of a step:
+the time from the end of one exchange to the start of the next, EWMA), ``n_g / n_total`` the
+share of this tensor group in the step's gradients, and ``bytes_per_entry`` what one entry
+costs on the wire (8 bytes with float values, about 5 with 8-bit values). ``k_l`` is clipped to
+``[k_min, n_g]``; when the sparse message would be at least as large as the dense one the link
+carries the dense float32 gradient instead. What a link did not carry stays in its residual and
+goes later (error feedback, in C++): nothing is lost, only delayed. Fast links (inside a site)
+carry nearly dense updates, slow wide-area links only the most important entries, and the
+budgets follow the measured bandwidths as they change.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+import dlion_core as _core
+
+from .. import links, runtime
+from ..errors import InvalidArgumentError
+from .base import Pending
+from .peer import LinkPlan, PeerExchange
+
+_ENC = _core.WIRE_ENCODINGS
+
+
+class PerLinkExchange(PeerExchange):
+    """Per-link prioritized (top-k) exchange with per-link budgets from measured bandwidth.
+
+    Args:
+        budget_s: the step's time budget ``T`` in seconds; ``None`` (default) uses the recent
+            compute time of a step (EWMA), and ``initial_budget_s`` until one was measured.
+        bits: 8 (default) quantizes the values of sparse links to 8 bits (QSGD, unbiased; the
+            rounding error goes to the residual), 32 sends them as float32. Dense links always
+            carry float32.
+        k_min: the fewest entries a link carries per group and step (default 1).
+        staleness: 0 is synchronous; ``s > 0`` lets a rank run up to ``s`` steps ahead of its
+            slowest peer (see :class:`dlion.PeerExchange`).
+        weight: this rank's aggregation weight (default ``1 / size``; dynamic batching sets it).
+        initial_budget_s: ``T`` before a compute time was measured.
+        ewma: weight of the newest compute-time sample.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget_s: float | None = None,
+        bits: int = 8,
+        k_min: int = 1,
+        staleness: int = 0,
+        weight: float | None = None,
+        initial_budget_s: float = 0.05,
+        ewma: float = 0.3,
+        bucket: int = 512,
+    ) -> None:
+        if bits not in (8, 32):
+            raise InvalidArgumentError(f"PerLinkExchange(bits={bits}): use 8 or 32")
+        super().__init__(
+            "topk", bits=bits, staleness=staleness, weight=weight, bucket=bucket, k_ratio=1.0
+        )
+        for name, value in (("budget_s", budget_s), ("initial_budget_s", initial_budget_s)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InvalidArgumentError(f"PerLinkExchange({name}={value}): must be > 0")
+        if k_min < 1:
+            raise InvalidArgumentError(f"PerLinkExchange(k_min={k_min}): must be >= 1")
+        if not 0 < ewma <= 1:
+            raise InvalidArgumentError(f"PerLinkExchange(ewma={ewma}): must be in (0, 1]")
+        self.budget_s = budget_s
+        self.k_min = k_min
+        self.initial_budget_s = initial_budget_s
+        self.ewma = ewma
+        self.compute_s: float | None = None  # EWMA of the measured compute time of a step
+        self._sizes: dict[int, int] = {}
+        self._last_done: float | None = None
+        self.last_plan: dict[int, dict[int, tuple[str, int]]] = {}
+        """Per group: peer -> (``"dense"`` or ``"sparse"``, entries) of the latest step."""
+
+    def bytes_per_entry(self) -> float:
+        """Wire bytes of one sparse entry: index + value (+ its share of a bucket's scale)."""
+        return 4 + 4 if self.bits == 32 else 4 + 1 + 4 / self.bucket
+
+    def budget(self) -> float:
+        """The step's time budget ``T`` in use."""
+        if self.budget_s is not None:
+            return self.budget_s
+        return self.compute_s if self.compute_s is not None else self.initial_budget_s
+
+    def plan(self, n: int, group: int) -> list[LinkPlan]:
+        self._sizes[group] = n
+        share = n / max(1, sum(self._sizes.values()))
+        stats = links.link_stats()
+        t = self.budget()
+        sparse_enc = int(_ENC["sparse_qsgd8"] if self.bits == 8 else _ENC["sparse_f32"])
+        dense: LinkPlan = (int(_ENC["dense_f32"]), 0, 0, self.bucket, True)
+        plans: list[LinkPlan] = []
+        chosen: dict[int, tuple[str, int]] = {}
+        for p in range(runtime.size()):
+            s = stats.get(p)
+            if s is None:  # this rank
+                plans.append(dense)
+                continue
+            bw = s.bandwidth_Bps
+            k = n if bw <= 0 else int(bw * t * share / self.bytes_per_entry())
+            if k * self.bytes_per_entry() >= 4 * n:
+                plans.append(dense)
+                chosen[p] = ("dense", n)
+            else:
+                k = min(n, max(self.k_min, k))
+                plans.append((sparse_enc, k, 0, self.bucket, True))
+                chosen[p] = ("sparse", k)
+        self.last_plan[group] = chosen
+        return plans
+
+    def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
+        now = time.perf_counter()
+        first = not self._groups or next(iter(self._groups)) == name
+        if first and self._last_done is not None:
+            sample = now - self._last_done
+            self.compute_s = (
+                sample
+                if self.compute_s is None
+                else (1 - self.ewma) * self.compute_s + self.ewma * sample
+            )
+        return _Timed(super().start(buffer, name=name, signature=signature), self)
+
+    def describe(self) -> str:
+        t = f"{self.budget_s:g}s" if self.budget_s is not None else "compute"
+        return f"perlink(T={t}, {self.bits} bit, staleness={self.staleness})"
+
+
+class _Timed:
+    """A pending exchange that notes when it completed (the end of the step's exchange)."""
+
+    def __init__(self, inner: Pending, owner: PerLinkExchange) -> None:
+        self._inner = inner
+        self._owner = owner
+
+    def wait(self, timeout: float | None = None) -> bool:
+        done = self._inner.wait(timeout)
+        if done:
+            self._owner._last_done = time.perf_counter()
+        return done

@@ -38,6 +38,7 @@ from .errors import (
 )
 from .exchange import Allreduce, Exchange, PeerExchange
 from .joining import join
+from .knowledge import KnowledgeTransfer, TransferReport
 from .links import LinkStats, link_stats
 from .ops import allreduce_async, barrier
 from .runtime import (
@@ -81,6 +82,7 @@ __all__ = [
     "ErrorFeedback",
     "Exchange",
     "InvalidArgumentError",
+    "KnowledgeTransfer",
     "LinkStats",
     "MismatchError",
     "MpiError",
@@ -90,6 +92,7 @@ __all__ = [
     "PeerExchange",
     "PeerTimeoutError",
     "ProtocolError",
+    "TransferReport",
     "allgather",
     "allgather_object",
     "allreduce",

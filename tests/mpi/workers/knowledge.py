@@ -9,7 +9,7 @@ merge: one held-out-scored transfer per alpha (1.0, 0.9, 0.5), each from the sam
   the best rank's weights where it merged, else its own), measures its distance to the best
   replica before and after, and checks that its optimizer slots did not change.
 margin: callable scores set per rank (rank 1 best, rank 0 within the 2% margin, rank 2 far
-  worse); then all equal (a tie) .
+  worse); then all equal (a tie).
 seconds: score="train_loss", unit="seconds": a short training loop, rank 1 reporting bad losses.
 checkpoint: the transfer's state through dlion.checkpoint into a fresh KnowledgeTransfer.
 failure: scoring raises on rank 1 only; every rank gets the error, naming rank 1.

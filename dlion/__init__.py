@@ -38,6 +38,7 @@ from .errors import (
 )
 from .exchange import Allreduce, Exchange, PeerExchange, PerLinkExchange
 from .joining import join
+from .knowledge import KnowledgeTransfer, TransferReport
 from .links import LinkStats, link_stats
 from .ops import allreduce_async, barrier
 from .runtime import (
@@ -81,6 +82,7 @@ __all__ = [
     "ErrorFeedback",
     "Exchange",
     "InvalidArgumentError",
+    "KnowledgeTransfer",
     "LinkStats",
     "MismatchError",
     "MpiError",
@@ -91,6 +93,7 @@ __all__ = [
     "PeerTimeoutError",
     "PerLinkExchange",
     "ProtocolError",
+    "TransferReport",
     "allgather",
     "allgather_object",
     "allreduce",

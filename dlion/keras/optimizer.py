@@ -29,7 +29,9 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
 
     Args:
         optimizer: the Keras optimizer to wrap (``keras.optimizers.SGD(...)``, ``Adam``, ...).
-        exchange: how gradients are combined; default :class:`dlion.Allreduce` (dense average).
+        exchange: how gradients are combined; default :class:`dlion.PerLinkExchange`
+            (per-link top-k sized to each link's measured bandwidth; dense on fast links).
+            :class:`dlion.Allreduce` is Horovod's dense average.
         fusion_bytes: gradients are packed into flat buffers of at most this many bytes.
         exchange_on_one_rank: on a single rank the exchange is the identity and is skipped by
             default; ``True`` runs it anyway (to measure its cost).

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from .. import joining, ops, runtime, timeline
 from ..errors import EngineShutdownError, MismatchError, PeerTimeoutError
-from ..exchange import Allreduce, Exchange
+from ..exchange import Exchange, PerLinkExchange
 from . import fusion
 from .nonfinite import StepVerdict
 
@@ -39,7 +39,7 @@ class GradientExchanger:
             )
         if fusion_bytes < 1024:
             raise ValueError(f"fusion_bytes must be at least 1024, got {fusion_bytes}")
-        self.exchange = exchange if exchange is not None else Allreduce()
+        self.exchange = exchange if exchange is not None else PerLinkExchange()
         self.fusion_bytes = int(fusion_bytes)
         self.name = name
         self.caller = caller
@@ -71,7 +71,10 @@ class GradientExchanger:
         if not self.collective:
             check = layout not in self.plans
             return self._exchange(grads, names, layout, runtime.size(), check)
-        control = joining.before_exchange(self.name, layout)  # uneven data: see dlion/joining.py
+        try:
+            control = joining.before_exchange(self.name, layout)  # uneven data: dlion/joining.py
+        except (PeerTimeoutError, EngineShutdownError) as e:
+            raise type(e)(f"{e} (at step {self.steps} of {self.caller})") from e
         return self._exchange(grads, names, layout, control.n_active, control.check_layout)
 
     def _exchange(

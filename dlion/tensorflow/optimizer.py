@@ -25,7 +25,9 @@ class DistributedOptimizer:
 
     Args:
         optimizer: any ``keras.optimizers.Optimizer``.
-        exchange: how gradients are combined; default :class:`dlion.Allreduce` (dense average).
+        exchange: how gradients are combined; default :class:`dlion.PerLinkExchange`
+            (per-link top-k sized to each link's measured bandwidth; dense on fast links).
+            :class:`dlion.Allreduce` is Horovod's dense average.
         fusion_bytes: gradients are packed into flat buffers of at most this many bytes; each
             buffer is one exchange, and packing the next overlaps exchanging the previous.
         compile_apply: apply the combined gradients with the wrapped optimizer inside a

@@ -24,10 +24,10 @@ if [[ ! -x $exe || -n $(find "$root/tests/fuzz/wire_fuzz.cc" "${srcs[@]/#/$root/
     -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wno-sign-conversion -Werror \
     -I"$root/csrc" "$root/tests/fuzz/wire_fuzz.cc" "${srcs[@]/#/$root/}" -o "$exe"
 fi
-export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1"
+export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:quarantine_size_mb=64"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 args=("$@")
 [[ ${#args[@]} -gt 0 ]] || args=(-runs=1000000)
 cd "$work"  # crash-*, leak-*, timeout-* files land here
-exec "$exe" -max_len=4096 -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 -print_funcs=0 "${args[@]}" \
+exec "$exe" -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -print_funcs=0 "${args[@]}" \
   "$work/corpus" "$root/tests/fuzz/corpus/wire"

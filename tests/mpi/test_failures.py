@@ -46,7 +46,7 @@ def test_bad_input_is_rejected_with_clear_errors():
         assert "int64 cannot be averaged in place" in seen["int_dtype"]["message"]
         assert "not C-contiguous" in seen["non_contiguous"]["message"]
         assert "read-only" in seen["read_only"]["message"]
-        assert "'sum' or 'average'" in seen["bad_op"]["message"]
+        assert "op must be one of" in seen["bad_op"]["message"]
         assert "valid roots: 0..1" in seen["bad_root"]["message"]
         assert "valid roots: 0..1" in seen["bad_object_root"]["message"]
         assert seen["unknown_option"]["error"] == "TypeError"
@@ -133,7 +133,8 @@ def _survivors_named_the_victim(res, np_):
     victim = np_ - 1
     for rec in recs:
         assert rec["error"] == "PeerTimeoutError", rec
-        assert f"rank {victim} to submit allreduce 'opt.grads[0]'" in rec["message"], rec
+        # Each step starts with dlion.join's control round, then the gradients' allreduce.
+        assert f"rank {victim} to submit " in rec["message"], rec
         assert "at step 3 of dlion.DistributedOptimizer.apply_gradients" in rec["message"]
         assert STALL_S <= rec["seconds"] < STALL_S + 10, rec
         assert rec["later"]["error"] == "EngineShutdownError", rec

@@ -72,7 +72,9 @@ def outcome(fn) -> dict:
 
 if scenario == "raise":
     model = make_model()
-    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9), name="opt")
+    opt = dlion.DistributedOptimizer(
+        keras.optimizers.SGD(0.1, momentum=0.9), name="opt", exchange=dlion.Allreduce()
+    )
     opt.apply_gradients(zip(grads_of(model, 0), model.trainable_variables))
     before = digest(model)
     g = grads_of(model, 1)
@@ -100,9 +102,15 @@ if scenario == "raise":
 elif scenario == "skip":
     model, ref = make_model(), make_model()
     opt = dlion.DistributedOptimizer(
-        keras.optimizers.Adam(0.01), nonfinite="skip", compile_apply=rank == 0, name="opt"
+        keras.optimizers.Adam(0.01),
+        nonfinite="skip",
+        compile_apply=rank == 0,
+        name="opt",
+        exchange=dlion.Allreduce(),
     )
-    ref_opt = dlion.DistributedOptimizer(keras.optimizers.Adam(0.01), name="ref")
+    ref_opt = dlion.DistributedOptimizer(
+        keras.optimizers.Adam(0.01), name="ref", exchange=dlion.Allreduce()
+    )
     bad = {1: (0, np.inf), 3: (last, np.nan)}  # step: (rank, value)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

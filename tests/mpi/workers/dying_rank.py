@@ -35,7 +35,7 @@ survivors = MPI.COMM_WORLD.Split(MPI.UNDEFINED if rank == victim else 0, rank)
 
 keras.utils.set_random_seed(3)
 model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4), keras.layers.Dense(2)])
-opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1), name="opt")
+opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1), name="opt", exchange=dlion.Allreduce())
 x = np.random.default_rng(rank).standard_normal((8, 6)).astype(np.float32)
 
 

@@ -71,7 +71,7 @@ elif scenario == "bad_input":
         "int_dtype": outcome(lambda: dlion.allreduce(np.ones(8, np.int64))),
         "non_contiguous": outcome(lambda: dlion.allreduce(np.ones((8, 8))[:, 0])),
         "read_only": outcome(lambda: dlion.allreduce(ro)),
-        "bad_op": outcome(lambda: dlion.allreduce(np.ones(8), op="max")),
+        "bad_op": outcome(lambda: dlion.allreduce(np.ones(8), op="median")),
         "bad_root": outcome(lambda: dlion.broadcast(np.ones(8), root_rank=dlion.size())),
         "bad_object_root": outcome(lambda: dlion.broadcast_object(1, root_rank=-1)),
         "unknown_option": outcome(lambda: dlion.Config.from_env({"stall_timeoutt": 1})),

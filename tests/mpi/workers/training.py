@@ -59,7 +59,9 @@ if scenario == "equivalence":
     model = make_model()
     dlion.broadcast_variables(model.variables, root_rank=0)  # ...made equal here
     init = [v.numpy().copy() for v in model.trainable_variables]
-    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9))
+    opt = dlion.DistributedOptimizer(
+        keras.optimizers.SGD(0.1, momentum=0.9), exchange=dlion.Allreduce()
+    )
     for step in range(steps):
         x, y = batch(step, rank)
         opt.apply_gradients(zip(grads_of(model, x, y), model.trainable_variables))

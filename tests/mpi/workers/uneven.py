@@ -55,7 +55,9 @@ if scenario == "join":
     model = make_model()
     dlion.broadcast_variables(model.variables, root_rank=0)
     init = [v.numpy().copy() for v in model.trainable_variables]
-    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9))
+    opt = dlion.DistributedOptimizer(
+        keras.optimizers.SGD(0.1, momentum=0.9), exchange=dlion.Allreduce()
+    )
     lasts = []
     for epoch in range(epochs):
         for step in range(n_batches[rank]):
@@ -94,7 +96,7 @@ if scenario == "join":
 
 elif scenario == "misuse":
     model = make_model()
-    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1))
+    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1), exchange=dlion.Allreduce())
     x, y = batch(0, 0, rank)
     opt.apply_gradients(zip(grads_of(model, x, y), model.trainable_variables))
     out = {}

@@ -20,6 +20,7 @@ from typing import Any
 from mpi4py import MPI  # noqa: F401  (import order matters)
 
 from . import checkpoint, emulate, errors
+from .batching import DynamicBatcher
 from .collectives import allgather, allgather_object, allreduce, broadcast, broadcast_object
 from .compression import Compression, Compressor, ErrorFeedback
 from .config import Config
@@ -78,6 +79,7 @@ __all__ = [
     "DistributedGradientTape",
     "DistributedOptimizer",
     "DlionError",
+    "DynamicBatcher",
     "EngineShutdownError",
     "ErrorFeedback",
     "Exchange",

@@ -12,8 +12,9 @@
     ``A-A:...`` sets the links inside site A.
 
 ``compute=1,1,0.5,0.5``
-    Relative compute speed per rank (0.5: half as fast). Consumed by the heterogeneity tools
-    (:mod:`dlion.batching`), which sleep in proportion to measured compute.
+    Relative compute speed per rank (0.5: half as fast). Applied by :func:`slowdown` (which
+    :meth:`dlion.DynamicBatcher.compute` uses): a rank of speed ``s < 1`` sleeps
+    ``(1/s - 1)`` times the measured compute of the block, so it is, and measures as, slower.
 
 ``slow=2:3@200``
     Rank 2 becomes 3x slower from step 200 on (dynamism); several ``slow`` items may be given.
@@ -25,8 +26,13 @@ collectives (``dlion.Allreduce``) are not paced.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 _RATE_UNITS = {
     "bit": 1 / 8,
@@ -172,3 +178,63 @@ def current() -> Spec:
     from . import runtime
 
     return runtime._emulation()
+
+
+@dataclass
+class ComputeTime:
+    """What one :func:`slowdown` block took: ``work_s`` measured, ``slept_s`` added to emulate
+    a slower rank, ``total_s`` = both (the block's wall time); ``speed`` is the emulated speed."""
+
+    speed: float = 1.0
+    work_s: float = 0.0
+    slept_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        """Wall time of the block, emulated slowdown included."""
+        return self.work_s + self.slept_s
+
+
+def speed(step: int, rank: int | None = None) -> float:
+    """This rank's (or ``rank``'s) emulated compute speed at ``step`` (1.0: not slowed).
+
+    Uses the spec in force after ``dlion.init``; before it, ``DLION_EMULATE`` as rank 0."""
+    from . import runtime
+
+    if runtime.is_initialized():
+        spec, me = current(), runtime.rank()
+    else:
+        spec, me = parse(os.environ.get("DLION_EMULATE", "")), 0
+    return spec.speed(me if rank is None else rank, step)
+
+
+Clock = Literal["wall", "cpu"]
+_CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+@contextlib.contextmanager
+def slowdown(step: int, rank: int | None = None, clock: Clock = "wall") -> Iterator[ComputeTime]:
+    """Run the block at this rank's emulated speed ``s`` for ``step``: it measures the block's
+    time ``t`` and, when ``s < 1``, sleeps ``(1/s - 1) * t`` before leaving it, so the block
+    takes ``t / s``. Yields a :class:`ComputeTime`, filled in when the block ends.
+
+    ``clock="wall"`` (default) measures wall time. ``clock="cpu"`` measures this process's CPU
+    time instead and reports the requested sleep (``total_s`` is then exactly ``t / s``): for
+    ranks oversubscribing the cores of one machine, where wall time mostly measures the OS
+    scheduler. Wrap forward+backward only (not the gradient exchange)::
+
+        with dlion.emulate.slowdown(step):
+            grads = compute_gradients(x, y)
+    """
+    if clock not in _CLOCKS:
+        raise ValueError(f"slowdown(clock={clock!r}): use 'wall' or 'cpu'")
+    now = _CLOCKS[clock]
+    timing = ComputeTime(speed=speed(step, rank))
+    start = now()
+    yield timing  # an exception in the block propagates without the emulated sleep
+    timing.work_s = now() - start
+    if timing.speed < 1.0:
+        pause = (1.0 / timing.speed - 1.0) * timing.work_s
+        begin = time.perf_counter()
+        time.sleep(pause)
+        timing.slept_s = pause if clock == "cpu" else time.perf_counter() - begin

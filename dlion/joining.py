@@ -184,6 +184,12 @@ def rescale_factor(exchange: Any, n_active: int, size: int) -> float:
     """Step 5: the factor that turns the exchange's result into one over the active ranks."""
     if n_active == size:
         return 1.0
+    if isinstance(exchange, Allreduce) and exchange.weight is not None:
+        raise NotImplementedError(
+            "dlion.join with a weighted dlion.Allreduce (dynamic batching): the joined ranks' "
+            "weights are not known here; with dlion.DynamicBatcher define epochs on the global "
+            "sample count (batcher.samples_seen) so that no rank runs out of data"
+        )
     if isinstance(exchange, Allreduce):
         return size / n_active if exchange.op == "average" else 1.0
     raise NotImplementedError(

@@ -2,14 +2,23 @@
 
     mpiexec -n 4 python examples/train.py            # 5 epochs, prints test accuracy
     mpiexec -n 2 python examples/train.py --epochs 1 --batch 32
+    mpiexec -n 4 python examples/train.py --dlion --emulate "A-B:20mbit:40ms compute=1,1,0.5,0.5" \
+        --sites A,A,B,B                              # DLion on an emulated 2-site micro-cloud
     mpiexec -n 2 python examples/train.py --checkpoint-dir ckpt --checkpoint-every 100 --resume
 
-Each rank trains on its own shard; gradients are averaged through dlion's C++ engine
-(dense allreduce, Horovod's behaviour). Rank 0 prints progress per epoch and, at the end,
-the test accuracy (evaluated on all ranks, each on a slice of the test set) and wall time.
-With --checkpoint-dir, every rank's model, optimizer slots, step and data position are saved
-(dlion.checkpoint) every --checkpoint-every steps and at the end; --resume continues from the
-newest checkpoint (same number of ranks).
+Each rank trains on its own shard. The exchange is dlion's per-link prioritized exchange
+(--exchange perlink, the default: top-k per link sized to the link's measured bandwidth, dense
+on fast links) or Horovod's dense allreduce (--exchange allreduce). --batching dynamic sizes each
+rank's batch to its measured speed (the global batch stays --batch x ranks); --kt N transfers the
+best replica's weights to lagging ones every N steps; --staleness S lets ranks run S steps
+ahead of the slowest; --emulate SPEC emulates links and compute speeds (DLION_EMULATE, see
+dlion/emulate.py); --dlion turns on perlink + dynamic batching + knowledge transfer.
+
+Rank 0 prints per epoch: loss, test accuracy (evaluated on all ranks, each on a slice of the
+test set), wall time, MB sent per link by rank 0, and the batch split. With --checkpoint-dir,
+every rank's model, optimizer slots, step and data position are saved (dlion.checkpoint) every
+--checkpoint-every steps and at the end; --resume continues from the newest checkpoint (same
+number of ranks).
 """
 
 from __future__ import annotations
@@ -32,6 +41,22 @@ def parse_args() -> argparse.Namespace:
         help="TF threads per rank (0: cores / ranks on this host, at least 1)",
     )
     p.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
+    p.add_argument(
+        "--exchange",
+        choices=["perlink", "allreduce", "dense"],
+        default="perlink",
+        help="gradient exchange; dense: every link carries the dense gradient (the allreduce "
+        "average over the peer engine, so emulated links apply to it)",
+    )
+    p.add_argument("--batching", choices=["fixed", "dynamic"], default="fixed")
+    p.add_argument("--kt", type=int, default=0, help="knowledge transfer every N steps (0: off)")
+    p.add_argument("--kt-alpha", type=float, default=0.5, help="knowledge transfer merge weight")
+    p.add_argument("--staleness", type=int, default=0, help="steps a rank may run ahead")
+    p.add_argument("--emulate", default=None, help="DLION_EMULATE spec (links, compute speeds)")
+    p.add_argument("--sites", default=None, help="site of each rank, e.g. A,A,B,B (DLION_SITE)")
+    p.add_argument(
+        "--dlion", action="store_true", help="perlink + dynamic batching + knowledge transfer"
+    )
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: off)")
     p.add_argument("--checkpoint-dir", default=None, help="folder for dlion.checkpoint files")
     p.add_argument(
@@ -45,11 +70,21 @@ def parse_args() -> argparse.Namespace:
         p.error("--checkpoint-every and --resume need --checkpoint-dir")
     if args.checkpoint_every < 0:
         p.error(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    if args.dlion:
+        args.exchange, args.batching, args.kt = "perlink", "dynamic", args.kt or 100
+    if args.staleness and args.exchange == "allreduce":
+        p.error("--staleness needs a peer exchange (--exchange perlink or dense)")
     return args
 
 
 def main() -> None:
     args = parse_args()
+    if args.emulate is not None:
+        os.environ["DLION_EMULATE"] = args.emulate  # before init: the link probe sees it
+    if args.sites:
+        from mpi4py import MPI
+
+        os.environ["DLION_SITE"] = args.sites.split(",")[MPI.COMM_WORLD.Get_rank()]
     import dlion  # imports mpi4py and initialises MPI
 
     dlion.init()
@@ -62,10 +97,16 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     from dlion import checkpoint, data
+    from dlion.bench import cpu
 
     rank, size = dlion.rank(), dlion.size()
     ds = data.load_fashion_mnist(args.data)
-    shard = data.shard_dataset(ds, rank, size, seed=args.seed)
+    # The last 1000 training samples are the held-out batch of knowledge transfer's score.
+    n_train = len(ds.y_train) - 1000
+    shard = data.ShardIterator(
+        ds.x_train, ds.y_train, data.shard(n_train, rank, size, seed=args.seed), seed=args.seed
+    )
+    held_out = (ds.x_train[n_train:], ds.y_train[n_train:])
     keras.utils.set_random_seed(args.seed + rank)  # different init per rank: broadcast fixes it
 
     model = keras.Sequential(
@@ -81,10 +122,28 @@ def main() -> None:
         ]
     )
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(args.lr, momentum=0.9))
+    if args.exchange == "perlink":
+        exchange: dlion.Exchange = dlion.PerLinkExchange(staleness=args.staleness)
+    elif args.exchange == "dense":
+        exchange = dlion.PeerExchange("dense", staleness=args.staleness)
+    else:
+        exchange = dlion.Allreduce()
+    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(args.lr, momentum=0.9), exchange=exchange)
     dlion.broadcast_variables(model.variables, root_rank=0)
+    batcher = None
+    if args.batching == "dynamic":
+        # CPU time, not wall time, measures compute when ranks share one machine's cores.
+        clock = "cpu" if dlion.local_size() > (os.cpu_count() or 1) // 2 else "wall"
+        batcher = dlion.DynamicBatcher(args.batch * size, exchange=exchange, clock=clock)
+    kt = None
+    if args.kt:
+        kt = dlion.KnowledgeTransfer(
+            args.kt, alpha=args.kt_alpha, held_out=held_out, loss_fn=loss_fn
+        )
 
-    @tf.function
+    spec = [tf.TensorSpec([None, *ds.input_shape], tf.float32), tf.TensorSpec([None], tf.int64)]
+
+    @tf.function(input_signature=spec)
     def grads_of(x, y):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
@@ -108,6 +167,8 @@ def main() -> None:
     if args.max_steps:
         total = min(total, args.max_steps)
     state = {"model": model, "optimizer": opt, "data": shard}
+    if batcher is not None:
+        state["batcher"] = batcher
     step = 0
     if args.resume and checkpoint.latest_step(args.checkpoint_dir) is not None:
         step = checkpoint.load(args.checkpoint_dir, **state).step
@@ -119,19 +180,36 @@ def main() -> None:
 
     if rank == 0:
         print(
-            f"dlion: {size} ranks, sites {sorted(set(dlion.sites()))}, data {ds.name} from "
+            f"dlion: {size} ranks, sites {dlion.sites()}, exchange {exchange.describe()}, "
+            f"batching {args.batching}, knowledge transfer {args.kt or 'off'}, emulate "
+            f"{os.environ.get('DLION_EMULATE') or 'off'}, data {ds.name} from "
             f"{ds.source}, {steps_per_epoch} steps/epoch of {args.batch}x{size} samples, "
             f"{threads} TF thread(s)/rank",
             flush=True,
         )
     start = time.perf_counter()
     losses: list[float] = []
+    sent0 = {p: s.bytes_sent for p, s in dlion.link_stats().items()}
+    cpu0 = cpu.thread_cpu_seconds()
+    transfers = 0
     while step < total:
-        x, y = shard.next(args.batch)
-        loss, grads = grads_of(x, y)
+        b = batcher.local_batch if batcher is not None else args.batch
+        x, y = shard.next(b)
+        if batcher is not None:
+            with batcher.compute():
+                loss, grads = grads_of(x, y)
+        else:
+            with dlion.emulate.slowdown(step):
+                loss, grads = grads_of(x, y)
+        if step == total - 1 and isinstance(exchange, dlion.PeerExchange):
+            exchange.synchronize_next()  # the last step leaves nothing sent unapplied
         opt.apply_gradients(zip(grads, model.trainable_variables))
+        if batcher is not None:
+            batcher.step_done(len(y))
         losses.append(float(loss))
         step += 1
+        if kt is not None and kt.maybe_transfer(step, model) is not None:
+            transfers += 1
         if args.checkpoint_every and step % args.checkpoint_every == 0:
             save()
         if step % steps_per_epoch == 0 or step == total:
@@ -139,19 +217,34 @@ def main() -> None:
             losses = []
             acc = test_accuracy()
             if rank == 0:
+                mb = {
+                    p: (s.bytes_sent - sent0.get(p, 0)) / 1e6 for p, s in dlion.link_stats().items()
+                }
+                links = " ".join(f"->{p}:{v:.1f}" for p, v in mb.items()) or "-"
+                split = batcher.batches if batcher is not None else [args.batch] * size
                 print(
                     f"epoch {-(-step // steps_per_epoch)}/{args.epochs}: loss {mean_loss:.4f}  "
-                    f"test accuracy {acc:.4f}  wall {time.perf_counter() - start:.1f} s",
+                    f"test accuracy {acc:.4f}  wall {time.perf_counter() - start:.1f} s  "
+                    f"MB sent per link {links}  batch split {split}"
+                    + (f"  transfers {transfers}" if kt is not None else ""),
                     flush=True,
                 )
     if args.checkpoint_dir and not (args.checkpoint_every and step % args.checkpoint_every == 0):
         save()  # the final state, unless the loop just saved it
     wall = time.perf_counter() - start
+    used = cpu.split(cpu0, cpu.thread_cpu_seconds())
     acc = test_accuracy()
+    cpus = dlion.allgather_object(used)
     if rank == 0:
         print(
             f"final test accuracy {acc:.4f} after {step} steps; wall time {wall:.1f} s", flush=True
         )
+        per_rank = "  ".join(
+            f"rank {r}: training {c['training']:.1f} s, engine {c['dlion-engine']:.2f} s, "
+            f"peers {c['dlion-peers']:.2f} s"
+            for r, c in enumerate(cpus)
+        )
+        print(f"CPU {per_rank}", flush=True)
     dlion.shutdown()
 
 

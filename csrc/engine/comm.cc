@@ -3,6 +3,10 @@
 #include <chrono>
 #include <thread>
 
+#ifdef __linux__
+#include <pthread.h>
+#endif
+
 #include "common/error.h"
 #include "engine/mpi_check.h"
 
@@ -42,6 +46,14 @@ MPI_Comm duplicate_comm(MPI_Comm comm, double timeout_s) {
   }
   DLION_MPI(MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN));
   return dup;
+}
+
+void name_this_thread(const char* name) {
+#ifdef __linux__
+  pthread_setname_np(pthread_self(), name);  // at most 15 characters
+#else
+  (void)name;
+#endif
 }
 
 }  // namespace dlion

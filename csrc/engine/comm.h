@@ -14,4 +14,8 @@ void check_mpi_ready(MPI_Comm comm);
 // MPI_Comm_idup and polled: PeerTimeout after timeout_s when some rank does not take part.
 MPI_Comm duplicate_comm(MPI_Comm comm, double timeout_s);
 
+// Names the calling thread (Linux: /proc/self/task/<tid>/comm, shown by top -H and gdb) so that
+// its CPU use can be told apart from the training's; a no-op elsewhere.
+void name_this_thread(const char* name);
+
 }  // namespace dlion

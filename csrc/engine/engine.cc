@@ -12,7 +12,10 @@ Engine::Engine(MPI_Comm comm, const EngineConfig& config) : config_(config) {
   comm_ = duplicate_comm(comm, config_.stall_timeout_s);
   DLION_MPI(MPI_Comm_rank(comm_, &rank_));
   DLION_MPI(MPI_Comm_size(comm_, &size_));
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("dlion-engine");
+    run();
+  });
 }
 
 Engine::~Engine() { shutdown(); }

@@ -20,7 +20,10 @@ PeerEngine::PeerEngine(MPI_Comm comm, const EngineConfig& config) : config_(conf
   caps_.resize(static_cast<std::size_t>(size_));
   links_.resize(static_cast<std::size_t>(size_));
   probes_seen_.assign(3, std::vector<std::uint64_t>(static_cast<std::size_t>(size_), 0));
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("dlion-peers");
+    run();
+  });
 }
 
 PeerEngine::~PeerEngine() { shutdown(); }
@@ -48,6 +51,15 @@ HandlePtr PeerEngine::exchange(ExchangeRequest req) {
                   " do not fit encoding ", static_cast<int>(c.encoding));
       DLION_CHECK(!wire::is_bucketed(c.encoding) || c.bucket >= 1, InvalidArgument,
                   "bucket must be >= 1");
+      if (wire::is_sparse(c.encoding) && c.select == wire::Select::kThreshold) {
+        DLION_CHECK(req.reference != nullptr || req.n == 0, InvalidArgument,
+                    "threshold selection needs a reference tensor");
+        DLION_CHECK(std::isfinite(c.threshold) && c.threshold >= 0.0f, InvalidArgument,
+                    "threshold must be finite and >= 0, got ", c.threshold);
+      }
+      if (wire::is_sparse(c.encoding) && c.select == wire::Select::kRange)
+        DLION_CHECK(c.offset <= req.n, InvalidArgument, "range offset ", c.offset,
+                    " beyond the ", req.n, " elements");
     } catch (const InvalidArgument& e) {
       throw InvalidArgument(detail::concat(where, ": link to rank ", p, ": ", e.what()));
     }

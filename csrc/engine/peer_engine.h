@@ -56,6 +56,7 @@ struct ExchangeRequest {
   std::uint64_t step = 0;   // strictly increasing per group
   const float* grad = nullptr;  // read until the handle completes
   float* out = nullptr;         // written when it completes; may be grad
+  const float* reference = nullptr;  // n elements for threshold selection (else unused)
   std::size_t n = 0;            // elements; fixed per group
   float weight = 1.0f;          // this rank's aggregation weight (finite, >= 0)
   std::vector<LinkPlan> links;  // one per rank; this rank's own entry is ignored

@@ -209,18 +209,22 @@ void PeerEngine::start(Task& task, Clock::time_point now) {
       std::vector<float>& res = g.residual[static_cast<std::size_t>(p)];
       if (res.empty()) res.assign(r.n, 0.0f);
       ef_compensate(res.data(), r.grad, r.n);
-      auto m = std::make_shared<wire::Message>(wire::encode(res.data(), r.n, plan.codec, f, seed));
+      auto m = std::make_shared<wire::Message>(
+          wire::encode(res.data(), r.n, plan.codec, f, seed, r.reference));
       const wire::Decoded sent = wire::validate(m->data(), m->size(), rank_, r.group, r.n);
       wire::apply_add(sent, res.data(), r.n, -1.0f);  // residual -= what the link carries
       msg = std::move(m);
     } else {
       for (const auto& [codec, m] : shared) {
         if (codec->encoding == plan.codec.encoding && codec->k == plan.codec.k &&
-            codec->bits == plan.codec.bits && codec->bucket == plan.codec.bucket)
+            codec->bits == plan.codec.bits && codec->bucket == plan.codec.bucket &&
+            codec->select == plan.codec.select && codec->threshold == plan.codec.threshold &&
+            codec->offset == plan.codec.offset)
           msg = m;
       }
       if (!msg) {
-        msg = std::make_shared<wire::Message>(wire::encode(r.grad, r.n, plan.codec, f, seed));
+        msg = std::make_shared<wire::Message>(
+            wire::encode(r.grad, r.n, plan.codec, f, seed, r.reference));
         shared.emplace_back(&plan.codec, msg);
       }
     }

@@ -1,6 +1,7 @@
 #include "wire/encode.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "common/error.h"
@@ -10,11 +11,66 @@
 
 namespace dlion::wire {
 
-Message encode(const float* x, std::size_t n, const Codec& codec, Fields f, std::uint64_t seed) {
+namespace {
+
+// The entries a sparse message carries, sorted: top-k, above a threshold, or a range.
+void select(const float* x, std::size_t n, std::size_t k, const Codec& codec,
+            const float* reference, std::uint32_t* idx, float* values) {
+  switch (codec.select) {
+    case Select::kTopK:
+      topk_fast(x, n, k, idx, values);
+      return;
+    case Select::kThreshold: {
+      std::size_t j = 0;
+      for (std::size_t i = 0; i < n && j < k; ++i) {
+        if (std::fabs(x[i]) > codec.threshold * std::fabs(reference[i])) {
+          idx[j] = static_cast<std::uint32_t>(i);
+          values[j++] = x[i];
+        }
+      }
+      return;
+    }
+    case Select::kRange:
+      for (std::size_t j = 0; j < k; ++j) {
+        idx[j] = static_cast<std::uint32_t>(codec.offset + j);
+        values[j] = x[codec.offset + j];
+      }
+      return;
+  }
+}
+
+// Entries a sparse message of this codec carries for x[0, n).
+std::size_t sparse_count(const float* x, std::size_t n, const Codec& codec,
+                         const float* reference) {
+  switch (codec.select) {
+    case Select::kTopK:
+      return static_cast<std::size_t>(std::min<std::uint64_t>(codec.k, n));
+    case Select::kThreshold: {
+      DLION_CHECK(reference != nullptr || n == 0, InvalidArgument,
+                  "wire encode: threshold selection needs a reference tensor");
+      DLION_CHECK(std::isfinite(codec.threshold) && codec.threshold >= 0.0f, InvalidArgument,
+                  "wire encode: threshold must be finite and >= 0, got ", codec.threshold);
+      std::size_t count = 0;
+      for (std::size_t i = 0; i < n; ++i)
+        count += std::fabs(x[i]) > codec.threshold * std::fabs(reference[i]);
+      return count;
+    }
+    case Select::kRange:
+      DLION_CHECK(codec.offset <= n, InvalidArgument, "wire encode: range offset ",
+                  codec.offset, " beyond the ", n, " elements");
+      return static_cast<std::size_t>(std::min<std::uint64_t>(codec.k, n - codec.offset));
+  }
+  return 0;
+}
+
+}  // namespace
+
+Message encode(const float* x, std::size_t n, const Codec& codec, Fields f, std::uint64_t seed,
+               const float* reference) {
   f.encoding = codec.encoding;
   f.bits = codec.bits != 0 ? codec.bits : required_bits(codec.encoding, 0);
   f.n = n;
-  f.k = is_sparse(codec.encoding) ? std::min<std::uint64_t>(codec.k, n) : n;
+  f.k = is_sparse(codec.encoding) ? sparse_count(x, n, codec, reference) : n;
   f.bucket = is_bucketed(codec.encoding) ? codec.bucket : 0;
   const Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket);
   Message msg(kHeaderBytes + l.total);
@@ -29,11 +85,11 @@ Message encode(const float* x, std::size_t n, const Codec& codec, Fields f, std:
       if (n > 0) std::memcpy(values, x, n * sizeof(float));
       break;
     case Encoding::kSparseF32:
-      topk_fast(x, n, k, idx, values);
+      select(x, n, k, codec, reference, idx, values);
       break;
     case Encoding::kSparseQsgd8: {
       std::vector<float> picked(k);
-      topk_fast(x, n, k, idx, picked.data());
+      select(x, n, k, codec, reference, idx, picked.data());
       qsgd_encode(picked.data(), k, 8, f.bucket, seed, packed, scales);
       break;
     }

@@ -10,14 +10,23 @@
 
 namespace dlion::wire {
 
-// What one link carries per message. Sparse encodings take the k entries of largest magnitude
-// (compress/topk.h, exact result); kQsgd and kSparseQsgd8 quantize with `bucket` values per
+// Which entries a sparse encoding carries.
+enum class Select : std::uint8_t {
+  kTopK = 0,       // the k entries of largest magnitude (compress/topk.h, exact result)
+  kThreshold = 1,  // every i with |x[i]| > threshold * |reference[i]| (Gaia's significance)
+  kRange = 2,      // x[offset, offset + k) (clipped to n): one partition (Ako)
+};
+
+// What one link carries per message. kQsgd and kSparseQsgd8 quantize with `bucket` values per
 // scale; kQsgd uses `bits` (2, 4 or 8). Other fields are ignored by encodings that lack them.
 struct Codec {
   Encoding encoding = Encoding::kDenseF32;
   std::uint64_t k = 0;
   int bits = 0;  // 0: the encoding's own (kQsgd needs 2, 4 or 8)
   std::uint32_t bucket = 512;
+  Select select = Select::kTopK;  // sparse encodings only
+  float threshold = 0.0f;         // kThreshold
+  std::uint64_t offset = 0;       // kRange
 };
 
 // One message: 8-byte aligned storage (validate() needs it) of exactly size() bytes.
@@ -35,11 +44,13 @@ class Message {
 };
 
 // The message carrying x[0, n) under `codec`, with header fields from `fields` (its encoding,
-// bits, n, k and bucket are overwritten from codec and n; k is clipped to n). `seed` drives the
-// stochastic rounding of the quantized encodings. Throws InvalidArgument for a bad codec (bits,
-// bucket) and for NaN/Inf in x under the sparse encodings (the top-k kernel's check).
+// bits, n, k and bucket are overwritten from codec and n; k is clipped to n, and for
+// Select::kThreshold is the number of entries selected). `seed` drives the stochastic rounding
+// of the quantized encodings. `reference` (n elements) is read by Select::kThreshold only.
+// Throws InvalidArgument for a bad codec (bits, bucket, a threshold without reference) and for
+// NaN/Inf in x under top-k selection (the kernel's check).
 Message encode(const float* x, std::size_t n, const Codec& codec, Fields fields,
-               std::uint64_t seed);
+               std::uint64_t seed, const float* reference = nullptr);
 
 // A header-only message (n = 0, dense) of `kind`, e.g. an acknowledgement or a latency probe.
 Message encode_empty(Kind kind, std::uint32_t sender, std::uint32_t group, std::uint64_t step);

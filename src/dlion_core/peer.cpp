@@ -18,7 +18,6 @@ using dlion::PeerEngine;
 
 namespace {
 
-using LinkTuple = std::tuple<int, std::uint64_t, int, std::uint32_t, bool>;
 
 // A float32, C-contiguous array (writable when `write`), else InvalidArgument naming it.
 py::array check_f32(const py::array& a, const char* what, const std::string& name, bool write) {
@@ -32,14 +31,28 @@ py::array check_f32(const py::array& a, const char* what, const std::string& nam
   return a;
 }
 
-dlion::LinkPlan plan_of(const LinkTuple& t) {
-  const auto [encoding, k, bits, bucket, ef] = t;
+// (encoding, k, bits, bucket, error_feedback[, select, threshold, offset]).
+dlion::LinkPlan plan_of(const py::tuple& t) {
+  DLION_CHECK(t.size() == 5 || t.size() == 8, dlion::InvalidArgument,
+              "a link plan is (encoding, k, bits, bucket, error_feedback[, select, threshold, "
+              "offset]), got ", t.size(), " fields");
+  const int encoding = t[0].cast<int>();
   DLION_CHECK(encoding >= 1 && encoding <= 7, dlion::InvalidArgument, "unknown encoding ",
               encoding, "; see dlion_core.WIRE_ENCODINGS");
   dlion::LinkPlan p;
   p.codec.encoding = static_cast<dlion::wire::Encoding>(encoding);
-  p.codec.k = k, p.codec.bits = bits, p.codec.bucket = bucket;
-  p.error_feedback = ef;
+  p.codec.k = t[1].cast<std::uint64_t>();
+  p.codec.bits = t[2].cast<int>();
+  p.codec.bucket = t[3].cast<std::uint32_t>();
+  p.error_feedback = t[4].cast<bool>();
+  if (t.size() == 8) {
+    const int select = t[5].cast<int>();
+    DLION_CHECK(select >= 0 && select <= 2, dlion::InvalidArgument, "unknown selection ",
+                select, "; 0 top-k, 1 threshold, 2 range");
+    p.codec.select = static_cast<dlion::wire::Select>(select);
+    p.codec.threshold = t[6].cast<float>();
+    p.codec.offset = t[7].cast<std::uint64_t>();
+  }
   return p;
 }
 
@@ -75,30 +88,40 @@ void bind_peer(py::module_& m) {
       .def(
           "exchange",
           [](PeerEngine& e, const py::array& grad, const py::array& out, std::uint32_t group,
-             std::uint64_t step, const std::vector<LinkTuple>& links, float weight,
-             int staleness, bool sync, const std::string& name) {
+             std::uint64_t step, const std::vector<py::tuple>& links, float weight,
+             int staleness, bool sync, const std::string& name, const py::object& reference) {
             check_f32(grad, "grad", name, false);
             check_f32(out, "out", name, true);
             DLION_CHECK(grad.size() == out.size(), dlion::InvalidArgument, "peer exchange '",
                         name, "': grad has ", grad.size(), " elements but out has ", out.size());
+            py::object ref = py::none();
+            if (!reference.is_none()) {
+              ref = check_f32(reference.cast<py::array>(), "reference", name, false);
+              DLION_CHECK(py::array(ref).size() == grad.size(), dlion::InvalidArgument,
+                          "peer exchange '", name, "': reference has ",
+                          py::array(ref).size(), " elements but grad has ", grad.size());
+            }
             dlion::ExchangeRequest req;
             req.group = group, req.step = step, req.weight = weight;
             req.grad = static_cast<const float*>(grad.data());
             req.out = static_cast<float*>(py::array(out).mutable_data());
             req.n = static_cast<std::size_t>(grad.size());
             req.staleness = staleness, req.sync = sync, req.name = name;
+            if (!ref.is_none()) req.reference = static_cast<const float*>(py::array(ref).data());
             req.links.reserve(links.size());
             for (const auto& t : links) req.links.push_back(plan_of(t));
             dlion::HandlePtr h = e.exchange(std::move(req));
-            return std::make_unique<dlion_py::PyHandle>(std::move(h), py::make_tuple(grad, out),
-                                                        2 * e.config().stall_timeout_s);
+            return std::make_unique<dlion_py::PyHandle>(
+                std::move(h), py::make_tuple(grad, out, ref), 2 * e.config().stall_timeout_s);
           },
           py::arg("grad"), py::arg("out"), py::arg("group"), py::arg("step"), py::arg("links"),
           py::arg("weight") = 1.0f, py::arg("staleness") = 0, py::arg("sync") = false,
-          py::arg("name") = "peer_exchange",
+          py::arg("name") = "peer_exchange", py::arg("reference") = py::none(),
           "Queue one exchange of float32 grad; out (may be grad) receives the weighted "
-          "aggregate. links: one (encoding, k, bits, bucket, error_feedback) per rank (own "
-          "entry ignored). Keep grad and out untouched until the handle's wait() returns.")
+          "aggregate. links: one (encoding, k, bits, bucket, error_feedback[, select, "
+          "threshold, offset]) per rank (own entry ignored); select 0 top-k, 1 |x| > threshold "
+          "* |reference| (reference: float32, n elements), 2 the range [offset, offset + k). "
+          "Keep grad, out and reference untouched until the handle's wait() returns.")
       .def(
           "probe",
           [](PeerEngine& e) {

@@ -167,6 +167,8 @@ def main() -> None:
     if args.max_steps:
         total = min(total, args.max_steps)
     state = {"model": model, "optimizer": opt, "data": shard}
+    if isinstance(exchange, dlion.PeerExchange):
+        state["exchange"] = exchange  # per-link residuals and step counts
     if batcher is not None:
         state["batcher"] = batcher
     step = 0

@@ -153,6 +153,36 @@ class PeerExchange(Exchange):
             name=name,
         )
 
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray | int | float]:
+        """This rank's exchange state for :mod:`dlion.checkpoint`: each group's step count and
+        every link's error-feedback residual (call it between steps, when no exchange is in
+        flight). Link statistics are not saved: ``dlion.init`` measures the links again."""
+        out: dict[str, np.ndarray | int | float] = {}
+        engine = runtime.peer_engine()
+        for name, group in self._groups.items():
+            out[f"step:{name}"] = _steps.get(group, -1)
+            for peer in range(runtime.size()):
+                residual = engine.residual(group, peer)
+                if peer != runtime.rank() and residual.size:
+                    out[f"residual:{peer}:{name}"] = residual
+        return out
+
+    def set_state(self, state: dict[str, object]) -> None:
+        """Restore what :meth:`state` saved (before the first exchange of the resumed run)."""
+        engine = runtime.peer_engine()
+        for key, value in state.items():
+            kind, _, rest = key.partition(":")
+            if kind == "step":
+                group = self._groups.setdefault(rest, group_id(rest))
+                _steps[group] = int(value)  # type: ignore[call-overload]
+            elif kind == "residual":
+                peer, _, name = rest.partition(":")
+                group = self._groups.setdefault(name, group_id(name))
+                engine.set_residual(group, int(peer), np.asarray(value, np.float32))
+            elif kind not in ("compute_s",):
+                raise InvalidArgumentError(f"{type(self).__name__}.set_state: unknown key {key!r}")
+
     def describe(self) -> str:
         extra = f", k={self.k_ratio:g}" if self.codec == "topk" else ""
         bits = f", {self.bits} bit" if self.codec in ("topk", "qsgd") else ""

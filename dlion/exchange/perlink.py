@@ -133,6 +133,17 @@ class PerLinkExchange(PeerExchange):
             )
         return _Timed(super().start(buffer, name=name, signature=signature), self)
 
+    def state(self) -> dict[str, np.ndarray | int | float]:
+        out = super().state()
+        if self.compute_s is not None:
+            out["compute_s"] = self.compute_s
+        return out
+
+    def set_state(self, state: dict[str, object]) -> None:
+        super().set_state(state)
+        if "compute_s" in state:
+            self.compute_s = float(state["compute_s"])  # type: ignore[arg-type]
+
     def describe(self) -> str:
         t = f"{self.budget_s:g}s" if self.budget_s is not None else "compute"
         return f"perlink(T={t}, {self.bits} bit, staleness={self.staleness})"

@@ -13,17 +13,18 @@ pytestmark = [pytest.mark.mpi, pytest.mark.tf]
 TOTAL, EVERY, KILL_AT = 10, 3, 8
 
 
-def train(folder, *, kill_at=0, resume=0, np_=2):
-    args = ("train", str(folder), str(TOTAL), str(EVERY), str(kill_at), str(resume))
+def train(folder, *, kill_at=0, resume=0, np_=2, kind="allreduce"):
+    args = ("train", str(folder), str(TOTAL), str(EVERY), str(kill_at), str(resume), kind)
     return run_mpi("checkpointing", np_, *args, timeout=240)
 
 
-def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path):
+@pytest.mark.parametrize("kind", ["allreduce", "peer"])
+def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path, kind):
     # The reference: the same run, never interrupted.
-    ref = train(tmp_path / "ref")
+    ref = train(tmp_path / "ref", kind=kind)
     assert ref.returncode == 0, ref.explain()
     # Killed (SIGKILL on rank 0) after step 8: the newest checkpoint is step 6.
-    killed = train(tmp_path / "ckpt", kill_at=KILL_AT)
+    killed = train(tmp_path / "ckpt", kill_at=KILL_AT, kind=kind)
     assert killed.returncode != 0, killed.explain()
     before = killed.records()
     assert len(before) == 2 and all(sorted(r["saved"]) == ["3", "6"] for r in before)
@@ -32,9 +33,10 @@ def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path):
     manifest = json.loads((tmp_path / "ckpt" / "step-00000006" / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and len(manifest["sites"]) == 2
     assert manifest["dlion_version"] and manifest["step"] == 6
-    assert sorted(manifest["entries"]) == ["data", "extra", "model", "optimizer"]
+    entries = ["data", "extra", "model", "optimizer"] + (["exchange"] if kind == "peer" else [])
+    assert sorted(manifest["entries"]) == sorted(entries)
 
-    resumed = train(tmp_path / "ckpt", resume=1)
+    resumed = train(tmp_path / "ckpt", resume=1, kind=kind)
     assert resumed.returncode == 0, resumed.explain()
     after = resumed.records()
     assert len(after) == 2
@@ -43,12 +45,15 @@ def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path):
         want = b["saved"]["6"]
         assert got["step"] == 6
         # exactly what was saved: weights, optimizer slots, data position, extra arrays
-        for key in ("weights", "slots", "data", "extra"):
+        for key in ("weights", "slots", "data", "extra", "exchange"):
             assert got[key] == want[key], (key, got[key], want[key])
+        if kind == "peer":  # residuals of the link to the other rank, and the step count
+            assert any(k.startswith("residual:") for k in got["exchange"]), got["exchange"]
         assert r["saved"]["6"] == want  # and the checkpoint equals the reference's state then
         # the resumed run continues where it stopped: it ends bit-identical to the reference
         assert a["final"] == r["final"]
-    assert after[0]["final"]["weights"] == after[1]["final"]["weights"]
+    if kind == "allreduce":  # a dense average: replicas stay identical (top-k: they differ)
+        assert after[0]["final"]["weights"] == after[1]["final"]["weights"]
     assert after[0]["final"]["data"] != after[1]["final"]["data"]  # each rank its own shard
     # keep=3: step 3, 6, 9 remain (and no temporary files)
     names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())

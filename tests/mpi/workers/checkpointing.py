@@ -41,6 +41,9 @@ def digest(arrays) -> str:
 
 if scenario == "train":
     total, every, kill_at, resume = (int(a) for a in sys.argv[3:7])
+    # allreduce: Horovod's dense average; peer: top-5% per link with error feedback, so the
+    # checkpoint must also carry every link's residual and the exchange's step count.
+    kind = sys.argv[7] if len(sys.argv) > 7 else "allreduce"
     rng = np.random.default_rng(0)
     x_all = rng.standard_normal((600, 10)).astype(np.float32)
     y_all = (x_all[:, 0] > 0).astype(np.int64)
@@ -49,7 +52,13 @@ if scenario == "train":
     model = keras.Sequential(
         [keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)]
     )
-    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.05, momentum=0.9), name="opt")
+    exchange = (
+        dlion.Allreduce() if kind == "allreduce" else dlion.PeerExchange("topk", k_ratio=0.05)
+    )
+    opt = dlion.DistributedOptimizer(
+        keras.optimizers.SGD(0.05, momentum=0.9), name="opt", exchange=exchange
+    )
+    stateful = {"exchange": exchange} if kind == "peer" else {}
     dlion.broadcast_variables(model.variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     extra = {"residual": np.zeros(7, np.float32), "count": 0}
@@ -60,11 +69,16 @@ if scenario == "train":
             "slots": digest(v.numpy() for v in opt.variables) if opt.built else None,
             "data": shard.state(),
             "extra": digest([extra["residual"], np.int64(extra["count"])]),
+            "exchange": (
+                {k: digest([v]) for k, v in exchange.state().items()} if stateful else None
+            ),
         }
 
     start, restored = 0, None
     if resume:
-        ckpt = checkpoint.load(folder, model=model, optimizer=opt, data=shard, extra=extra)
+        ckpt = checkpoint.load(
+            folder, model=model, optimizer=opt, data=shard, extra=extra, **stateful
+        )
         start = ckpt.step
         restored = {"step": ckpt.step, **state_digests(), "manifest": ckpt.manifest}
     saved = {}
@@ -78,7 +92,9 @@ if scenario == "train":
         extra["residual"] += np.float32(0.5 + rank)
         extra["count"] += 1
         if (step + 1) % every == 0:
-            checkpoint.save(folder, step + 1, model=model, optimizer=opt, data=shard, extra=extra)
+            checkpoint.save(
+                folder, step + 1, model=model, optimizer=opt, data=shard, extra=extra, **stateful
+            )
             saved[step + 1] = state_digests()
             report(rank, {"saved": saved, "restored": restored})
         if kill_at and step + 1 == kill_at and rank == 0:

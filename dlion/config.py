@@ -56,6 +56,10 @@ class Config:
     idle_poll_us: int = 1000
     """Peer exchange: how often the progress thread looks for arriving messages between
     exchanges (they are acknowledged at once, which keeps link timing honest)."""
+    lan_bandwidth_Bps: float = 1e8
+    """When the probe at ``dlion.init`` measures every link at least this fast (bytes/s), the
+    network is a LAN (or one host) and ``PerLinkExchange`` runs as a dense allreduce, which is
+    faster there than per-link messages; 0 turns this off."""
     emulate: str = ""
     """In-process micro-cloud emulation spec (``DLION_EMULATE``), see :mod:`dlion.emulate`."""
     abort_on_exception: bool = True
@@ -97,6 +101,8 @@ class Config:
             raise ValueError(
                 f"probe_bytes must be a multiple of 4 in [0, 2**30], got {self.probe_bytes}"
             )
+        if not self.lan_bandwidth_Bps >= 0:
+            raise ValueError(f"lan_bandwidth_Bps must be >= 0, got {self.lan_bandwidth_Bps}")
         if self.idle_poll_us < 1:
             raise ValueError(f"idle_poll_us must be >= 1, got {self.idle_poll_us}")
         if self.emulate:

@@ -49,6 +49,7 @@ class _State:
     config: Config
     topology: _Topology
     emulation: Spec
+    lan: bool = False
 
 
 _state: _State | None = None
@@ -78,8 +79,10 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         engine.set_sites([labels[s] for s in topology.sites])
         emulation = parse_emulation(config.emulate)
         peers.set_caps(_caps(emulation, topology))
+        lan = False
         if topology.size > 1:
             peers.probe().wait()
+            lan = _all_links_fast(engine, peers, config)
     except BaseException:
         if peers is not None:
             peers.shutdown()
@@ -93,6 +96,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         config=config,
         topology=topology,
         emulation=emulation,
+        lan=lan,
     )
     if config.timeline:
         timeline.start(config.timeline)
@@ -188,6 +192,24 @@ def engine() -> _core.Engine:
 def peer_engine() -> _core.PeerEngine:
     """The running peer-exchange engine (for library code; most users never need it)."""
     return _require().peers
+
+
+def _all_links_fast(engine: _core.Engine, peers: _core.PeerEngine, config: Config) -> bool:
+    """Whether every rank measured every link at ``lan_bandwidth_Bps`` or more (collective)."""
+    me = engine.rank
+    slowest = min(
+        (s["bandwidth_Bps"] for p, s in enumerate(peers.link_stats()) if p != me), default=0.0
+    )
+    handle = engine.allgather(pickle.dumps(slowest), "dlion.init.links")
+    handle.wait()
+    every = [pickle.loads(b) for b in handle.result()]
+    return config.lan_bandwidth_Bps > 0 and min(every) >= config.lan_bandwidth_Bps
+
+
+def all_links_fast() -> bool:
+    """Whether the probe at ``init`` found every link of every rank at least
+    ``lan_bandwidth_Bps`` fast (the same answer on every rank; False on one rank)."""
+    return _require().lan
 
 
 def _caps(spec: Spec, topology: _Topology) -> list[tuple[float, float]]:

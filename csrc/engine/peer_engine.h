@@ -123,7 +123,7 @@ class PeerEngine {
   struct Send {
     int peer = 0;
     int tag = 0;
-    std::shared_ptr<const wire::Message> msg;
+    std::shared_ptr<wire::Message> msg;
     bool gradient = false;  // counted in the link's bytes_sent (probes and acks are not)
     Clock::time_point release{};
     MPI_Request req = MPI_REQUEST_NULL;
@@ -143,8 +143,10 @@ class PeerEngine {
   void match_incoming(bool& progressed);
   void test_receives(Clock::time_point now, bool& progressed);
   void on_message(int peer, int tag, wire::Message msg, Clock::time_point now);
-  void enqueue(int peer, int tag, std::shared_ptr<const wire::Message> msg, std::uint32_t group,
+  void enqueue(int peer, int tag, std::shared_ptr<wire::Message> msg, std::uint32_t group,
                std::uint64_t step, bool timed, Clock::time_point now);
+  wire::Message take(std::size_t len);  // storage from the pool (or fresh)
+  void give(wire::Message&& msg);       // back to the pool (bounded)
   void start(Task& task, Clock::time_point now);
   void start_probe_round(Task& task, Clock::time_point now);
   bool try_finish(Task& task, Clock::time_point now);
@@ -178,6 +180,7 @@ class PeerEngine {
   std::deque<Send> to_post_;
   std::vector<Send> in_flight_;
   std::vector<Recv> receiving_;
+  std::vector<wire::Message> pool_;  // storage of finished messages, for reuse
   std::vector<std::vector<std::uint64_t>> probes_seen_;  // [round][peer]
   std::uint64_t probes_started_ = 0;
   Clock::time_point last_traffic_{};

@@ -5,12 +5,14 @@
 // match and receive arriving messages with MPI_Improbe/MPI_Imrecv, validate them, acknowledge
 // them), finish the requests whose peers have all sent far enough, warn about or time out the
 // ones that wait too long, then sleep:
-//   * a request waits: poll again after a yield while within backoff_spin_us of the last
-//     progress, then after sleeps doubling up to backoff_max_us (as the collective engine);
+//   * a request waits: poll again after a yield while a transfer is under way (MPI moves a
+//     large message's data only inside our calls) or within backoff_spin_us of the last
+//     progress, else after sleeps doubling up to backoff_max_us (as the collective engine);
 //   * messages queued, in flight or unacknowledged: until the next paced release, at most
 //     backoff_max_us;
-//   * links in use but nothing pending: every idle_poll_us (arriving messages are acknowledged
-//     promptly, which keeps link timing honest); after 2 s without traffic every 50 ms;
+//   * links in use but nothing pending: every idle_poll_us for 0.25 s after the last traffic
+//     (arriving messages are acknowledged promptly, which keeps link timing honest), then with
+//     sleeps growing to 50 ms (an idle engine costs next to nothing);
 //   * nothing registered: on the condition variable until work arrives.
 // Every sleep is a wait on the condition variable, so a submit wakes the thread at once.
 #include <algorithm>
@@ -118,7 +120,10 @@ void PeerEngine::run() {
       bool forever = false;
       if (!tasks_.empty()) {
         if (progressed) continue;
-        if (now - idle_since < std::chrono::microseconds(config_.backoff_spin_us)) {
+        // While a transfer is under way, MPI moves its data only inside our calls (large
+        // messages go in chunks): poll after a yield, so the wait is not stretched by naps.
+        const bool moving = !in_flight_.empty() || !receiving_.empty();
+        if (moving || now - idle_since < std::chrono::microseconds(config_.backoff_spin_us)) {
           std::this_thread::yield();
           continue;
         }
@@ -130,9 +135,14 @@ void PeerEngine::run() {
         nap = std::chrono::microseconds(config_.backoff_max_us);
         for (const Send& s : to_post_) nap = std::min(nap, s.release - now);
       } else if (!groups_.empty() || probes_started_ > 0) {
-        nap = now - last_traffic_ < std::chrono::seconds(2)
-                  ? Clock::duration(std::chrono::microseconds(config_.idle_poll_us))
-                  : Clock::duration(std::chrono::milliseconds(50));
+        // Every idle_poll_us for 0.25 s after the last traffic (between the steps of a
+        // training loop), then doubling up to 50 ms (an idle engine).
+        const auto quiet = now - last_traffic_;
+        nap = std::chrono::microseconds(config_.idle_poll_us);
+        if (quiet > std::chrono::milliseconds(250))
+          nap = std::min<Clock::duration>(quiet - std::chrono::milliseconds(250),
+                                          std::chrono::milliseconds(50));
+        nap = std::max<Clock::duration>(nap, std::chrono::microseconds(config_.idle_poll_us));
       } else {
         forever = true;
       }
@@ -198,21 +208,27 @@ void PeerEngine::start(Task& task, Clock::time_point now) {
   f.step = r.step;
   f.weight = r.weight;
   // Links without error feedback and with the same codec share one message.
-  std::vector<std::pair<const wire::Codec*, std::shared_ptr<const wire::Message>>> shared;
+  std::vector<std::pair<const wire::Codec*, std::shared_ptr<wire::Message>>> shared;
   const int tag = kGroupTag + static_cast<int>(r.group);
   for (int i = 1; i < size_; ++i) {
     const int p = (rank_ + i) % size_;
     const LinkPlan& plan = r.links[static_cast<std::size_t>(p)];
-    std::shared_ptr<const wire::Message> msg;
+    std::shared_ptr<wire::Message> msg;
     const std::uint64_t seed = seed_of(rank_, r.group, r.step, p);
-    if (plan.error_feedback) {
-      std::vector<float>& res = g.residual[static_cast<std::size_t>(p)];
+    std::vector<float>& res = g.residual[static_cast<std::size_t>(p)];
+    const bool lossless = plan.codec.encoding == wire::Encoding::kDenseF32;
+    if (plan.error_feedback && !(lossless && res.empty())) {
       if (res.empty()) res.assign(r.n, 0.0f);
       ef_compensate(res.data(), r.grad, r.n);
-      auto m = std::make_shared<wire::Message>(
-          wire::encode(res.data(), r.n, plan.codec, f, seed, r.reference));
-      const wire::Decoded sent = wire::validate(m->data(), m->size(), rank_, r.group, r.n);
-      wire::apply_add(sent, res.data(), r.n, -1.0f);  // residual -= what the link carries
+      auto m = std::make_shared<wire::Message>(wire::encode(
+          res.data(), r.n, plan.codec, f, seed, r.reference, take(wire::kHeaderBytes)));
+      if (lossless) {
+        // Dense float32 carries the residual exactly: it is empty afterwards.
+        std::vector<float>().swap(res);
+      } else {
+        const wire::Decoded sent = wire::validate(m->data(), m->size(), rank_, r.group, r.n);
+        wire::apply_add(sent, res.data(), r.n, -1.0f);  // residual -= what the link carries
+      }
       msg = std::move(m);
     } else {
       for (const auto& [codec, m] : shared) {
@@ -223,8 +239,8 @@ void PeerEngine::start(Task& task, Clock::time_point now) {
           msg = m;
       }
       if (!msg) {
-        msg = std::make_shared<wire::Message>(
-            wire::encode(r.grad, r.n, plan.codec, f, seed, r.reference));
+        msg = std::make_shared<wire::Message>(wire::encode(
+            r.grad, r.n, plan.codec, f, seed, r.reference, take(wire::kHeaderBytes)));
         shared.emplace_back(&plan.codec, msg);
       }
     }
@@ -240,7 +256,7 @@ void PeerEngine::start(Task& task, Clock::time_point now) {
 
 void PeerEngine::start_probe_round(Task& task, Clock::time_point now) {
   const std::uint32_t g = kProbeGroup + static_cast<std::uint32_t>(task.round);
-  std::shared_ptr<const wire::Message> msg;
+  std::shared_ptr<wire::Message> msg;
   if (task.round == 2 && config_.probe_bytes > 0) {
     const std::size_t n = config_.probe_bytes / 4;
     std::vector<float> zeros(n, 0.0f);
@@ -259,7 +275,7 @@ void PeerEngine::start_probe_round(Task& task, Clock::time_point now) {
   }
 }
 
-void PeerEngine::enqueue(int peer, int tag, std::shared_ptr<const wire::Message> msg,
+void PeerEngine::enqueue(int peer, int tag, std::shared_ptr<wire::Message> msg,
                          std::uint32_t group, std::uint64_t step, bool timed,
                          Clock::time_point now) {
   Link& link = links_[static_cast<std::size_t>(peer)];
@@ -269,6 +285,42 @@ void PeerEngine::enqueue(int peer, int tag, std::shared_ptr<const wire::Message>
   s.peer = peer, s.tag = tag, s.msg = std::move(msg), s.release = slot.release;
   s.gradient = tag >= kGroupTag;
   to_post_.push_back(std::move(s));
+}
+
+wire::Message PeerEngine::take(std::size_t len) {
+  // The smallest pooled storage that fits, else the largest one (it grows once), else fresh.
+  auto best = pool_.end();
+  for (auto it = pool_.begin(); it != pool_.end(); ++it) {
+    if (best == pool_.end()) {
+      best = it;
+    } else if (it->capacity() >= len) {
+      if (best->capacity() < len || it->capacity() < best->capacity()) best = it;
+    } else if (best->capacity() < len && it->capacity() > best->capacity()) {
+      best = it;
+    }
+  }
+  wire::Message m;
+  if (best != pool_.end()) {
+    m = std::move(*best);
+    pool_.erase(best);
+  }
+  m.reset(len);
+  return m;
+}
+
+void PeerEngine::give(wire::Message&& msg) {
+  // Keep a few buffers (a step's messages), and only the ones worth keeping.
+  constexpr std::size_t kKeep = 16, kSmall = 64 * 1024;
+  if (msg.capacity() < kSmall) return;
+  if (pool_.size() >= kKeep) {
+    auto smallest = std::min_element(pool_.begin(), pool_.end(), [](const auto& a, const auto& b) {
+      return a.capacity() < b.capacity();
+    });
+    if (smallest->capacity() >= msg.capacity()) return;
+    *smallest = std::move(msg);
+    return;
+  }
+  pool_.push_back(std::move(msg));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,6 +365,7 @@ void PeerEngine::test_sends(bool& progressed) {
     int done = 0;
     DLION_MPI(MPI_Test(&in_flight_[i].req, &done, MPI_STATUS_IGNORE));
     if (done) {
+      if (in_flight_[i].msg.use_count() == 1) give(std::move(*in_flight_[i].msg));
       in_flight_[i] = std::move(in_flight_.back());
       in_flight_.pop_back();
       progressed = true;
@@ -340,7 +393,7 @@ void PeerEngine::match_incoming(bool& progressed) {
       DLION_MPI(MPI_Get_count(&status, MPI_BYTE, &count));
       Recv r;
       r.peer = status.MPI_SOURCE, r.tag = tag;
-      r.msg = wire::Message(static_cast<std::size_t>(count));
+      r.msg = take(static_cast<std::size_t>(count));
       DLION_MPI(MPI_Imrecv(r.msg.data(), count, MPI_BYTE, &handle, &r.req));
       receiving_.push_back(std::move(r));
       progressed = true;
@@ -368,7 +421,7 @@ void PeerEngine::on_message(int peer, int tag, wire::Message msg, Clock::time_po
   const std::size_t bytes = msg.size();
   auto ack = [&](std::uint32_t group, std::uint64_t step) {
     enqueue(peer, kAckTag,
-            std::make_shared<const wire::Message>(wire::encode_empty(
+            std::make_shared<wire::Message>(wire::encode_empty(
                 wire::Kind::kAck, static_cast<std::uint32_t>(rank_), group, step)),
             group, step, false, now);
   };
@@ -470,6 +523,7 @@ bool PeerEngine::try_finish(Task& task, Clock::time_point now) {
         st.staleness_last = lag;
         st.staleness_max = std::max(st.staleness_max, lag);
       }
+      give(std::move(box.front().msg));
       box.pop_front();
     }
   }
@@ -542,7 +596,7 @@ void PeerEngine::drain(Clock::time_point until) {
   // Whatever is still in flight is released; MPI may still read those buffers, so they are
   // kept until the process ends.
   static std::mutex leak_mu;
-  static std::vector<std::shared_ptr<const wire::Message>> leaked;
+  static std::vector<std::shared_ptr<wire::Message>> leaked;
   std::lock_guard<std::mutex> lock(leak_mu);
   for (Send& s : in_flight_) {
     MPI_Request_free(&s.req);
@@ -552,7 +606,7 @@ void PeerEngine::drain(Clock::time_point until) {
   for (Recv& r : receiving_) {
     MPI_Cancel(&r.req);
     MPI_Request_free(&r.req);
-    leaked.push_back(std::make_shared<const wire::Message>(std::move(r.msg)));
+    leaked.push_back(std::make_shared<wire::Message>(std::move(r.msg)));
   }
   receiving_.clear();
   to_post_.clear();

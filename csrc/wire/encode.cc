@@ -66,20 +66,22 @@ std::size_t sparse_count(const float* x, std::size_t n, const Codec& codec,
 }  // namespace
 
 Message encode(const float* x, std::size_t n, const Codec& codec, Fields f, std::uint64_t seed,
-               const float* reference) {
+               const float* reference, Message storage) {
   f.encoding = codec.encoding;
   f.bits = codec.bits != 0 ? codec.bits : required_bits(codec.encoding, 0);
   f.n = n;
   f.k = is_sparse(codec.encoding) ? sparse_count(x, n, codec, reference) : n;
   f.bucket = is_bucketed(codec.encoding) ? codec.bucket : 0;
   const Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket);
-  Message msg(kHeaderBytes + l.total);
+  Message msg = std::move(storage);
+  msg.reset(kHeaderBytes + l.total);
   std::uint8_t* p = msg.data() + kHeaderBytes;
   const auto k = static_cast<std::size_t>(f.k);
   auto* idx = reinterpret_cast<std::uint32_t*>(p + (l.idx == kAbsent ? 0 : l.idx));
   auto* values = reinterpret_cast<float*>(p + (l.values == kAbsent ? 0 : l.values));
   auto* scales = reinterpret_cast<float*>(p + (l.scales == kAbsent ? 0 : l.scales));
   std::uint8_t* packed = p + (l.packed == kAbsent ? 0 : l.packed);
+  if (l.packed_bytes > 0) packed[l.packed_bytes - 1] = 0;  // reused storage: clean tail bits
   switch (f.encoding) {
     case Encoding::kDenseF32:
       if (n > 0) std::memcpy(values, x, n * sizeof(float));

@@ -29,7 +29,9 @@ struct Codec {
   std::uint64_t offset = 0;       // kRange
 };
 
-// One message: 8-byte aligned storage (validate() needs it) of exactly size() bytes.
+// One message: 8-byte aligned storage (validate() needs it) of exactly size() bytes. Storage
+// can be reused for a message of another size (reset), which spares large messages the page
+// faults of fresh memory.
 class Message {
  public:
   Message() = default;
@@ -37,6 +39,12 @@ class Message {
   std::uint8_t* data() { return reinterpret_cast<std::uint8_t*>(words_.data()); }
   const std::uint8_t* data() const { return reinterpret_cast<const std::uint8_t*>(words_.data()); }
   std::size_t size() const { return len_; }
+  std::size_t capacity() const { return words_.size() * 8; }
+  // size() becomes len; the content is unspecified.
+  void reset(std::size_t len) {
+    if ((len + 7) / 8 > words_.size()) words_.resize((len + 7) / 8);
+    len_ = len;
+  }
 
  private:
   std::vector<std::uint64_t> words_;
@@ -49,8 +57,9 @@ class Message {
 // of the quantized encodings. `reference` (n elements) is read by Select::kThreshold only.
 // Throws InvalidArgument for a bad codec (bits, bucket, a threshold without reference) and for
 // NaN/Inf in x under top-k selection (the kernel's check).
+// `storage` is reused for the result when it is large enough.
 Message encode(const float* x, std::size_t n, const Codec& codec, Fields fields,
-               std::uint64_t seed, const float* reference = nullptr);
+               std::uint64_t seed, const float* reference = nullptr, Message storage = {});
 
 // A header-only message (n = 0, dense) of `kind`, e.g. an acknowledgement or a latency probe.
 Message encode_empty(Kind kind, std::uint32_t sender, std::uint32_t group, std::uint64_t step);

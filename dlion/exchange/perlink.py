@@ -28,6 +28,7 @@ import dlion_core as _core
 
 from .. import links, runtime
 from ..errors import InvalidArgumentError
+from .allreduce import Allreduce
 from .base import Pending
 from .peer import LinkPlan, PeerExchange
 
@@ -49,7 +50,17 @@ class PerLinkExchange(PeerExchange):
         weight: this rank's aggregation weight (default ``1 / size``; dynamic batching sets it).
         initial_budget_s: ``T`` before a compute time was measured.
         ewma: weight of the newest compute-time sample.
+        lan_allreduce: when the probe at ``dlion.init`` found every link of every rank at
+            least ``lan_bandwidth_Bps`` fast (one host, a LAN), every link would carry the dense
+            gradient anyway: then run as :class:`dlion.Allreduce` (weighted by ``weight``),
+            which moves dense gradients faster than per-link messages. The decision is the
+            same on every rank and holds for the whole run.
     """
+
+    @property
+    def collective(self) -> bool:  # type: ignore[override]
+        """True when this policy runs as a dense allreduce (see ``lan_allreduce``)."""
+        return self.lan_allreduce and runtime.size() > 1 and runtime.all_links_fast()
 
     def __init__(
         self,
@@ -62,6 +73,7 @@ class PerLinkExchange(PeerExchange):
         initial_budget_s: float = 0.05,
         ewma: float = 0.3,
         bucket: int = 512,
+        lan_allreduce: bool = True,
     ) -> None:
         if bits not in (8, 32):
             raise InvalidArgumentError(f"PerLinkExchange(bits={bits}): use 8 or 32")
@@ -75,6 +87,8 @@ class PerLinkExchange(PeerExchange):
             raise InvalidArgumentError(f"PerLinkExchange(k_min={k_min}): must be >= 1")
         if not 0 < ewma <= 1:
             raise InvalidArgumentError(f"PerLinkExchange(ewma={ewma}): must be in (0, 1]")
+        self.lan_allreduce = lan_allreduce
+        self._dense = Allreduce()
         self.budget_s = budget_s
         self.k_min = k_min
         self.initial_budget_s = initial_budget_s
@@ -122,6 +136,9 @@ class PerLinkExchange(PeerExchange):
         return plans
 
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
+        if self.collective:
+            self._dense.weight = self.weight
+            return self._dense.start(buffer, name=name, signature=signature)
         now = time.perf_counter()
         first = not self._groups or next(iter(self._groups)) == name
         if first and self._last_done is not None:
@@ -145,6 +162,8 @@ class PerLinkExchange(PeerExchange):
             self.compute_s = float(state["compute_s"])  # type: ignore[arg-type]
 
     def describe(self) -> str:
+        if self.collective:
+            return "perlink(all links fast: dense allreduce)"
         t = f"{self.budget_s:g}s" if self.budget_s is not None else "compute"
         return f"perlink(T={t}, {self.bits} bit, staleness={self.staleness})"
 

@@ -44,9 +44,6 @@ class GradientExchanger:
         self.name = name
         self.caller = caller
         self.nonfinite = nonfinite
-        # Collective policies (Allreduce) run per-step agreement rounds (join, the non-finite
-        # vote); decentralized ones (PeerExchange) must not, or every step would be lockstep.
-        self.collective = self.exchange.collective
         self.steps = 0
         self.skipped = 0
         # One plan per layout, so alternating variable sets (e.g. a GAN's two halves) neither
@@ -137,6 +134,12 @@ class GradientExchanger:
             for s, part in zip(group.slots, parts):
                 out[s.index] = tf.cast(tf.reshape(part, s.shape), s.dtype)
         return out
+
+    @property
+    def collective(self) -> bool:
+        """Collective policies (Allreduce) run per-step agreement rounds (join, the non-finite
+        vote); decentralized ones (PeerExchange) must not, or every step would be lockstep."""
+        return self.exchange.collective
 
     # dlion.join responder: a joined rank exchanges zeros in the active ranks' layout.
     joined_apply: Callable[[fusion.FusionPlan], None] | None = None

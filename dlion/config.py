@@ -56,10 +56,11 @@ class Config:
     idle_poll_us: int = 1000
     """Peer exchange: how often the progress thread looks for arriving messages between
     exchanges (they are acknowledged at once, which keeps link timing honest)."""
-    lan_bandwidth_Bps: float = 1e8
-    """When the probe at ``dlion.init`` measures every link at least this fast (bytes/s), the
-    network is a LAN (or one host) and ``PerLinkExchange`` runs as a dense allreduce, which is
-    faster there than per-link messages; 0 turns this off."""
+    lan_bandwidth_Bps: float = 5e7
+    """When all ranks share one site with no emulated links, or the probe at ``dlion.init``
+    measures every link at least this fast (bytes/s), the network is a LAN and
+    ``PerLinkExchange`` runs as a dense allreduce, which is faster there than per-link
+    messages; 0 turns this off."""
     emulate: str = ""
     """In-process micro-cloud emulation spec (``DLION_EMULATE``), see :mod:`dlion.emulate`."""
     abort_on_exception: bool = True

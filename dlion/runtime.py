@@ -82,7 +82,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         lan = False
         if topology.size > 1:
             peers.probe().wait()
-            lan = _all_links_fast(engine, peers, config)
+            lan = _all_links_fast(engine, peers, config, topology, emulation)
     except BaseException:
         if peers is not None:
             peers.shutdown()
@@ -194,8 +194,16 @@ def peer_engine() -> _core.PeerEngine:
     return _require().peers
 
 
-def _all_links_fast(engine: _core.Engine, peers: _core.PeerEngine, config: Config) -> bool:
-    """Whether every rank measured every link at ``lan_bandwidth_Bps`` or more (collective)."""
+def _all_links_fast(
+    engine: _core.Engine, peers: _core.PeerEngine, config: Config, topology: _Topology, spec: Spec
+) -> bool:
+    """Whether every link is LAN-fast: all ranks in one site with no emulated link, or every
+    rank measured every link at ``lan_bandwidth_Bps`` or more (collective; the same answer on
+    every rank, since sites, settings and the gathered measurements are the same)."""
+    if config.lan_bandwidth_Bps <= 0:
+        return False
+    if len(set(topology.sites)) == 1 and not spec.links:
+        return True  # one host or one site: not worth a noisy measurement
     me = engine.rank
     slowest = min(
         (s["bandwidth_Bps"] for p, s in enumerate(peers.link_stats()) if p != me), default=0.0
@@ -203,7 +211,7 @@ def _all_links_fast(engine: _core.Engine, peers: _core.PeerEngine, config: Confi
     handle = engine.allgather(pickle.dumps(slowest), "dlion.init.links")
     handle.wait()
     every = [pickle.loads(b) for b in handle.result()]
-    return config.lan_bandwidth_Bps > 0 and min(every) >= config.lan_bandwidth_Bps
+    return min(every) >= config.lan_bandwidth_Bps
 
 
 def all_links_fast() -> bool:

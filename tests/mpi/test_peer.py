@@ -87,6 +87,27 @@ def test_killed_peer_makes_the_others_raise():
         assert rec["seconds"] < timeout + 10, rec
 
 
+def test_stopped_peer_holds_the_others_only_at_the_staleness_bound():
+    timeout = 4
+    res = run_mpi(
+        "peer",
+        3,
+        "stopped",
+        "3",
+        timeout=90,
+        env={"DLION_STALL_TIMEOUT_S": str(timeout), "DLION_STALL_WARNING_S": "1"},
+    )
+    assert res.returncode != 0, res.explain()
+    recs = res.records()
+    assert sorted(r["rank"] for r in recs) == [0, 2], res.explain()
+    for rec in recs:
+        # Rank 1 sent steps 0..2: the others finish steps 0..5 (2 + staleness 3), then wait.
+        assert rec["last_done"] == 5, rec
+        assert rec["error"] == "PeerTimeoutError", rec
+        assert "rank 1 (last sent step 2) to send step 3" in rec["message"], rec
+        assert timeout <= rec["seconds"] < timeout + 10, rec
+
+
 def test_bad_requests_are_rejected_clearly():
     res = run_mpi("peer", 2, "bad_input")
     assert res.returncode == 0, res.explain()

@@ -187,6 +187,34 @@ def kill() -> dict:
     return {"error": None}
 
 
+def stopped(s: int) -> dict:
+    """Rank 1 stops exchanging after step 2 (it sleeps); with staleness s the others go on up
+    to step 2 + s, then wait for it and time out naming it."""
+    n, done = 1000, -1
+    start = time.monotonic()
+    try:
+        for step in range(100):
+            if rank == 1 and step == 3:
+                time.sleep(60)  # stopped; the job is torn down before this ends
+            g = np.full(n, 1.0, np.float32)
+            start = time.monotonic()
+            pe.exchange(g, g, 0, step, links("dense_f32"), staleness=s, name="stale").wait()
+            done = step
+    except dlion.DlionError as e:
+        report(
+            rank,
+            {
+                "error": type(e).__name__,
+                "message": str(e),
+                "last_done": done,
+                "seconds": time.monotonic() - start,
+            },
+        )
+        sys.stdout.flush()
+        os._exit(3)
+    return {"error": None}
+
+
 def bad_input() -> dict:
     seen = {}
 
@@ -215,6 +243,8 @@ def bad_input() -> dict:
 scenario = sys.argv[1]
 if scenario == "staleness":
     record = staleness(int(sys.argv[2]))
+elif scenario == "stopped":
+    record = stopped(int(sys.argv[2]))
 else:
     record = globals()[scenario]()
 report(rank, record)

@@ -10,7 +10,10 @@ rank). Spans are measured in Python around what the optimizer does:
              backward, data loading, anything the loop does in between)
   pack       copying the gradients into the fused buffers
   exchange   one fused buffer, from ``start`` until its handle's ``wait`` returned
-             (args: op name, bytes, policy)
+             (args: op name, bytes, policy; for a peer exchange also ``links``: per peer the
+             bytes its link carried since the step's exchanges started, its last k and its
+             measured bandwidth). The engines' own work (compressing per link, sending,
+             receiving, decoding) runs on their threads inside this span.
   wait       the part of that spent in ``wait``
   join       one control round of ``dlion.join`` (args: active ranks)
   apply      applying the combined gradients

@@ -15,7 +15,7 @@ import numpy as np
 
 import dlion_core as _core
 
-from .. import runtime
+from .. import links, runtime
 from ..errors import InvalidArgumentError
 from .base import Exchange, Pending
 
@@ -155,11 +155,16 @@ class PeerExchange(Exchange):
 
     # -- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray | int | float]:
-        """This rank's exchange state for :mod:`dlion.checkpoint`: each group's step count and
+        """This rank's exchange state for :mod:`dlion.checkpoint`: each group's step count,
         every link's error-feedback residual (call it between steps, when no exchange is in
-        flight). Link statistics are not saved: ``dlion.init`` measures the links again."""
+        flight), and every link's statistics (bytes, bandwidth, latency). The statistics are a
+        record: :meth:`set_state` does not restore them, because ``dlion.init`` measures the
+        links afresh and an estimate from before the restart may be stale."""
         out: dict[str, np.ndarray | int | float] = {}
         engine = runtime.peer_engine()
+        for peer, st in links.link_stats().items():
+            for key in ("bytes_sent", "bytes_received", "bandwidth_Bps", "latency_s"):
+                out[f"link:{peer}:{key}"] = getattr(st, key)
         for name, group in self._groups.items():
             out[f"step:{name}"] = _steps.get(group, -1)
             for peer in range(runtime.size()):
@@ -180,7 +185,7 @@ class PeerExchange(Exchange):
                 peer, _, name = rest.partition(":")
                 group = self._groups.setdefault(name, group_id(name))
                 engine.set_residual(group, int(peer), np.asarray(value, np.float32))
-            elif kind not in ("compute_s",):
+            elif kind not in ("compute_s", "link"):
                 raise InvalidArgumentError(f"{type(self).__name__}.set_state: unknown key {key!r}")
 
     def describe(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from .. import joining, ops, runtime, timeline
+from .. import joining, links, ops, runtime, timeline
 from ..errors import EngineShutdownError, MismatchError, PeerTimeoutError
 from ..exchange import Exchange, PerLinkExchange
 from . import fusion
@@ -96,11 +96,12 @@ class GradientExchanger:
                 )
             )
         vote = verdict.start()
+        links_before = _link_bytes() if not self.collective else None
         try:
             for name, buffer, started, handle in pending:
                 with timeline.span("wait", "wait", op=name):
                     handle.wait()
-                _record_exchange(name, buffer, started, self.exchange.describe())
+                _record_exchange(name, buffer, started, self.exchange.describe(), links_before)
             vote.wait()
         except (PeerTimeoutError, EngineShutdownError) as e:
             # The engine names the ranks and the operation; add the training step.
@@ -183,9 +184,28 @@ def _now_us() -> float:
     return t.now_us() if t is not None else 0.0
 
 
-def _record_exchange(name: str, buffer: Any, started: float, policy: str) -> None:
+def _link_bytes() -> dict[int, int] | None:
+    """Bytes sent so far on every peer link, when a timeline records them (else None)."""
+    if timeline.active() is None:
+        return None
+    return {p: s.bytes_sent for p, s in links.link_stats().items()}
+
+
+def _record_exchange(
+    name: str, buffer: Any, started: float, policy: str, before: dict[int, int] | None = None
+) -> None:
     t = timeline.active()
     if t is not None:
+        extra: dict[str, Any] = {}
+        if before is not None:  # a peer exchange: what each link carried, its k and bandwidth
+            extra["links"] = {
+                str(p): {
+                    "bytes": s.bytes_sent - before.get(p, 0),
+                    "k": s.last_k,
+                    "bandwidth_Bps": s.bandwidth_Bps,
+                }
+                for p, s in links.link_stats().items()
+            }
         t.add(
             "exchange",
             "exchange",
@@ -194,6 +214,7 @@ def _record_exchange(name: str, buffer: Any, started: float, policy: str) -> Non
             op=name,
             bytes=int(buffer.nbytes),
             policy=policy,
+            **extra,
         )
 
 

@@ -19,3 +19,16 @@ def test_fast_link_carries_ten_times_the_slow_one_and_residuals_keep_the_rest():
     for rec in recs:
         # received + what the senders' residuals still owe == everything the peers computed
         assert rec["max_error"] < 1e-4 * rec["scale"], rec
+
+
+@pytest.mark.tf
+def test_timeline_annotates_what_each_link_carried():
+    res = run_mpi("perlink", 3, "timeline", env={"DLION_EMULATE": EMULATE}, timeout=180)
+    assert res.returncode == 0, res.explain()
+    for rec in res.records():
+        assert rec["collective"] is False  # emulated links: the per-link path
+        assert rec["exchanges"] == 3
+        for links in rec["links"]:
+            peers = sorted(int(p) for p in links)
+            assert peers == sorted(set(range(3)) - {rec["rank"]}), links
+            assert all(v["bytes"] > 0 and v["k"] > 0 for v in links.values()), links

@@ -14,6 +14,40 @@ import dlion
 
 dlion.init()
 rank, size = dlion.rank(), dlion.size()
+
+if sys.argv[1] == "timeline":
+    # DistributedOptimizer with the per-link exchange: the trace names what each link carried.
+    import json
+    import os
+
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(50), keras.layers.Dense(3)])
+    exchange = dlion.PerLinkExchange(budget_s=0.01)
+    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1), exchange=exchange, name="tl")
+    path = dlion.timeline.start(os.path.join(os.environ["DLION_TEST_OUT"], "trace.json"))
+    x = np.random.default_rng(rank).standard_normal((8, 20)).astype(np.float32)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x)))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.variables))
+    written = dlion.timeline.stop()
+    events = json.loads(open(written).read())["traceEvents"]
+    ex = [e for e in events if e.get("name") == "exchange"]
+    report(
+        rank,
+        {
+            "collective": exchange.collective,
+            "exchanges": len(ex),
+            "links": [e["args"].get("links") for e in ex],
+        },
+    )
+    dlion.shutdown()
+    sys.exit(0)
+
 n, steps = 1_000_000, int(sys.argv[1]) if len(sys.argv) > 1 else 8
 
 

@@ -581,8 +581,12 @@ void PeerEngine::check_stall(Task& task, Clock::time_point now) {
 }
 
 void PeerEngine::drain(Clock::time_point until) {
-  // Hand every queued message (acknowledgements, mostly) to MPI and let the sends finish, for
-  // a bounded time: peers that already stopped never receive, and we do not wait for them.
+  // Hand every queued message (acknowledgements, mostly) to MPI, let the sends finish, and wait
+  // until every message this rank sent was acknowledged (go on receiving and acknowledging
+  // meanwhile), for a bounded time: peers that already stopped never answer, and we do not
+  // wait for them. Only then is nothing left in flight towards this rank, so freeing the
+  // communicator cannot leave a message that a later communicator (MPI reuses context ids)
+  // would receive.
   for (;;) {
     const auto now = Clock::now();
     bool progressed = false;
@@ -590,7 +594,10 @@ void PeerEngine::drain(Clock::time_point until) {
     test_sends(progressed);
     match_incoming(progressed);
     test_receives(now, progressed);
-    if ((to_post_.empty() && in_flight_.empty() && receiving_.empty()) || now >= until) break;
+    const bool acked = std::all_of(links_.begin(), links_.end(),
+                                   [](const Link& l) { return l.unacked() == 0; });
+    if ((to_post_.empty() && in_flight_.empty() && receiving_.empty() && acked) || now >= until)
+      break;
     std::this_thread::sleep_for(std::chrono::microseconds(config_.backoff_max_us));
   }
   // Whatever is still in flight is released; MPI may still read those buffers, so they are

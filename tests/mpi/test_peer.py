@@ -125,3 +125,10 @@ def test_bad_requests_are_rejected_clearly():
         for s in seen.values():
             assert s["error"] in ("InvalidArgumentError", "ValueError"), s
         assert rec["usable"]
+
+
+def test_init_shutdown_init_again_keeps_engines_apart():
+    res = run_mpi("reinit", 3)
+    assert res.returncode == 0, res.explain()
+    for rec in res.records():
+        assert len(set(rec["sums"])) == 1, rec  # the same exchange, three times

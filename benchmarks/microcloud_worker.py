@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"[microcloud] {policy}: {result['steps']} steps in {result['train_s']:.1f} s, "
                 f"final accuracy {result['final_accuracy']:.4f}, "
-                f"MB/link {result['mb_per_link']:.2f}",
+                f"MB/link {result['mb_per_link']}",
                 flush=True,
             )
         del ctx
@@ -252,6 +252,8 @@ class _Run:
         links = [m for r in dlion.allgather_object(mine) for m in r]
         wan = [mb for _, mb, cross in links if cross]
         lan = [mb for _, mb, cross in links if not cross]
+        if not isinstance(self.exchange, dlion.PeerExchange):
+            links, wan, lan = [], [], []  # the collective engine's bytes are not in link_stats
         return {
             "describe": self.exchange.describe(),
             "curve": [{"t": t, "step": s, "accuracy": acc} for t, s, acc in curve],
@@ -259,7 +261,7 @@ class _Run:
             "train_s": train_s,
             "steps_per_s": steps / train_s if train_s > 0 else 0.0,
             "final_accuracy": curve[-1][2],
-            "mb_per_link": float(np.mean([mb for _, mb, _ in links])) if links else 0.0,
+            "mb_per_link": float(np.mean([mb for _, mb, _ in links])) if links else None,
             "mb_per_wan_link": float(np.mean(wan)) if wan else None,
             "mb_per_site_link": float(np.mean(lan)) if lan else None,
             "charged_collective_s": self.charged_s,

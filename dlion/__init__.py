@@ -37,7 +37,14 @@ from .errors import (
     PeerTimeoutError,
     ProtocolError,
 )
-from .exchange import Allreduce, Exchange, PeerExchange, PerLinkExchange
+from .exchange import (
+    AkoExchange,
+    Allreduce,
+    Exchange,
+    GaiaExchange,
+    PeerExchange,
+    PerLinkExchange,
+)
 from .joining import join
 from .knowledge import KnowledgeTransfer, TransferReport
 from .links import LinkStats, link_stats
@@ -71,6 +78,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AkoExchange",
     "Allreduce",
     "CheckpointError",
     "Compression",
@@ -83,6 +91,7 @@ __all__ = [
     "EngineShutdownError",
     "ErrorFeedback",
     "Exchange",
+    "GaiaExchange",
     "InvalidArgumentError",
     "KnowledgeTransfer",
     "LinkStats",

@@ -1,12 +1,22 @@
 """Exchange policies: how a worker combines its gradient with its peers'.
 
-``Allreduce`` is the dense, Horovod-like baseline. Later policies (per-link prioritized exchange,
-Gaia, Ako) implement the same :class:`Exchange` contract.
+``Allreduce`` is the dense, Horovod-like baseline. The peer policies (per-link prioritized
+exchange, and the Gaia and Ako baselines) implement the same :class:`Exchange` contract.
 """
 
+from .ako import AkoExchange
 from .allreduce import Allreduce
 from .base import Exchange, Pending
+from .gaia import GaiaExchange
 from .peer import PeerExchange
 from .perlink import PerLinkExchange
 
-__all__ = ["Allreduce", "Exchange", "PeerExchange", "Pending", "PerLinkExchange"]
+__all__ = [
+    "AkoExchange",
+    "Allreduce",
+    "Exchange",
+    "GaiaExchange",
+    "PeerExchange",
+    "Pending",
+    "PerLinkExchange",
+]

@@ -1,0 +1,314 @@
+"""One rank of the micro-cloud benchmark: trains the same model under each policy in turn.
+
+Run by ``benchmarks/microcloud.py`` (under ``mpiexec``); not meant to be started by hand.
+Every policy starts from the same weights (rank 0's, seed ``--seed``) and the same data split,
+and trains until the *training* wall time (evaluation excluded) reaches the budget. Rank 0
+decides, every ``CHECK`` steps, whether to evaluate or stop (one small broadcast), so every
+rank evaluates and stops at the same step. Rank 0 writes the curves to ``--result`` (JSON).
+
+Costs the in-process emulation does not pace: ``DLION_EMULATE`` paces peer messages only, so
+the collectives DLion's own techniques add on top of the exchange (the dynamic batcher's
+allgather of speeds, knowledge transfer's score allgather and parameter broadcast) are charged
+the emulated wide-area time explicitly (``--charge-collectives``, on by default): every rank
+sleeps ``rounds * latency + bytes / bandwidth`` of the slowest link. The benchmark's own
+control broadcast is not charged (it is harness, the same for every policy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+CHECK = 5  # steps between rank 0's evaluate/stop decisions
+HELD_OUT = 1000  # last training samples: knowledge transfer's held-out batch
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--policies", required=True, help="comma-separated: allreduce,gaia,ako,dlion")
+    p.add_argument("--budget", type=float, required=True, help="training seconds per policy")
+    p.add_argument("--eval-every", type=float, required=True, help="training seconds")
+    p.add_argument("--test-samples", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gaia-threshold", type=float, default=0.01)
+    p.add_argument("--ako-partitions", type=int, default=4)
+    p.add_argument("--kt-every", type=int, default=100)
+    p.add_argument("--staleness", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=0, help="stop a policy after N steps (0: off)")
+    p.add_argument("--collective-allreduce", action="store_true", help="dlion.Allreduce()")
+    p.add_argument("--charge-collectives", type=int, default=1)
+    p.add_argument("--sites", default=None, help="site of each rank, e.g. A,A,B,B")
+    p.add_argument("--data", default=None)
+    p.add_argument("--result", required=True)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.sites:
+        from mpi4py import MPI
+
+        os.environ["DLION_SITE"] = args.sites.split(",")[MPI.COMM_WORLD.Get_rank()]
+    import dlion
+
+    dlion.init()
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from dlion import data
+
+    rank, size = dlion.rank(), dlion.size()
+    ds = data.load_fashion_mnist(args.data)
+    n_train = len(ds.y_train) - HELD_OUT
+    held_out = (ds.x_train[n_train:], ds.y_train[n_train:])
+    test_idx = data.shard(min(args.test_samples, len(ds.y_test)), rank, size, shuffle=False)
+    x_test, y_test = ds.x_test[test_idx], ds.y_test[test_idx]
+    wan = _wan_cap(dlion)
+    out: dict[str, Any] = {
+        "ranks": size,
+        "sites": dlion.sites(),
+        "emulate": os.environ.get("DLION_EMULATE", ""),
+        "data": f"{ds.name} from {ds.source}",
+        "policies": {},
+    }
+    for policy in args.policies.split(","):
+        ctx = _Run(args, policy, ds, n_train, held_out, x_test, y_test, wan, dlion, keras, tf)
+        result = ctx.train()
+        if rank == 0:
+            out["policies"][policy] = result
+            print(
+                f"[microcloud] {policy}: {result['steps']} steps in {result['train_s']:.1f} s, "
+                f"final accuracy {result['final_accuracy']:.4f}, "
+                f"MB/link {result['mb_per_link']}",
+                flush=True,
+            )
+        del ctx
+        keras.backend.clear_session()
+    if rank == 0:
+        with open(args.result, "w") as f:
+            json.dump(out, f, indent=1)
+    dlion.shutdown()
+
+
+def _wan_cap(dlion: Any) -> tuple[float, float]:
+    """(bandwidth bytes/s, latency s) of this rank's slowest emulated link; (0, 0) if none."""
+    caps = [
+        (s.emulated_bandwidth_Bps, s.emulated_latency_s)
+        for s in dlion.link_stats().values()
+        if s.emulated_bandwidth_Bps > 0 or s.emulated_latency_s > 0
+    ]
+    if not caps:
+        return 0.0, 0.0
+    bws = [c[0] for c in caps if c[0] > 0]
+    return (min(bws) if bws else 0.0), max(c[1] for c in caps)
+
+
+class _Run:
+    """One policy's training run on this rank."""
+
+    def __init__(self, args, policy, ds, n_train, held_out, x_test, y_test, wan, dlion, keras, tf):
+        self.args, self.policy, self.dlion, self.tf = args, policy, dlion, tf
+        self.wan = wan
+        self.x_test, self.y_test = x_test, y_test
+        rank, size = dlion.rank(), dlion.size()
+        from dlion import data
+
+        self.shard = data.ShardIterator(
+            ds.x_train,
+            ds.y_train,
+            data.shard(n_train, rank, size, seed=args.seed),
+            seed=args.seed,
+        )
+        keras.utils.set_random_seed(args.seed + rank)  # rank 0's weights are broadcast below
+        self.model = build_model(keras, ds.input_shape, ds.num_classes)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.exchange = make_exchange(policy, args, self.model, dlion)
+        self.opt = dlion.DistributedOptimizer(
+            keras.optimizers.SGD(args.lr, momentum=0.9),
+            exchange=self.exchange,
+            name=f"mc.{policy}",
+        )
+        dlion.broadcast_variables(self.model.variables, root_rank=0)
+        self.batcher = None
+        self.kt = None
+        if policy == "dlion":
+            clock = "cpu" if dlion.local_size() > (os.cpu_count() or 1) // 2 else "wall"
+            self.batcher = dlion.DynamicBatcher(
+                args.batch * size, exchange=self.exchange, clock=clock
+            )
+            self.kt = dlion.KnowledgeTransfer(
+                args.kt_every, alpha=0.5, held_out=held_out, loss_fn=loss_fn
+            )
+        spec = [tf.TensorSpec([None, *ds.input_shape], tf.float32), tf.TensorSpec([None], tf.int64)]
+        model = self.model
+
+        @tf.function(input_signature=spec)
+        def grads_of(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            return loss, tape.gradient(loss, model.trainable_variables)
+
+        @tf.function
+        def predict(x):
+            return tf.argmax(model(x, training=False), axis=1)
+
+        self.grads_of, self.predict = grads_of, predict
+        self.charged_s = 0.0
+
+    # -- pieces -------------------------------------------------------------------------------
+    def accuracy(self) -> float:
+        correct = np.array(
+            [np.sum(self.predict(self.x_test).numpy() == self.y_test), len(self.y_test)], float
+        )
+        self.dlion.allreduce(correct, op="sum", name=f"mc.{self.policy}.accuracy")
+        return float(correct[0] / correct[1])
+
+    def charge(self, rounds: int, nbytes: int) -> None:
+        """Sleep what ``rounds`` latencies and ``nbytes`` over the emulated WAN would take."""
+        bw, lat = self.wan
+        if not self.args.charge_collectives or (bw <= 0 and lat <= 0):
+            return
+        pause = rounds * lat + (nbytes / bw if bw > 0 else 0.0)
+        self.charged_s += pause
+        time.sleep(pause)
+
+    def step(self, step: int, last: bool) -> None:
+        dlion, b = self.dlion, self.batcher
+        x, y = self.shard.next(b.local_batch if b is not None else self.args.batch)
+        if b is not None:
+            with b.compute():
+                _, grads = self.grads_of(x, y)
+        else:
+            with dlion.emulate.slowdown(step):
+                _, grads = self.grads_of(x, y)
+        if last and isinstance(self.exchange, dlion.PeerExchange):
+            self.exchange.synchronize_next()
+        self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+        if b is not None:
+            b.step_done(len(y))
+            if b.step % b.check_every == 0:
+                self.charge(2, 16 * dlion.size())  # allgather of (rate, step) per rank
+        if self.kt is not None:
+            report = self.kt.maybe_transfer(step + 1, self.model)
+            if report is not None:
+                self.charge(2 + (1 if report.bytes_broadcast else 0), report.bytes_broadcast)
+
+    def control(self, train_s: float, next_eval: float, steps: int) -> tuple[bool, bool]:
+        """Rank 0's decision, broadcast: (evaluate now, stop now)."""
+        a = self.args
+        stop = train_s >= a.budget or bool(a.max_steps and steps >= a.max_steps)
+        flags = np.array([float(train_s >= next_eval or stop), float(stop)])
+        self.dlion.broadcast(flags, root_rank=0, name=f"mc.{self.policy}.control")
+        return bool(flags[0]), bool(flags[1])
+
+    # -- the run --------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        dlion, a = self.dlion, self.args
+        curve = [(0.0, 0, self.accuracy())]
+        self.step(0, last=False)  # warm-up (traces the tf.functions), not timed
+        sent0 = {p: s.bytes_sent for p, s in dlion.link_stats().items()}
+        steps, train_s, eval_s = 1, 0.0, 0.0
+        next_eval = a.eval_every
+        t0 = time.perf_counter()
+        while True:
+            self.step(steps, last=False)
+            steps += 1
+            if steps % CHECK:
+                continue
+            train_s = time.perf_counter() - t0 - eval_s
+            evaluate, stop = self.control(train_s, next_eval, steps)
+            if evaluate:
+                e0 = time.perf_counter()
+                curve.append((train_s, steps, self.accuracy()))
+                eval_s += time.perf_counter() - e0
+                while next_eval <= train_s:
+                    next_eval += a.eval_every
+            if stop:
+                break
+        if isinstance(self.exchange, dlion.PeerExchange):  # nothing sent is left unapplied
+            self.step(steps, last=True)
+            steps += 1
+            train_s = time.perf_counter() - t0 - eval_s
+            curve.append((train_s, steps, self.accuracy()))
+        return self.summary(curve, steps, train_s, sent0)
+
+    def summary(self, curve, steps, train_s, sent0) -> dict[str, Any]:
+        dlion = self.dlion
+        sites, me = dlion.sites(), dlion.rank()
+        mine = [
+            (p, (s.bytes_sent - sent0.get(p, 0)) / 1e6, sites[p] != sites[me])
+            for p, s in dlion.link_stats().items()
+        ]
+        links = [m for r in dlion.allgather_object(mine) for m in r]
+        wan = [mb for _, mb, cross in links if cross]
+        lan = [mb for _, mb, cross in links if not cross]
+        if not isinstance(self.exchange, dlion.PeerExchange):
+            links, wan, lan = [], [], []  # the collective engine's bytes are not in link_stats
+        return {
+            "describe": self.exchange.describe(),
+            "curve": [{"t": t, "step": s, "accuracy": acc} for t, s, acc in curve],
+            "steps": steps,
+            "train_s": train_s,
+            "steps_per_s": steps / train_s if train_s > 0 else 0.0,
+            "final_accuracy": curve[-1][2],
+            "mb_per_link": float(np.mean([mb for _, mb, _ in links])) if links else None,
+            "mb_per_wan_link": float(np.mean(wan)) if wan else None,
+            "mb_per_site_link": float(np.mean(lan)) if lan else None,
+            "charged_collective_s": self.charged_s,
+            "batch_split": list(self.batcher.batches) if self.batcher else None,
+            "transfers": len(self.kt.history) if self.kt else None,
+        }
+
+
+def build_model(keras: Any, input_shape: tuple, classes: int) -> Any:
+    """The CNN of examples/train.py."""
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(classes),
+        ]
+    )
+
+
+def make_exchange(policy: str, args: argparse.Namespace, model: Any, dlion: Any) -> Any:
+    """The exchange of ``policy`` (names: allreduce, gaia, ako, dlion)."""
+    s = args.staleness
+    if policy == "allreduce":
+        # In-process emulation paces only peer messages: the dense peer exchange computes the
+        # same average as dlion.Allreduce and is paced like every other policy.
+        return dlion.Allreduce() if args.collective_allreduce else dlion.PeerExchange("dense")
+    if policy == "gaia":
+        # Gaia's threshold is on accumulated updates; momentum SGD's steady-state step is
+        # lr / (1 - momentum) times the gradient, the learning rate the filter is given.
+        return dlion.GaiaExchange(
+            args.gaia_threshold,
+            params=model.trainable_variables,
+            learning_rate=args.lr / (1 - 0.9),
+            staleness=s,
+        )
+    if policy == "ako":
+        return dlion.AkoExchange(args.ako_partitions, staleness=s)
+    if policy == "dlion":
+        return dlion.PerLinkExchange(staleness=s)
+    raise ValueError(f"unknown policy {policy!r}: use allreduce, gaia, ako or dlion")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""A peer exchange whose link plans depend on the step and may carry a reference tensor.
+
+:class:`dlion.PeerExchange` plans links from ``(n, group)`` only. The baselines need more:
+Ako's partition rotates with the step, and Gaia's threshold selection reads a reference tensor
+(the parameters' magnitudes) that must travel with the request. This base keeps
+:class:`~dlion.PeerExchange`'s bookkeeping (one step counter per tensor group, shared with every
+other peer policy so a group's steps strictly increase whoever exchanges it, and
+``synchronize_next``) and asks the subclass for ``plan_step(n, group, step)`` and
+``reference_for(name, n)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import dlion_core as _core
+
+from .. import runtime
+from ..errors import InvalidArgumentError
+from . import peer as _peer
+from .base import Pending
+from .peer import PeerExchange
+
+#: A link plan with a selection rule: (encoding, k, bits, bucket, error_feedback, select,
+#: threshold, offset); select 0 top-k, 1 threshold, 2 range (csrc/wire/encode.h).
+SelectPlan = tuple[int, int, int, int, bool, int, float, int]
+SELECT_TOPK, SELECT_THRESHOLD, SELECT_RANGE = 0, 1, 2
+
+
+def sparse_encoding(bits: int) -> int:
+    """The wire encoding of sparse values as float32 (``bits=32``) or 8-bit QSGD (``bits=8``)."""
+    enc = _core.WIRE_ENCODINGS
+    return int(enc["sparse_qsgd8"] if bits == 8 else enc["sparse_f32"])
+
+
+def dense_plan(bucket: int) -> SelectPlan:
+    """A link that carries the dense float32 gradient (no residual)."""
+    return (int(_core.WIRE_ENCODINGS["dense_f32"]), 0, 0, bucket, False, SELECT_TOPK, 0.0, 0)
+
+
+class SteppedPeerExchange(PeerExchange):
+    """Base of peer policies whose plans vary with the step (not public API)."""
+
+    def plan_step(self, n: int, group: int, step: int) -> list[SelectPlan]:
+        """One link plan per rank for step ``step`` of a group of ``n`` elements."""
+        raise NotImplementedError(f"{type(self).__name__} must implement plan_step")
+
+    def plan(self, n: int, group: int) -> list[SelectPlan]:  # type: ignore[override]
+        """The link plans of the group's next step (what :meth:`start` would send)."""
+        return self.plan_step(n, group, _peer._steps.get(group, -1) + 1)
+
+    def needs_reference(self, plans: list[SelectPlan]) -> bool:
+        """Whether some link of ``plans`` selects by threshold (and so reads a reference)."""
+        me = runtime.rank()
+        return any(p[5] == SELECT_THRESHOLD for r, p in enumerate(plans) if r != me)
+
+    def reference_for(self, name: str, n: int) -> np.ndarray:
+        """The float32 reference tensor (``n`` elements) of the exchange ``name``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} selects by threshold but defines no reference_for"
+        )
+
+    def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
+        if buffer.dtype != np.float32:
+            raise InvalidArgumentError(
+                f"rank {runtime.rank()}: {type(self).__name__} exchange of '{name}': dtype "
+                f"{buffer.dtype} is not supported; the peer exchange carries float32 gradients"
+            )
+        group = self._groups.setdefault(name, _peer.group_id(name))
+        step = _peer._steps.get(group, -1) + 1
+        plans = self.plan_step(buffer.size, group, step)
+        reference = self.reference_for(name, buffer.size) if self.needs_reference(plans) else None
+        _peer._steps[group] = step  # only once the plan is made: a bad option fails cleanly
+        sync = self._sync_next
+        if sync:
+            self._synced.add(group)
+            if len(self._synced) == len(self._groups):
+                self._sync_next = False
+        return runtime.peer_engine().exchange(
+            buffer,
+            buffer,
+            group,
+            step,
+            plans,
+            weight=self.current_weight(),
+            staleness=self.staleness,
+            sync=sync,
+            name=name,
+            reference=reference,
+        )

@@ -62,6 +62,17 @@ std::string concat(Args&&... args) {
 }
 }  // namespace detail
 
+// The message of the exception being handled (call it inside a catch block only).
+inline std::string describe_current_exception() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown error";
+  }
+}
+
 }  // namespace dlion
 
 // DLION_CHECK(cond, ErrorType, message parts...): throws ErrorType with the parts joined.

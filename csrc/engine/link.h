@@ -23,7 +23,8 @@ namespace dlion {
 using Clock = std::chrono::steady_clock;
 
 // What Python sees of one link. Bytes count whole wire messages, headers included; bytes_* and
-// messages_* count gradient messages, control_bytes_sent the probes and acknowledgements.
+// messages_* count gradient messages, control_bytes_sent the probes and acknowledgements. Sent
+// bytes are counted when a message is queued on the link (pacing may hold it a while).
 struct LinkStats {
   std::uint64_t bytes_sent = 0, messages_sent = 0;
   std::uint64_t bytes_received = 0, messages_received = 0;

@@ -39,16 +39,6 @@ Clock::duration seconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 
-std::string describe_current_exception() {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown error";
-  }
-}
-
 // The group field of a message that is at least a header long (validate() checks it again).
 std::uint32_t raw_group(const wire::Message& m) {
   std::uint32_t g = 0;
@@ -284,6 +274,18 @@ void PeerEngine::enqueue(int peer, int tag, std::shared_ptr<wire::Message> msg,
   Send s;
   s.peer = peer, s.tag = tag, s.msg = std::move(msg), s.release = slot.release;
   s.gradient = tag >= kGroupTag;
+  {
+    // Counted when queued on the link, so a step's messages count in that step even while
+    // pacing still holds them.
+    std::lock_guard<std::mutex> lock(mu_);
+    LinkStats& st = stats_[static_cast<std::size_t>(peer)];
+    if (s.gradient) {
+      st.bytes_sent += s.msg->size();
+      ++st.messages_sent;
+    } else {
+      st.control_bytes_sent += s.msg->size();
+    }
+  }
   to_post_.push_back(std::move(s));
 }
 
@@ -345,16 +347,6 @@ void PeerEngine::post_due_sends(Clock::time_point now, bool& progressed) {
     it = to_post_.erase(it);
     DLION_MPI(MPI_Isend(s.msg->data(), static_cast<int>(s.msg->size()), MPI_BYTE, s.peer, s.tag,
                         comm_, &s.req));
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      LinkStats& st = stats_[static_cast<std::size_t>(s.peer)];
-      if (s.gradient) {
-        st.bytes_sent += s.msg->size();
-        ++st.messages_sent;
-      } else {
-        st.control_bytes_sent += s.msg->size();
-      }
-    }
     in_flight_.push_back(std::move(s));
     progressed = true;
   }

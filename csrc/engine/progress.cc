@@ -84,16 +84,6 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
   }
 }
 
-std::string describe_current_exception() {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown error";
-  }
-}
-
 }  // namespace
 
 void Engine::run() {

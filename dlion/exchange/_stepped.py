@@ -11,15 +11,15 @@ other peer policy so a group's steps strictly increase whoever exchanges it, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 import dlion_core as _core
 
 from .. import runtime
-from ..errors import InvalidArgumentError
 from . import peer as _peer
-from .base import Pending
-from .peer import PeerExchange
+from .peer import LinkPlan, PeerExchange
 
 #: A link plan with a selection rule: (encoding, k, bits, bucket, error_feedback, select,
 #: threshold, offset); select 0 top-k, 1 threshold, 2 range (csrc/wire/encode.h).
@@ -49,42 +49,15 @@ class SteppedPeerExchange(PeerExchange):
         """The link plans of the group's next step (what :meth:`start` would send)."""
         return self.plan_step(n, group, _peer._steps.get(group, -1) + 1)
 
-    def needs_reference(self, plans: list[SelectPlan]) -> bool:
-        """Whether some link of ``plans`` selects by threshold (and so reads a reference)."""
-        me = runtime.rank()
-        return any(p[5] == SELECT_THRESHOLD for r, p in enumerate(plans) if r != me)
-
     def reference_for(self, name: str, n: int) -> np.ndarray:
         """The float32 reference tensor (``n`` elements) of the exchange ``name``."""
         raise NotImplementedError(
             f"{type(self).__name__} selects by threshold but defines no reference_for"
         )
 
-    def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
-        if buffer.dtype != np.float32:
-            raise InvalidArgumentError(
-                f"rank {runtime.rank()}: {type(self).__name__} exchange of '{name}': dtype "
-                f"{buffer.dtype} is not supported; the peer exchange carries float32 gradients"
-            )
-        group = self._groups.setdefault(name, _peer.group_id(name))
-        step = _peer._steps.get(group, -1) + 1
-        plans = self.plan_step(buffer.size, group, step)
-        reference = self.reference_for(name, buffer.size) if self.needs_reference(plans) else None
-        _peer._steps[group] = step  # only once the plan is made: a bad option fails cleanly
-        sync = self._sync_next
-        if sync:
-            self._synced.add(group)
-            if len(self._synced) == len(self._groups):
-                self._sync_next = False
-        return runtime.peer_engine().exchange(
-            buffer,
-            buffer,
-            group,
-            step,
-            plans,
-            weight=self.current_weight(),
-            staleness=self.staleness,
-            sync=sync,
-            name=name,
-            reference=reference,
+    def reference(self, name: str, n: int, plans: Sequence[LinkPlan]) -> np.ndarray | None:
+        me = runtime.rank()
+        threshold = any(
+            len(p) == 8 and p[5] == SELECT_THRESHOLD for r, p in enumerate(plans) if r != me
         )
+        return self.reference_for(name, n) if threshold else None

@@ -9,6 +9,7 @@ sends when links are emulated, bounded staleness, every message applied exactly 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -21,8 +22,9 @@ from .base import Exchange, Pending
 
 Codec = Literal["dense", "topk", "qsgd", "sign", "fp16", "bf16"]
 _CODECS = ("dense", "topk", "qsgd", "sign", "fp16", "bf16")
-#: One link's plan as the engine takes it: (encoding, k, bits, bucket, error_feedback).
-LinkPlan = tuple[int, int, int, int, bool]
+#: One link's plan as the engine takes it: (encoding, k, bits, bucket, error_feedback), or
+#: with a selection rule (..., select, threshold, offset); see csrc/wire/encode.h.
+LinkPlan = tuple[int, int, int, int, bool] | tuple[int, int, int, int, bool, int, float, int]
 
 # Tensor-group ids are per process (the peer engine is): every exchange name gets one, in the
 # order names are first used, which is the same on every rank; so is each group's step count.
@@ -109,7 +111,7 @@ class PeerExchange(Exchange):
         """Entries a ``"topk"`` message of an ``n``-element group carries."""
         return min(n, max(1, int(round(self.k_ratio * n)))) if n else 0
 
-    def plan(self, n: int, group: int) -> list[LinkPlan]:
+    def plan(self, n: int, group: int) -> Sequence[LinkPlan]:
         """One link plan per rank for a group of ``n`` elements (subclasses vary it per link)."""
         bits = self.bits if self.codec == "qsgd" else 0
         link = (self.encoding(), self.k_for(n), bits, self.bucket, self.error_feedback)
@@ -127,15 +129,27 @@ class PeerExchange(Exchange):
         self._sync_next = True
         self._synced = set()
 
+    def plan_step(self, n: int, group: int, step: int) -> Sequence[LinkPlan]:
+        """The link plans of ``step`` (default: :meth:`plan`; policies whose plans change with
+        the step, like Ako's rotating partition, override this)."""
+        return self.plan(n, group)
+
+    def reference(self, name: str, n: int, plans: Sequence[LinkPlan]) -> np.ndarray | None:
+        """The float32 tensor that threshold selection compares against (Gaia's parameter
+        magnitudes), or ``None`` when no link of ``plans`` selects by threshold."""
+        return None
+
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         if buffer.dtype != np.float32:
             raise InvalidArgumentError(
-                f"rank {runtime.rank()}: peer exchange of '{name}': dtype {buffer.dtype} is not "
-                "supported; the peer exchange carries float32 gradients"
+                f"rank {runtime.rank()}: {type(self).__name__} exchange of '{name}': dtype "
+                f"{buffer.dtype} is not supported; the peer exchange carries float32 gradients"
             )
         group = self._groups.setdefault(name, group_id(name))
         step = _steps.get(group, -1) + 1
-        _steps[group] = step
+        plans = self.plan_step(buffer.size, group, step)
+        reference = self.reference(name, buffer.size, plans)
+        _steps[group] = step  # only once the plan is made: a bad option fails cleanly
         sync = self._sync_next
         if sync:
             self._synced.add(group)
@@ -146,11 +160,12 @@ class PeerExchange(Exchange):
             buffer,
             group,
             step,
-            self.plan(buffer.size, group),
+            list(plans),
             weight=self.current_weight(),
             staleness=self.staleness,
             sync=sync,
             name=name,
+            reference=reference,
         )
 
     # -- checkpoints -------------------------------------------------------------------------

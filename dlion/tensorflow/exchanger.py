@@ -80,6 +80,7 @@ class GradientExchanger:
         plan = self._plan_for(grads, names, layout, check)
         verdict = StepVerdict(self.name, self.steps, collective=self.collective)
         self.steps += 1
+        links_before = _link_bytes() if not self.collective else None  # before any is queued
         pending = []
         for gi, group in enumerate(plan.groups):
             with timeline.span("pack", "pack", group=gi):
@@ -96,7 +97,6 @@ class GradientExchanger:
                 )
             )
         vote = verdict.start()
-        links_before = _link_bytes() if not self.collective else None
         try:
             for name, buffer, started, handle in pending:
                 with timeline.span("wait", "wait", op=name):

@@ -223,6 +223,8 @@ def main() -> None:
                     p: (s.bytes_sent - sent0.get(p, 0)) / 1e6 for p, s in dlion.link_stats().items()
                 }
                 links = " ".join(f"->{p}:{v:.1f}" for p, v in mb.items()) or "-"
+                if exchange.collective:
+                    links = "- (collective allreduce)"
                 split = batcher.batches if batcher is not None else [args.batch] * size
                 print(
                     f"epoch {-(-step // steps_per_epoch)}/{args.epochs}: loss {mean_loss:.4f}  "

@@ -311,10 +311,12 @@ wire::Message PeerEngine::take(std::size_t len) {
 }
 
 void PeerEngine::give(wire::Message&& msg) {
-  // Keep a few buffers (a step's messages), and only the ones worth keeping.
-  constexpr std::size_t kKeep = 16, kSmall = 64 * 1024;
+  // Keep what one step needs (a message out and one in per link, of every group in flight:
+  // about 2 per peer) and only buffers worth keeping; the rest goes back to the allocator.
+  constexpr std::size_t kSmall = 64 * 1024;
+  const std::size_t keep = 2 * static_cast<std::size_t>(size_) + 2;
   if (msg.capacity() < kSmall) return;
-  if (pool_.size() >= kKeep) {
+  if (pool_.size() >= keep) {
     auto smallest = std::min_element(pool_.begin(), pool_.end(), [](const auto& a, const auto& b) {
       return a.capacity() < b.capacity();
     });

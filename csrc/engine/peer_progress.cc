@@ -6,8 +6,10 @@
 // them), finish the requests whose peers have all sent far enough, warn about or time out the
 // ones that wait too long, then sleep:
 //   * a request waits: poll again after a yield while a transfer is under way (MPI moves a
-//     large message's data only inside our calls) or within backoff_spin_us of the last
-//     progress, else after sleeps doubling up to backoff_max_us (as the collective engine);
+//     large message's data only inside our calls) or within 200 us (at most backoff_spin_us)
+//     of the last progress, else after sleeps doubling up to backoff_max_us, up
+//     to idle_poll_us once nothing happened for 20 ms (a far or slow peer), never past the
+//     next paced release;
 //   * messages queued, in flight or unacknowledged: until the next paced release, at most
 //     backoff_max_us;
 //   * links in use but nothing pending: every idle_poll_us for 0.25 s after the last traffic
@@ -34,6 +36,7 @@ constexpr int kAckTag = 998;
 constexpr int kGroupTag = 1000;
 constexpr std::uint32_t kProbeGroup = 0xFFFF0000u;  // + round: probe groups never clash
 constexpr int kProbeRounds = 3;  // 0: rendezvous (untimed), 1: latency, 2: bandwidth
+constexpr int kSpinUs = 200;     // longest yield-spin after progress (backoff_spin_us caps it)
 
 Clock::duration seconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
@@ -113,12 +116,20 @@ void PeerEngine::run() {
         // While a transfer is under way, MPI moves its data only inside our calls (large
         // messages go in chunks): poll after a yield, so the wait is not stretched by naps.
         const bool moving = !in_flight_.empty() || !receiving_.empty();
-        if (moving || now - idle_since < std::chrono::microseconds(config_.backoff_spin_us)) {
+        // Peers' messages come over links with latencies of milliseconds (else the exchange
+        // runs as an allreduce): a short spin after progress is enough.
+        const auto spin = std::chrono::microseconds(std::min(config_.backoff_spin_us, kSpinUs));
+        if (moving || now - idle_since < spin) {
           std::this_thread::yield();
           continue;
         }
-        nap = std::chrono::microseconds(
-            std::min<long>(1L << std::min(sleeps++, 20), config_.backoff_max_us));
+        // A wait that has seen nothing for 20 ms is a slow or far peer (a paced wide-area link,
+        // a straggler): polling every idle_poll_us then costs little delay and little CPU.
+        const bool long_wait = now - idle_since > std::chrono::milliseconds(20);
+        const long cap = long_wait ? std::max(config_.backoff_max_us, config_.idle_poll_us)
+                                   : config_.backoff_max_us;
+        nap = std::chrono::microseconds(std::min<long>(1L << std::min(sleeps++, 20), cap));
+        for (const Send& s : to_post_) nap = std::min(nap, s.release - now);
       } else if (!to_post_.empty() || !in_flight_.empty() || !receiving_.empty() ||
                  std::any_of(links_.begin(), links_.end(),
                              [](const Link& l) { return l.unacked() > 0; })) {

@@ -209,7 +209,37 @@ def speed(step: int, rank: int | None = None) -> float:
 
 
 Clock = Literal["wall", "cpu"]
-_CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _engine_cpu() -> float:
+    """CPU seconds of dlion's own threads (``dlion-engine``, ``dlion-peers``; Linux /proc)."""
+    total = 0.0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name, _, rest = stat.partition("(")[2].rpartition(")")
+        if name.startswith("dlion-"):
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def _compute_cpu() -> float:
+    """This process's CPU time less what dlion's engine threads used: the training's share
+    (TF's own threads included), unaffected by the exchange running meanwhile."""
+    return time.process_time() - _engine_cpu()
+
+
+_CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": _compute_cpu}
 
 
 @contextlib.contextmanager
@@ -219,9 +249,10 @@ def slowdown(step: int, rank: int | None = None, clock: Clock = "wall") -> Itera
     takes ``t / s``. Yields a :class:`ComputeTime`, filled in when the block ends.
 
     ``clock="wall"`` (default) measures wall time. ``clock="cpu"`` measures this process's CPU
-    time instead and reports the requested sleep (``total_s`` is then exactly ``t / s``): for
-    ranks oversubscribing the cores of one machine, where wall time mostly measures the OS
-    scheduler. Wrap forward+backward only (not the gradient exchange)::
+    time, less what dlion's engine threads used meanwhile, and reports the requested sleep
+    (``total_s`` is then exactly ``t / s``): for ranks oversubscribing the cores of one
+    machine, where wall time mostly measures the OS scheduler. Wrap forward+backward only
+    (not the gradient exchange)::
 
         with dlion.emulate.slowdown(step):
             grads = compute_gradients(x, y)

@@ -17,6 +17,9 @@ void scale_impl(T* __restrict dst, std::size_t n, T factor) {
 
 void add_inplace(float* dst, const float* src, std::size_t n) { add_impl(dst, src, n); }
 void add_inplace(double* dst, const double* src, std::size_t n) { add_impl(dst, src, n); }
+void add_scaled(float* __restrict dst, const float* __restrict src, std::size_t n, float w) {
+  for (std::size_t i = 0; i < n; ++i) dst[i] += w * src[i];
+}
 void scale_inplace(float* dst, std::size_t n, double factor) {
   scale_impl(dst, n, static_cast<float>(factor));
 }

@@ -2,7 +2,6 @@
 // peer_progress.cc.
 #include "engine/peer_engine.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "common/error.h"
@@ -161,10 +160,8 @@ void PeerEngine::shutdown() {
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   std::lock_guard<std::mutex> lock(mu_);
-  const bool quiet = std::all_of(links_.begin(), links_.end(),
-                                 [](const Link& l) { return l.unacked() == 0; });
   // A communicator with traffic still owed to it is left to MPI_Finalize (see drain()).
-  if (poisoned_.empty() && in_flight_.empty() && receiving_.empty() && quiet &&
+  if (poisoned_.empty() && in_flight_.empty() && receiving_.empty() && all_acked() &&
       comm_ != MPI_COMM_NULL)
     MPI_Comm_free(&comm_);
 }

@@ -145,6 +145,8 @@ class PeerEngine {
   void on_message(int peer, int tag, wire::Message msg, Clock::time_point now);
   void enqueue(int peer, int tag, std::shared_ptr<wire::Message> msg, std::uint32_t group,
                std::uint64_t step, bool timed, Clock::time_point now);
+  bool all_acked() const;   // every message this rank sent was acknowledged
+  bool any_group() const;   // some tensor group exists (locks groups_mu_)
   wire::Message take(std::size_t len);  // storage from the pool (or fresh)
   void give(wire::Message&& msg);       // back to the pool (bounded)
   void start(Task& task, Clock::time_point now);

@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "compress/reduce.h"
 #include "compress/residual.h"
 #include "compress/xoshiro.h"
 #include "engine/mpi_check.h"
@@ -54,10 +55,6 @@ std::uint64_t seed_of(int rank, std::uint32_t group, std::uint64_t step, int pee
                     (static_cast<std::uint64_t>(group) << 20) ^ static_cast<std::uint64_t>(peer);
   s ^= detail::splitmix64(s) + step;
   return detail::splitmix64(s);
-}
-
-void axpy(const float* x, std::size_t n, float w, float* out) {
-  for (std::size_t i = 0; i < n; ++i) out[i] += w * x[i];
 }
 
 }  // namespace
@@ -131,11 +128,10 @@ void PeerEngine::run() {
         nap = std::chrono::microseconds(std::min<long>(1L << std::min(sleeps++, 20), cap));
         for (const Send& s : to_post_) nap = std::min(nap, s.release - now);
       } else if (!to_post_.empty() || !in_flight_.empty() || !receiving_.empty() ||
-                 std::any_of(links_.begin(), links_.end(),
-                             [](const Link& l) { return l.unacked() > 0; })) {
+                 !all_acked()) {
         nap = std::chrono::microseconds(config_.backoff_max_us);
         for (const Send& s : to_post_) nap = std::min(nap, s.release - now);
-      } else if (!groups_.empty() || probes_started_ > 0) {
+      } else if (probes_started_ > 0 || any_group()) {
         // Every idle_poll_us for 0.25 s after the last traffic (between the steps of a
         // training loop), then doubling up to 50 ms (an idle engine).
         const auto quiet = now - last_traffic_;
@@ -298,6 +294,16 @@ void PeerEngine::enqueue(int peer, int tag, std::shared_ptr<wire::Message> msg,
     }
   }
   to_post_.push_back(std::move(s));
+}
+
+bool PeerEngine::all_acked() const {
+  return std::all_of(links_.begin(), links_.end(),
+                     [](const Link& l) { return l.unacked() == 0; });
+}
+
+bool PeerEngine::any_group() const {
+  std::lock_guard<std::mutex> lock(groups_mu_);  // set_residual() may add one meanwhile
+  return !groups_.empty();
 }
 
 wire::Message PeerEngine::take(std::size_t len) {
@@ -514,7 +520,7 @@ bool PeerEngine::try_finish(Task& task, Clock::time_point now) {
   g.acc.assign(r.n, 0.0f);
   for (int p = 0; p < size_; ++p) {
     if (p == rank_) {
-      axpy(r.grad, r.n, r.weight, g.acc.data());
+      add_scaled(g.acc.data(), r.grad, r.n, r.weight);
       continue;
     }
     auto& box = g.inbox[static_cast<std::size_t>(p)];
@@ -599,9 +605,8 @@ void PeerEngine::drain(Clock::time_point until) {
     test_sends(progressed);
     match_incoming(progressed);
     test_receives(now, progressed);
-    const bool acked = std::all_of(links_.begin(), links_.end(),
-                                   [](const Link& l) { return l.unacked() == 0; });
-    if ((to_post_.empty() && in_flight_.empty() && receiving_.empty() && acked) || now >= until)
+    if ((to_post_.empty() && in_flight_.empty() && receiving_.empty() && all_acked()) ||
+        now >= until)
       break;
     std::this_thread::sleep_for(std::chrono::microseconds(config_.backoff_max_us));
   }

@@ -8,16 +8,13 @@
 #include "common/error.h"
 #include "compress/cast.h"
 #include "compress/quantize.h"
+#include "compress/reduce.h"
 #include "wire/codec.h"
 
 namespace dlion::wire {
 namespace {
 
 constexpr std::size_t kChunk = 16384;  // elements decoded per step (64 KiB of scratch)
-
-void axpy(const float* x, std::size_t n, float w, float* out) {
-  for (std::size_t i = 0; i < n; ++i) out[i] += w * x[i];
-}
 
 // Calls decode(start, count, scratch) for consecutive chunks of [0, n) whose starts are
 // multiples of `align`, then adds w * scratch into out + start.
@@ -28,7 +25,7 @@ void chunked_add(std::size_t n, std::size_t align, float w, float* out, Decode d
   for (std::size_t start = 0; start < n; start += chunk) {
     const std::size_t count = std::min(chunk, n - start);
     decode(start, count, scratch.data());
-    axpy(scratch.data(), count, w, out + start);
+    add_scaled(out + start, scratch.data(), count, w);
   }
 }
 
@@ -64,7 +61,7 @@ void apply_add(const Decoded& m, float* out, std::size_t n, float weight) {
   const float w = weight;
   switch (m.encoding()) {
     case Encoding::kDenseF32:
-      axpy(m.values().data, n, w, out);
+      add_scaled(out, m.values().data, n, w);
       break;
     case Encoding::kSparseF32:
       add_sparse(m.idx().data, m.values().data, m.k(), w, out);

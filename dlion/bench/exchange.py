@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,29 +94,17 @@ def run(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(rank)
         a = rng.standard_normal(n).astype(np.float32)
         b = a.copy()
-        dl, mp = [], []
-        started = time.perf_counter()
-        for i in range(args.warmup + args.reps):
-            comm.Barrier()
-            t = time.perf_counter()
-            dlion.allreduce(a, op="sum", name="bench")
-            t_dl = time.perf_counter() - t
-            comm.Barrier()
-            t = time.perf_counter()
-            comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)
-            t_mp = time.perf_counter() - t
-            if i >= args.warmup:
-                dl.append(t_dl)
-                mp.append(t_mp)
-            # stop on the same iteration everywhere: rank 0 decides
-            done = i >= args.warmup + 4 and time.perf_counter() - started > args.budget_s
-            if comm.bcast(done, root=0):
-                break
+
+        def prepare(a: np.ndarray = a, b: np.ndarray = b) -> None:
             np.copyto(a, b)  # keep values bounded and both paths on identical data
-        dl_max, mp_max = np.array(dl), np.array(mp)
-        comm.Allreduce(MPI.IN_PLACE, dl_max, op=MPI.MAX)
-        comm.Allreduce(MPI.IN_PLACE, mp_max, op=MPI.MAX)
-        d, m = float(np.median(dl_max)), float(np.median(mp_max))
+
+        def ours(a: np.ndarray = a) -> None:
+            dlion.allreduce(a, op="sum", name="bench")
+
+        def reference(b: np.ndarray = b) -> None:
+            comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)
+
+        d, m, reps = alternate(comm, args, ours, reference, prepare)
         rep.row(
             {
                 "op": "allreduce",
@@ -125,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 "mpi4py_s": m,
                 "ratio": d / m,
                 "dlion_GBps": 2 * (size - 1) / size * n * 4 / d / 1e9,
-                "reps": len(dl),
+                "reps": reps,
             }
         )
     for n in (int(x) for x in args.peer_sizes):
@@ -156,6 +145,44 @@ def idle_cpu_fraction(seconds: float) -> float:
     return (time.process_time() - cpu0) / (time.perf_counter() - wall0)
 
 
+def alternate(
+    comm: Any,
+    args: argparse.Namespace,
+    ours: Callable[[], None],
+    reference: Callable[[], None],
+    prepare: Callable[[], None],
+) -> tuple[float, float, int]:
+    """Time ``ours`` and ``reference`` alternately on every rank, each started together after
+    a barrier, for ``args.warmup`` untimed and up to ``args.reps`` timed rounds (fewer once
+    ``args.budget_s`` is spent; rank 0 decides, so all stop together); ``prepare`` runs,
+    untimed, before each round. Returns the medians over rounds of the slowest rank's time of
+    each, and the number of timed rounds."""
+    from mpi4py import MPI
+
+    dl, mp = [], []
+    started = time.perf_counter()
+    for i in range(args.warmup + args.reps):
+        prepare()
+        comm.Barrier()
+        t = time.perf_counter()
+        ours()
+        t_dl = time.perf_counter() - t
+        comm.Barrier()
+        t = time.perf_counter()
+        reference()
+        t_mp = time.perf_counter() - t
+        if i >= args.warmup:
+            dl.append(t_dl)
+            mp.append(t_mp)
+        done = i >= args.warmup + 4 and time.perf_counter() - started > args.budget_s
+        if comm.bcast(done, root=0):
+            break
+    dl_max, mp_max = np.array(dl), np.array(mp)
+    comm.Allreduce(MPI.IN_PLACE, dl_max, op=MPI.MAX)
+    comm.Allreduce(MPI.IN_PLACE, mp_max, op=MPI.MAX)
+    return float(np.median(dl_max)), float(np.median(mp_max)), len(dl)
+
+
 def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     """One peer exchange row: dlion's per-link step vs mpi4py's dense all-to-all."""
     from mpi4py import MPI
@@ -171,16 +198,14 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
     buf = np.empty_like(grad)
     recv = np.empty((size, n), np.float32)
     before = dlion.link_stats()
-    dl, mp = [], []
-    started = time.perf_counter()
-    for i in range(args.warmup + args.reps):
+
+    def prepare() -> None:
         np.copyto(buf, grad)
-        comm.Barrier()
-        t = time.perf_counter()
+
+    def ours() -> None:
         policy.start(buf, name=f"bench.{mode}.{n}").wait()
-        t_dl = time.perf_counter() - t
-        comm.Barrier()
-        t = time.perf_counter()
+
+    def reference() -> None:
         reqs = []
         for p in range(size):
             if p != rank:
@@ -190,24 +215,15 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
         np.copyto(buf, grad)
         for p in range(size):
             if p != rank:
-                buf += recv[p]
-        t_mp = time.perf_counter() - t
-        if i >= args.warmup:
-            dl.append(t_dl)
-            mp.append(t_mp)
-        done = i >= args.warmup + 4 and time.perf_counter() - started > args.budget_s
-        if comm.bcast(done, root=0):
-            break
+                np.add(buf, recv[p], out=buf)
+
+    d, m, reps = alternate(comm, args, ours, reference, prepare)
     after = dlion.link_stats()
-    steps = args.warmup + len(dl)
+    steps = args.warmup + reps
     peers = [p for p in after if p != rank]
     sent = sum(after[p].bytes_sent - before[p].bytes_sent for p in peers)
     t_bytes = sum(after[p].timed_bytes - before[p].timed_bytes for p in peers)
     t_secs = sum(after[p].timed_seconds - before[p].timed_seconds for p in peers)
-    dl_max, mp_max = np.array(dl), np.array(mp)
-    comm.Allreduce(MPI.IN_PLACE, dl_max, op=MPI.MAX)
-    comm.Allreduce(MPI.IN_PLACE, mp_max, op=MPI.MAX)
-    d, m = float(np.median(dl_max)), float(np.median(mp_max))
     return {
         "op": "peer",
         "mode": mode,
@@ -218,7 +234,7 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
         "mpi4py_s": m,
         "ratio": d / m,
         "dlion_GBps": (size - 1) * n * 4 / d / 1e9,
-        "reps": len(dl),
+        "reps": reps,
         "bytes_per_link": sent / max(1, len(peers)) / steps,
         "dense_bytes": n * 4,
         "achieved_Bps": t_bytes / t_secs if t_secs > 0 else None,

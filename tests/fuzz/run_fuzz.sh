@@ -12,7 +12,7 @@ build=${FUZZ_BUILD:-$root/build/fuzz}
 work=${FUZZ_WORK:-$build/work}
 cxx=${CXX:-clang++}
 mkdir -p "$build" "$work/corpus"
-srcs=(csrc/wire/codec.cc csrc/wire/apply.cc csrc/wire/checksum.cc
+srcs=(csrc/wire/codec.cc csrc/wire/apply.cc csrc/wire/checksum.cc csrc/compress/reduce.cc
       csrc/compress/quantize.cc csrc/compress/cast.cc csrc/compress/simd.cc)
 exe=$build/wire_fuzz
 if [[ ! -x $exe || -n $(find "$root/tests/fuzz/wire_fuzz.cc" "${srcs[@]/#/$root/}" \

@@ -142,10 +142,8 @@ class _Run:
         self.batcher = None
         self.kt = None
         if policy == "dlion":
-            clock = "cpu" if dlion.local_size() > (os.cpu_count() or 1) // 2 else "wall"
-            self.batcher = dlion.DynamicBatcher(
-                args.batch * size, exchange=self.exchange, clock=clock
-            )
+            # clock="auto": wall time (it sees CPU quotas), CPU time where ranks oversubscribe.
+            self.batcher = dlion.DynamicBatcher(args.batch * size, exchange=self.exchange)
             self.kt = dlion.KnowledgeTransfer(
                 args.kt_every, alpha=0.5, held_out=held_out, loss_fn=loss_fn
             )

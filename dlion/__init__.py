@@ -36,6 +36,7 @@ from .errors import (
     NotInitializedError,
     PeerTimeoutError,
     ProtocolError,
+    RankLostError,
 )
 from .exchange import (
     AkoExchange,
@@ -104,6 +105,7 @@ __all__ = [
     "PeerTimeoutError",
     "PerLinkExchange",
     "ProtocolError",
+    "RankLostError",
     "TransferReport",
     "allgather",
     "allgather_object",

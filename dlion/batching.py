@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import emulate, ops, runtime
+from . import clocks, emulate, ops, runtime
 from .errors import InvalidArgumentError, MismatchError
 
 __all__ = ["DynamicBatcher", "split"]
@@ -105,9 +105,11 @@ class DynamicBatcher:
         exchange: an exchange with a ``weight`` attribute (:class:`dlion.PeerExchange`,
             :class:`dlion.Allreduce`); it gets ``weight = b_i / B`` now and at every rebalance,
             so the gradients it combines give the mean gradient over the global batch.
-        clock: what :meth:`compute` measures: ``"wall"`` time (default), or the process's
-            ``"cpu"`` time, for ranks oversubscribing one machine's cores (see
-            :func:`dlion.emulate.slowdown`).
+        clock: what :meth:`compute` measures (see :mod:`dlion.clocks`): ``"auto"`` (default)
+            is wall time, unless the ranks on this host oversubscribe its cores and no CPU
+            quota applies, then ``"cpu"``: this process's CPU time less dlion's engine
+            threads. Wall time is what sees a CPU quota or a co-tenant. Resolved once, here;
+            :attr:`clock` holds the concrete choice.
         name: prefix of the engine operation names (shown in errors and stall warnings).
 
     Needs ``dlion.init()``. Every rank must call :meth:`step_done` once per step; the first
@@ -137,7 +139,7 @@ class DynamicBatcher:
         ewma: float = 0.3,
         drift: float = 0.2,
         exchange: Any = None,
-        clock: emulate.Clock = "wall",
+        clock: emulate.Clock = "auto",
         name: str = "DynamicBatcher",
     ) -> None:
         me, n = runtime.rank(), runtime.size()
@@ -164,8 +166,8 @@ class DynamicBatcher:
             raise InvalidArgumentError(f"{where}(ewma={ewma!r}): must be in (0, 1]")
         if not (isinstance(drift, (int, float)) and drift > 0.0 and math.isfinite(drift)):
             raise InvalidArgumentError(f"{where}(drift={drift!r}): must be finite and > 0")
-        if clock not in ("wall", "cpu"):
-            raise InvalidArgumentError(f"{where}(clock={clock!r}): use 'wall' or 'cpu'")
+        if clock not in clocks.CLOCKS:
+            raise InvalidArgumentError(f"{where}(clock={clock!r}): use one of {clocks.CLOCKS}")
         if exchange is not None and not hasattr(exchange, "weight"):
             raise InvalidArgumentError(
                 f"{where}(exchange={exchange!r}): the exchange has no 'weight' attribute; use "
@@ -174,7 +176,8 @@ class DynamicBatcher:
         self.global_batch, self.min_batch, self.max_batch = global_batch, min_batch, hi
         self.rebalance_every, self.check_every = rebalance_every, check_every
         self.ewma, self.drift = float(ewma), float(drift)
-        self.exchange, self.name, self.clock = exchange, name, clock
+        self.exchange, self.name = exchange, name
+        self.clock: emulate.Clock = clocks.resolve(clock, runtime.local_size())
         self._rank, self._size = me, n
         self.step = 0
         self.samples_seen = 0

@@ -21,6 +21,7 @@ ENV_PREFIX = "DLION_"
 ENGINE_FIELDS = (
     "stall_warning_s",
     "stall_timeout_s",
+    "liveness_timeout_s",
     "ring_threshold_bytes",
     "ring_segment_bytes",
     "hierarchical",
@@ -35,10 +36,17 @@ ENGINE_FIELDS = (
 class Config:
     """Runtime and engine settings (see ``csrc/common/config.h`` for the engine's meaning)."""
 
-    stall_warning_s: float = 60.0
-    """Warn on stderr, naming the missing ranks, when an operation waits this long."""
+    stall_warning_s: float = 15.0
+    """Warn on stderr, naming the ranks not there yet (and where they are), when an operation
+    waits this long; repeated every ``stall_warning_s``."""
     stall_timeout_s: float = 300.0
-    """Fail a stalled operation with ``PeerTimeoutError`` after this long; the engine then stops."""
+    """Fail a stalled operation with ``PeerTimeoutError`` after this long; the engine then stops.
+    This is for ranks that are alive but do not keep up; a dead one is caught much sooner by
+    ``liveness_timeout_s``."""
+    liveness_timeout_s: float = 20.0
+    """A rank from which no heartbeat arrived for this long is lost (its process died, was frozen
+    or is cut off): every other rank raises ``RankLostError`` naming it and its site. Heartbeats
+    come from dlion's progress thread, not the training, so a slow rank is never lost."""
     ring_threshold_bytes: int = 256 * 1024
     """Allreduces above this size use the pipelined ring; smaller ones MPI_Iallreduce."""
     ring_segment_bytes: int = 512 * 1024
@@ -92,7 +100,7 @@ class Config:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first option out of range."""
-        for name in ("stall_warning_s", "stall_timeout_s"):
+        for name in ("stall_warning_s", "stall_timeout_s", "liveness_timeout_s"):
             if not getattr(self, name) > 0:
                 value = getattr(self, name)
                 raise ValueError(f"dlion option {name} must be > 0 seconds, got {value}")

@@ -30,9 +30,10 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+
+from . import clocks
 
 _RATE_UNITS = {
     "bit": 1 / 8,
@@ -208,38 +209,7 @@ def speed(step: int, rank: int | None = None) -> float:
     return spec.speed(me if rank is None else rank, step)
 
 
-Clock = Literal["wall", "cpu"]
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _engine_cpu() -> float:
-    """CPU seconds of dlion's own threads (``dlion-engine``, ``dlion-peers``; Linux /proc)."""
-    total = 0.0
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return 0.0
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue  # the thread ended meanwhile
-        name, _, rest = stat.partition("(")[2].rpartition(")")
-        if name.startswith("dlion-"):
-            fields = rest.split()
-            total += (int(fields[11]) + int(fields[12])) / _TICK
-    return total
-
-
-def _compute_cpu() -> float:
-    """This process's CPU time less what dlion's engine threads used: the training's share
-    (TF's own threads included), unaffected by the exchange running meanwhile."""
-    return time.process_time() - _engine_cpu()
-
-
-_CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": _compute_cpu}
+Clock = clocks.Clock
 
 
 @contextlib.contextmanager
@@ -251,19 +221,24 @@ def slowdown(step: int, rank: int | None = None, clock: Clock = "wall") -> Itera
     ``clock="wall"`` (default) measures wall time. ``clock="cpu"`` measures this process's CPU
     time, less what dlion's engine threads used meanwhile, and reports the requested sleep
     (``total_s`` is then exactly ``t / s``): for ranks oversubscribing the cores of one
-    machine, where wall time mostly measures the OS scheduler. Wrap forward+backward only
-    (not the gradient exchange)::
+    machine, where wall time mostly measures the OS scheduler. ``clock="auto"`` picks one of
+    them (:func:`dlion.clocks.resolve`). A block never measures negative. Wrap
+    forward+backward only (not the gradient exchange)::
 
         with dlion.emulate.slowdown(step):
             grads = compute_gradients(x, y)
     """
-    if clock not in _CLOCKS:
-        raise ValueError(f"slowdown(clock={clock!r}): use 'wall' or 'cpu'")
-    now = _CLOCKS[clock]
+    if clock not in clocks.CLOCKS:
+        raise ValueError(f"slowdown(clock={clock!r}): use one of {clocks.CLOCKS}")
+    if clock == "auto":
+        from . import runtime
+
+        clock = clocks.resolve(clock, runtime.local_size() if runtime.is_initialized() else 1)
+    now = clocks.CLOCK_FUNCTIONS[clock]
     timing = ComputeTime(speed=speed(step, rank))
     start = now()
     yield timing  # an exception in the block propagates without the emulated sleep
-    timing.work_s = now() - start
+    timing.work_s = max(0.0, now() - start)
     if timing.speed < 1.0:
         pause = (1.0 / timing.speed - 1.0) * timing.work_s
         begin = time.perf_counter()

@@ -7,6 +7,8 @@
   the same point; raised on every rank, the operation is dropped everywhere.
 * ``PeerTimeoutError`` (also a ``TimeoutError``): a peer did not take part in an operation within
   the stall timeout; the engine then stops.
+* ``RankLostError`` (a ``PeerTimeoutError``): a rank's process is gone: no heartbeat from it
+  within ``liveness_timeout_s`` (died, frozen, or cut off by a dead link); names rank and site.
 * ``EngineShutdownError``: the engine was shut down, or stopped after an earlier fatal error.
 * ``MpiError``: an MPI call failed.
 * ``ProtocolError``: a peer's wire message failed validation (bad magic, field, size, index or
@@ -30,6 +32,7 @@ from dlion_core import MismatchError as MismatchError
 from dlion_core import MpiError as MpiError
 from dlion_core import PeerTimeoutError as PeerTimeoutError
 from dlion_core import ProtocolError as ProtocolError
+from dlion_core import RankLostError as RankLostError
 
 
 class NotInitializedError(DlionError):
@@ -67,4 +70,5 @@ __all__ = [
     "NotInitializedError",
     "PeerTimeoutError",
     "ProtocolError",
+    "RankLostError",
 ]

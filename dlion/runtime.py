@@ -74,7 +74,9 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     peers: _core.PeerEngine | None = None
     try:
         peers = _core.PeerEngine(comm, config.engine_config())
+        engine.watch_liveness(peers)  # the peer engine's heartbeats name lost and late ranks
         topology = _discover(engine, config)
+        peers.set_site_names(list(topology.sites))
         labels = {s: i for i, s in enumerate(dict.fromkeys(topology.sites))}
         engine.set_sites([labels[s] for s in topology.sites])
         emulation = parse_emulation(config.emulate)
@@ -167,8 +169,10 @@ def shutdown() -> None:
         return
     timeline.stop()
     state, _state = _state, None
-    state.peers.shutdown()
+    # The collective engine first: its queued work finishes, so the peer engine's goodbye (a
+    # final heartbeat) tells the others exactly how many collective operations this rank ran.
     state.engine.shutdown()
+    state.peers.shutdown()
 
 
 def is_initialized() -> bool:
@@ -182,6 +186,14 @@ def _require() -> _State:
             f"dlion is not initialised on this process: call dlion.init() first (pid {os.getpid()})"
         )
     return _state
+
+
+def _engine_thread_cpu() -> float:
+    """CPU seconds used so far by both engines' progress threads (0 when not initialised)."""
+    state = _state
+    if state is None:
+        return 0.0
+    return state.engine.thread_cpu_seconds() + state.peers.thread_cpu_seconds()
 
 
 def engine() -> _core.Engine:

@@ -132,9 +132,8 @@ def main() -> None:
     dlion.broadcast_variables(model.variables, root_rank=0)
     batcher = None
     if args.batching == "dynamic":
-        # CPU time, not wall time, measures compute when ranks share one machine's cores.
-        clock = "cpu" if dlion.local_size() > (os.cpu_count() or 1) // 2 else "wall"
-        batcher = dlion.DynamicBatcher(args.batch * size, exchange=exchange, clock=clock)
+        # clock="auto": wall time, or CPU time where the ranks oversubscribe this host's cores.
+        batcher = dlion.DynamicBatcher(args.batch * size, exchange=exchange)
     kt = None
     if args.kt:
         kt = dlion.KnowledgeTransfer(

@@ -29,6 +29,7 @@ RANK_ENV = {
     "PYTHONPATH": str(ROOT),
     "DLION_STALL_WARNING_S": "5",
     "DLION_STALL_TIMEOUT_S": "60",
+    "DLION_LIVENESS_TIMEOUT_S": "10",
 }
 
 

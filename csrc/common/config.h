@@ -15,6 +15,10 @@ struct EngineConfig {
   // ... and after this many seconds the operation fails with PeerTimeout on this rank, and the
   // engine refuses further work (its MPI state is no longer known to be consistent).
   double stall_timeout_s = 300.0;
+  // A rank from which no heartbeat arrived for this many seconds is lost: its process died, was
+  // frozen or is cut off. Heartbeats come from the peer engine's progress thread (liveness.h),
+  // not from the training, so a slow rank is never lost; it only draws stall warnings.
+  double liveness_timeout_s = 20.0;
   // Allreduces of at most this many bytes use MPI_Iallreduce; larger ones the pipelined ring.
   std::size_t ring_threshold_bytes = 256 * 1024;
   // Across several sites (Engine::set_sites), large allreduces reduce inside each site, run the
@@ -42,6 +46,8 @@ inline void check_config(const EngineConfig& c) {
   DLION_CHECK(c.stall_warning_s > 0 && c.stall_timeout_s > 0, InvalidArgument,
               "stall_warning_s and stall_timeout_s must be > 0 seconds (got ",
               c.stall_warning_s, " and ", c.stall_timeout_s, ")");
+  DLION_CHECK(c.liveness_timeout_s > 0, InvalidArgument,
+              "liveness_timeout_s must be > 0 seconds (got ", c.liveness_timeout_s, ")");
   DLION_CHECK(c.ring_segment_bytes >= 1024, InvalidArgument,
               "ring_segment_bytes must be at least 1024 (got ", c.ring_segment_bytes, ")");
   DLION_CHECK(c.backoff_spin_us >= 0 && c.backoff_max_us >= 1, InvalidArgument,

@@ -4,6 +4,7 @@
 //   ├── InvalidArgument   bad input from the caller: dtype, size, option value
 //   ├── MismatchError     ranks disagree on what they submitted (op kind, name, count, dtype, root)
 //   ├── PeerTimeout       a peer did not take part in an operation within the stall timeout
+//   │   └── PeerLost      a peer's process is gone: no heartbeat within the liveness timeout
 //   ├── EngineShutdown    the engine was shut down (or poisoned by an earlier fatal error)
 //   ├── MpiError          an MPI call returned an error code
 //   └── ProtocolError     a peer's wire message failed validation (csrc/wire); it was not applied
@@ -36,6 +37,11 @@ class MismatchError : public Error {
 class PeerTimeout : public Error {
  public:
   using Error::Error;
+};
+
+class PeerLost : public PeerTimeout {
+ public:
+  using PeerTimeout::PeerTimeout;
 };
 
 class EngineShutdown : public Error {

@@ -14,6 +14,7 @@ Engine::Engine(MPI_Comm comm, const EngineConfig& config) : config_(config) {
   DLION_MPI(MPI_Comm_size(comm_, &size_));
   thread_ = std::thread([this] {
     name_this_thread("dlion-engine");
+    ThreadCpu::Scope measured(thread_cpu_);
     run();
   });
 }
@@ -40,6 +41,10 @@ HandlePtr Engine::submit(OpRequest req) {
     DLION_CHECK(req.dtype == DType::Byte, InvalidArgument, "allgather takes bytes");
   }
   std::lock_guard<std::mutex> lock(mu_);
+  if (liveness_) {
+    const std::string lost = liveness_->lost();
+    DLION_CHECK(lost.empty(), PeerLost, lost, "; '", req.name, "' was not run");
+  }
   DLION_CHECK(poisoned_.empty(), EngineShutdown, "rank ", rank_,
               ": the engine stopped after an earlier fatal error, so '", req.name,
               "' was not run: ", poisoned_);
@@ -49,6 +54,11 @@ HandlePtr Engine::submit(OpRequest req) {
   queue_.push_back(Pending{std::move(req), handle});
   cv_.notify_one();
   return handle;
+}
+
+void Engine::set_liveness(std::shared_ptr<Liveness> liveness) {
+  std::lock_guard<std::mutex> lock(mu_);
+  liveness_ = std::move(liveness);
 }
 
 void Engine::set_sites(const std::vector<int>& site_of_rank) {

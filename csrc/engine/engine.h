@@ -17,9 +17,11 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/thread_cpu.h"
 #include "engine/algorithm.h"
 #include "engine/handle.h"
 #include "engine/hierarchical_allreduce.h"
+#include "engine/liveness.h"
 #include "engine/op.h"
 
 namespace dlion {
@@ -51,6 +53,11 @@ class Engine {
   // sites), before submitting more work. Large allreduces then become site-aware.
   void set_sites(const std::vector<int>& site_of_rank);
 
+  // The peer engine's view of which ranks are alive (dlion.init connects them). From then on
+  // a stalled operation's warning names the ranks that have not reached it, and a lost rank
+  // (or one that shut down before reaching an operation) fails it with PeerLost at once.
+  void set_liveness(std::shared_ptr<Liveness> liveness);
+
   // Lets queued work finish (each op bounded by the stall timeout), stops the progress thread,
   // frees the communicator. Idempotent.
   void shutdown();
@@ -62,6 +69,8 @@ class Engine {
   EngineStats stats() const;
   // Empty while healthy; the first fatal error's message once the engine refuses work.
   std::string poisoned() const;
+  // CPU seconds used so far by the progress thread (sub-microsecond resolution).
+  double thread_cpu_seconds() const { return thread_cpu_.seconds(); }
 
  private:
   struct Pending {
@@ -91,8 +100,10 @@ class Engine {
   EngineStats stats_;
 
   SiteLayout sites_;                    // guarded by mu_
+  std::shared_ptr<Liveness> liveness_;  // guarded by mu_; null until set_liveness
   std::vector<unsigned char> scratch_;  // progress thread only
   std::vector<unsigned char> scratch2_;  // progress thread only
+  ThreadCpu thread_cpu_;
   std::thread thread_;
 };
 

@@ -20,8 +20,12 @@ PeerEngine::PeerEngine(MPI_Comm comm, const EngineConfig& config) : config_(conf
   caps_.resize(static_cast<std::size_t>(size_));
   links_.resize(static_cast<std::size_t>(size_));
   probes_seen_.assign(3, std::vector<std::uint64_t>(static_cast<std::size_t>(size_), 0));
+  liveness_ = std::make_shared<Liveness>(rank_, size_, config_.liveness_timeout_s);
+  beat_in_flight_.assign(static_cast<std::size_t>(size_), 0);
+  final_sent_.assign(static_cast<std::size_t>(size_), 0);
   thread_ = std::thread([this] {
     name_this_thread("dlion-peers");
+    ThreadCpu::Scope measured(thread_cpu_);
     run();
   });
 }
@@ -64,6 +68,8 @@ HandlePtr PeerEngine::exchange(ExchangeRequest req) {
       throw InvalidArgument(detail::concat(where, ": link to rank ", p, ": ", e.what()));
     }
   }
+  const std::string lost = liveness_->lost();
+  DLION_CHECK(lost.empty(), PeerLost, lost, "; ", where, " was not run");
   auto task = std::make_unique<Task>();
   std::lock_guard<std::mutex> lock(mu_);
   DLION_CHECK(poisoned_.empty(), EngineShutdown, where,

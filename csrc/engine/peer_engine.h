@@ -39,8 +39,10 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/thread_cpu.h"
 #include "engine/handle.h"
 #include "engine/link.h"
+#include "engine/liveness.h"
 #include "wire/encode.h"
 
 namespace dlion {
@@ -68,6 +70,7 @@ struct ExchangeRequest {
 class PeerEngine {
  public:
   static constexpr std::uint32_t kMaxGroups = 16384;
+  static constexpr int kHeartbeatTag = 996;  // below the probe (997), ack (998), group tags
 
   // Duplicates comm (collective; PeerTimeout after stall_timeout_s). Needs MPI_THREAD_MULTIPLE.
   PeerEngine(MPI_Comm comm, const EngineConfig& config);
@@ -90,9 +93,16 @@ class PeerEngine {
   // Replaces it (n elements of the group; the group need not be registered yet).
   void set_residual(std::uint32_t group, int peer, std::vector<float> values);
 
-  // Lets queued exchanges finish, sends what is queued (bounded), stops the thread. Idempotent.
+  // Which ranks are alive, from the heartbeats this engine's thread sends and receives
+  // (liveness.h); shared with the collective engine (Engine::set_liveness).
+  std::shared_ptr<Liveness> liveness() const { return liveness_; }
+
+  // Lets queued exchanges finish, sends what is queued (bounded), says goodbye to every peer
+  // (a final heartbeat, answered by theirs: bounded), stops the thread. Idempotent.
   void shutdown();
   std::string poisoned() const;
+  // CPU seconds used so far by the progress thread (sub-microsecond resolution).
+  double thread_cpu_seconds() const { return thread_cpu_.seconds(); }
   int rank() const { return rank_; }
   int size() const { return size_; }
   const EngineConfig& config() const { return config_; }
@@ -155,8 +165,16 @@ class PeerEngine {
   void check_stall(Task& task, Clock::time_point now);
   std::string missing(const Task& task) const;
   Group& group(std::uint32_t id, std::size_t n);
-  void drain(Clock::time_point until);
+  void drain(Clock::time_point until, bool goodbye = false);
   void fail_all(const std::string& why);
+  // peer_heartbeat.cc: liveness.
+  void beat(Clock::time_point now);  // heartbeats when due; throws PeerLost for a lost peer
+  void send_heartbeat(int peer, bool final, Clock::time_point now);
+  void on_heartbeat(int peer, const wire::Decoded& d, Clock::time_point now);
+  void say_goodbye(Clock::time_point now);  // the final heartbeat to every peer
+  Clock::duration until_beat(Clock::time_point now) const;
+  bool said_goodbye() const;     // our final heartbeat went to every peer
+  bool data_in_flight() const;   // some send other than a heartbeat is in flight
 
   EngineConfig config_;
   MPI_Comm comm_ = MPI_COMM_NULL;
@@ -171,6 +189,7 @@ class PeerEngine {
   std::vector<LinkStats> stats_;
   std::vector<LinkCap> caps_;
   bool caps_changed_ = false;
+  ThreadCpu thread_cpu_;
   std::thread thread_;
 
   mutable std::mutex groups_mu_;  // the progress thread holds it while it touches groups_
@@ -186,6 +205,10 @@ class PeerEngine {
   std::vector<std::vector<std::uint64_t>> probes_seen_;  // [round][peer]
   std::uint64_t probes_started_ = 0;
   Clock::time_point last_traffic_{};
+  std::shared_ptr<Liveness> liveness_;  // created by the constructor; thread-safe
+  Clock::time_point next_beat_{};
+  std::vector<char> beat_in_flight_;  // per peer: a heartbeat send not yet complete
+  std::vector<char> final_sent_;      // per peer: our last heartbeat went out
 };
 
 }  // namespace dlion

@@ -86,6 +86,7 @@ void PeerEngine::run() {
       }
       progressed |= service(now);
       now = Clock::now();
+      beat(now);  // throws PeerLost once a peer has been silent for liveness_timeout_s
       for (std::size_t i = 0; i < tasks_.size();) {
         if (try_finish(*tasks_[i], now)) {
           tasks_.erase(tasks_.begin() + static_cast<std::ptrdiff_t>(i));
@@ -101,7 +102,7 @@ void PeerEngine::run() {
         last_traffic_ = now;
       }
       if (stop && tasks_.empty()) {
-        drain(now + seconds(std::min(5.0, config_.stall_timeout_s)));
+        drain(now + seconds(std::min(5.0, config_.stall_timeout_s)), true);
         return;
       }
 
@@ -112,7 +113,7 @@ void PeerEngine::run() {
         if (progressed) continue;
         // While a transfer is under way, MPI moves its data only inside our calls (large
         // messages go in chunks): poll after a yield, so the wait is not stretched by naps.
-        const bool moving = !in_flight_.empty() || !receiving_.empty();
+        const bool moving = data_in_flight() || !receiving_.empty();
         // Peers' messages come over links with latencies of milliseconds (else the exchange
         // runs as an allreduce): a short spin after progress is enough.
         const auto spin = std::chrono::microseconds(std::min(config_.backoff_spin_us, kSpinUs));
@@ -127,8 +128,7 @@ void PeerEngine::run() {
                                    : config_.backoff_max_us;
         nap = std::chrono::microseconds(std::min<long>(1L << std::min(sleeps++, 20), cap));
         for (const Send& s : to_post_) nap = std::min(nap, s.release - now);
-      } else if (!to_post_.empty() || !in_flight_.empty() || !receiving_.empty() ||
-                 !all_acked()) {
+      } else if (!to_post_.empty() || data_in_flight() || !receiving_.empty() || !all_acked()) {
         nap = std::chrono::microseconds(config_.backoff_max_us);
         for (const Send& s : to_post_) nap = std::min(nap, s.release - now);
       } else if (probes_started_ > 0 || any_group()) {
@@ -142,6 +142,10 @@ void PeerEngine::run() {
         nap = std::max<Clock::duration>(nap, std::chrono::microseconds(config_.idle_poll_us));
       } else {
         forever = true;
+      }
+      if (size_ > 1) {  // wake for the next heartbeat
+        nap = forever ? until_beat(now) : std::min(nap, until_beat(now));
+        forever = false;
       }
       std::unique_lock<std::mutex> lock(mu_);
       auto woken = [this] { return stopping_ || !queue_.empty() || caps_changed_; };
@@ -376,6 +380,8 @@ void PeerEngine::test_sends(bool& progressed) {
     int done = 0;
     DLION_MPI(MPI_Test(&in_flight_[i].req, &done, MPI_STATUS_IGNORE));
     if (done) {
+      if (in_flight_[i].tag == kHeartbeatTag)
+        beat_in_flight_[static_cast<std::size_t>(in_flight_[i].peer)] = 0;
       if (in_flight_[i].msg.use_count() == 1) give(std::move(*in_flight_[i].msg));
       in_flight_[i] = std::move(in_flight_.back());
       in_flight_.pop_back();
@@ -387,7 +393,7 @@ void PeerEngine::test_sends(bool& progressed) {
 }
 
 void PeerEngine::match_incoming(bool& progressed) {
-  std::vector<int> tags = {kAckTag, kProbeTag};
+  std::vector<int> tags = {kHeartbeatTag, kAckTag, kProbeTag};
   {
     std::lock_guard<std::mutex> lock(groups_mu_);
     for (const auto& [id, g] : groups_)
@@ -442,6 +448,14 @@ void PeerEngine::on_message(int peer, int tag, wire::Message msg, Clock::time_po
                                          what, " channel has kind ", d.header().kind,
                                          ", expected ", static_cast<int>(kind)));
   };
+  liveness_->heard(peer, now);
+  if (tag == kHeartbeatTag) {
+    const std::uint32_t g = raw_group(msg);
+    const wire::Decoded d = wire::validate(msg.data(), bytes, peer, g <= 1 ? g : 0, 0);
+    expect_kind(d, wire::Kind::kHeartbeat, "heartbeat");
+    on_heartbeat(peer, d, now);
+    return;
+  }
   if (tag == kAckTag) {
     const wire::Decoded d = wire::validate(msg.data(), bytes, peer, raw_group(msg), 0);
     expect_kind(d, wire::Kind::kAck, "acknowledgement");
@@ -576,6 +590,23 @@ void PeerEngine::check_stall(Task& task, Clock::time_point now) {
       task.is_probe ? std::string("link probe")
                     : detail::concat("peer exchange '", task.req.name, "' (group ",
                                      task.req.group, ", step ", task.req.step, ")");
+  if (!task.is_probe) {
+    // A peer that said goodbye (shut down) will never send what this task waits for.
+    std::string gone;
+    {
+      std::lock_guard<std::mutex> lock(groups_mu_);
+      const Group& g = groups_.at(task.req.group);
+      const auto step = static_cast<std::int64_t>(task.req.step);
+      const std::int64_t need = task.req.sync ? step : step - task.req.staleness;
+      for (int p = 0; p < size_; ++p)
+        if (p != rank_ && g.latest[static_cast<std::size_t>(p)] < need && liveness_->left(p))
+          gone += detail::concat(gone.empty() ? "" : ", ", liveness_->who(p));
+    }
+    if (!gone.empty())
+      throw PeerLost(detail::concat("rank ", rank_, ": ", what, " can never complete: ", gone,
+                                    " shut down dlion before sending what it waits for (",
+                                    missing(task), ")"));
+  }
   if (now - task.started >= seconds(config_.stall_timeout_s)) {
     throw PeerTimeout(detail::concat(
         "rank ", rank_, ": ", what, " did not complete within ", config_.stall_timeout_s,
@@ -591,13 +622,17 @@ void PeerEngine::check_stall(Task& task, Clock::time_point now) {
   }
 }
 
-void PeerEngine::drain(Clock::time_point until) {
+void PeerEngine::drain(Clock::time_point until, bool goodbye) {
   // Hand every queued message (acknowledgements, mostly) to MPI, let the sends finish, and wait
   // until every message this rank sent was acknowledged (go on receiving and acknowledging
   // meanwhile), for a bounded time: peers that already stopped never answer, and we do not
   // wait for them. Only then is nothing left in flight towards this rank, so freeing the
   // communicator cannot leave a message that a later communicator (MPI reuses context ids)
   // would receive.
+  // With `goodbye` (a clean stop), the final heartbeat goes out once everything this rank sent
+  // was acknowledged, i.e. its peers hold every message of it (a peer that sees the goodbye
+  // first would conclude that what it waits for never comes); then every peer's final
+  // heartbeat is awaited too, so that no heartbeat is left in flight either.
   for (;;) {
     const auto now = Clock::now();
     bool progressed = false;
@@ -605,7 +640,10 @@ void PeerEngine::drain(Clock::time_point until) {
     test_sends(progressed);
     match_incoming(progressed);
     test_receives(now, progressed);
-    if ((to_post_.empty() && in_flight_.empty() && receiving_.empty() && all_acked()) ||
+    const bool sent = to_post_.empty() && !data_in_flight() && all_acked();
+    if (goodbye && (sent || now >= until) && !said_goodbye()) say_goodbye(now);
+    if ((sent && in_flight_.empty() && receiving_.empty() &&
+         (!goodbye || liveness_->all_left())) ||
         now >= until)
       break;
     std::this_thread::sleep_for(std::chrono::microseconds(config_.backoff_max_us));

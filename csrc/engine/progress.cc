@@ -37,6 +37,12 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kRingBaseTag = 64;
 
+// ". Behind: rank 2 (site B) has started 40 ...", or empty when every rank reached `seq`.
+std::string behind_text(const Liveness& liveness, std::uint64_t seq, Clock::time_point now) {
+  const std::string b = liveness.behind(seq, now);
+  return b.empty() ? b : ". Not yet at this operation: " + b;
+}
+
 // Called after a poll found nothing new; `idle_since` is when that streak began.
 void back_off(Clock::time_point idle_since, Clock::time_point now, int& sleeps,
               const EngineConfig& config) {
@@ -48,9 +54,11 @@ void back_off(Clock::time_point idle_since, Clock::time_point now, int& sleeps,
   std::this_thread::sleep_for(std::chrono::microseconds(us));
 }
 
-// Drives one algorithm to completion with backoff and stall handling. Throws PeerTimeout.
+// Drives one algorithm (of the operation number `seq`) to completion with backoff and stall
+// handling. Throws PeerTimeout, or PeerLost as soon as `liveness` (may be null) knows that a
+// rank is gone or shut down before this operation.
 void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_point start,
-           const std::string& what) {
+           const std::string& what, std::uint64_t seq, const Liveness* liveness) {
   auto next_warning = start + std::chrono::duration_cast<Clock::duration>(
                                   std::chrono::duration<double>(config.stall_warning_s));
   const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
@@ -61,6 +69,17 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
     bool progressed = false;
     if (algo.poll(progressed)) return;
     const auto now = Clock::now();
+    if (liveness) {
+      const std::string lost = liveness->lost();
+      if (!lost.empty())
+        throw PeerLost(detail::concat(lost, "; this rank was waiting in ", what, " for ",
+                                      algo.waiting_on()));
+      const std::string gone = liveness->departed_before(seq);
+      if (!gone.empty())
+        throw PeerLost(detail::concat("rank ", rank, ": ", what, " can never complete: ", gone,
+                                      " shut down dlion before reaching it. Every rank must run "
+                                      "the same collective operations"));
+    }
     if (progressed) {
       idle_since = now;
       sleeps = 0;
@@ -70,12 +89,14 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
       throw PeerTimeout(detail::concat(
           "rank ", rank, ": ", what, " did not complete within ", config.stall_timeout_s,
           " s (stall_timeout_s): still waiting for ", algo.waiting_on(),
-          ". A rank may have died, hung or taken another code path"));
+          ". A rank may have died, hung or taken another code path",
+          liveness ? behind_text(*liveness, seq, now) : std::string()));
     }
     if (now >= next_warning) {
       const double waited = std::chrono::duration<double>(now - start).count();
-      std::fprintf(stderr, "[dlion rank %d] WARNING: stalled %.0f s on %s: waiting for %s\n",
-                   rank, waited, what.c_str(), algo.waiting_on().c_str());
+      const std::string behind = liveness ? behind_text(*liveness, seq, now) : std::string();
+      std::fprintf(stderr, "[dlion rank %d] WARNING: stalled %.0f s on %s: waiting for %s%s\n",
+                   rank, waited, what.c_str(), algo.waiting_on().c_str(), behind.c_str());
       std::fflush(stderr);
       next_warning += std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double>(config.stall_warning_s));
@@ -129,14 +150,21 @@ std::unique_ptr<Algorithm> Engine::make_allreduce(const OpRequest& req,
 void Engine::execute(Pending& op) {
   const auto start = Clock::now();
   const OpRequest& req = op.req;
-  const OpMeta meta = make_meta(op.handle->seq(), req);
+  const std::uint64_t seq = op.handle->seq();
+  const OpMeta meta = make_meta(seq, req);
+  std::shared_ptr<Liveness> liveness;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    liveness = liveness_;
+  }
+  if (liveness) liveness->entered(seq + 1);
   std::unique_ptr<Algorithm> algo;
   std::uint64_t EngineStats::*counter = nullptr;  // which algorithm ran, for stats
   bool ok = false;
   try {
     {
       Negotiation negotiation(comm_, rank_, size_, meta);
-      drive(negotiation, config_, rank_, start, describe(meta));
+      drive(negotiation, config_, rank_, start, describe(meta), seq, liveness.get());
       negotiation.validate();
       if (req.kind == OpKind::Allgather) {
         algo = Collective::allgather(comm_, req, negotiation.counts(), op.handle->output());
@@ -146,7 +174,7 @@ void Engine::execute(Pending& op) {
     const bool data = size_ > 1 && req.count > 0;
     if (req.kind == OpKind::Allreduce && data) algo = make_allreduce(req, counter);
     if (req.kind == OpKind::Broadcast && data) algo = Collective::broadcast(comm_, req);
-    if (algo) drive(*algo, config_, rank_, start, describe(meta));
+    if (algo) drive(*algo, config_, rank_, start, describe(meta), seq, liveness.get());
     ok = true;
   } catch (const MismatchError&) {
     // Every rank saw the same metas and dropped the operation; nothing touched the buffer.

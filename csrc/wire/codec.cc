@@ -60,8 +60,8 @@ void check_header(const Header& h, const Rejector& reject, std::uint32_t group, 
   if (std::memcmp(h.magic, kMagic, 4) != 0)
     reject("magic", magic_text(h.magic), "0x44 0x4c 0x4e 0x31 (\"DLN1\")");
   if (h.version != kWireVersion) reject("version", h.version, kWireVersion);
-  if (h.kind < 1 || h.kind > 4)
-    reject("kind", h.kind, "1 (GRADIENT), 2 (PARAMETERS), 3 (PROBE) or 4 (ACK)");
+  if (h.kind < 1 || h.kind > 5)
+    reject("kind", h.kind, "1 (GRADIENT), 2 (PARAMETERS), 3 (PROBE), 4 (ACK) or 5 (HEARTBEAT)");
   if (h.sender != static_cast<std::uint32_t>(sender))
     reject("sender", h.sender, detail::concat(sender, " (the MPI source)"));
   if (h.group != group) reject("group", h.group, detail::concat(group, " (registered)"));

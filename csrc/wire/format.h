@@ -12,7 +12,8 @@
 //      ------ ---- ------ -------------- -------------------------------------------------------
 //       0     4   u8[4]  magic          "DLN1" (0x44 0x4C 0x4E 0x31)
 //       4     2   u16    version        1 (kWireVersion)
-//       6     2   u16    kind           Kind: GRADIENT = 1, PARAMETERS = 2, PROBE = 3, ACK = 4
+//       6     2   u16    kind           Kind: GRADIENT = 1, PARAMETERS = 2, PROBE = 3, ACK = 4,
+//                                        HEARTBEAT = 5
 //       8     4   u32    sender         the sender's rank; == the MPI source of the message
 //      12     4   u32    group          tensor-group id; == the group the receiver registered
 //      16     8   u64    step           the sender's training step (free; not checked)
@@ -87,7 +88,15 @@ inline constexpr std::uint8_t kMagic[4] = {'D', 'L', 'N', '1'};
 
 // ACK: the receiver's acknowledgement of one message (header only, n = 0, DENSE_F32, weight
 // 0); its group and step are those of the message acknowledged. The sender times links by them.
-enum class Kind : std::uint16_t { kGradient = 1, kParameters = 2, kProbe = 3, kAck = 4 };
+// HEARTBEAT: "this rank's engine is alive" (header only, like ACK); step = how many collective
+// operations the sender has started, group = 1 on its last heartbeat (it shuts down), else 0.
+enum class Kind : std::uint16_t {
+  kGradient = 1,
+  kParameters = 2,
+  kProbe = 3,
+  kAck = 4,
+  kHeartbeat = 5
+};
 
 enum class Encoding : std::uint16_t {
   kDenseF32 = 1,

@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "engine/engine.h"
+#include "engine/peer_engine.h"
 #include "handle.h"
 
 namespace py = pybind11;
@@ -69,6 +70,7 @@ void bind_engine(py::module_& m) {
       .def(py::init<>())
       .def_readwrite("stall_warning_s", &EngineConfig::stall_warning_s)
       .def_readwrite("stall_timeout_s", &EngineConfig::stall_timeout_s)
+      .def_readwrite("liveness_timeout_s", &EngineConfig::liveness_timeout_s)
       .def_readwrite("ring_threshold_bytes", &EngineConfig::ring_threshold_bytes)
       .def_readwrite("ring_segment_bytes", &EngineConfig::ring_segment_bytes)
       .def_readwrite("hierarchical", &EngineConfig::hierarchical)
@@ -154,8 +156,16 @@ void bind_engine(py::module_& m) {
           py::arg("name") = "barrier")
       .def("set_sites", &Engine::set_sites, py::arg("site_of_rank"),
            "The site (an integer label) of every rank; large allreduces become site-aware.")
+      .def(
+          "watch_liveness",
+          [](Engine& e, const dlion::PeerEngine& peers) { e.set_liveness(peers.liveness()); },
+          py::arg("peers"),
+          "Use the peer engine's heartbeats: stall warnings name the ranks behind, and a lost "
+          "rank fails the waiting operation with RankLostError at once.")
       .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
       .def("poisoned", &Engine::poisoned)
+      .def("thread_cpu_seconds", &Engine::thread_cpu_seconds,
+           "CPU seconds used so far by the engine's progress thread (per-thread clock).")
       .def("stats", [](const Engine& e) {
         auto s = e.stats();
         py::dict d;

@@ -25,6 +25,7 @@ PYBIND11_MODULE(dlion_core, m) {
   static py::exception<dlion::MismatchError> mismatch(m, "MismatchError", base);
   static py::exception<dlion::PeerTimeout> timeout(
       m, "PeerTimeoutError", py::make_tuple(base, py::handle(PyExc_TimeoutError)));
+  static py::exception<dlion::PeerLost> lost(m, "RankLostError", timeout);
   static py::exception<dlion::EngineShutdown> shutdown(m, "EngineShutdownError", base);
   static py::exception<dlion::MpiError> mpi(m, "MpiError", base);
   static py::exception<dlion::ProtocolError> protocol(m, "ProtocolError", base);
@@ -35,6 +36,8 @@ PYBIND11_MODULE(dlion_core, m) {
       py::set_error(invalid, e.what());
     } catch (const dlion::MismatchError& e) {
       py::set_error(mismatch, e.what());
+    } catch (const dlion::PeerLost& e) {
+      py::set_error(lost, e.what());
     } catch (const dlion::PeerTimeout& e) {
       py::set_error(timeout, e.what());
     } catch (const dlion::EngineShutdown& e) {

@@ -163,5 +163,25 @@ void bind_peer(py::module_& m) {
           },
           py::arg("group"), py::arg("peer"), py::arg("values"))
       .def("shutdown", &PeerEngine::shutdown, py::call_guard<py::gil_scoped_release>())
-      .def("poisoned", &PeerEngine::poisoned);
+      .def("poisoned", &PeerEngine::poisoned)
+      .def(
+          "set_site_names",
+          [](PeerEngine& p, std::vector<std::string> names) {
+            p.liveness()->set_sites(std::move(names));
+          },
+          py::arg("names"), "The site of every rank, named in liveness errors and warnings.")
+      .def(
+          "liveness",
+          [](const PeerEngine& p) {
+            const auto& l = *p.liveness();
+            py::dict d;
+            d["timeout_s"] = l.timeout_s();
+            d["interval_s"] = l.interval_s();
+            d["lost"] = l.lost();
+            d["collective_ops"] = l.entered();
+            return d;
+          },
+          "Liveness state: timeout, heartbeat interval, the lost-peer message (empty: none).")
+      .def("thread_cpu_seconds", &PeerEngine::thread_cpu_seconds,
+           "CPU seconds used so far by the peer engine's progress thread (per-thread clock).");
 }

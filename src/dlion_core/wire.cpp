@@ -158,6 +158,7 @@ void bind_wire(py::module_& m) {
   enc["sign"] = 5, enc["fp16"] = 6, enc["bf16"] = 7;
   py::dict kinds;
   kinds["gradient"] = 1, kinds["parameters"] = 2, kinds["probe"] = 3, kinds["ack"] = 4;
+  kinds["heartbeat"] = 5;
   m.attr("WIRE_ENCODINGS") = enc;
   m.attr("WIRE_KINDS") = kinds;
   m.attr("WIRE_HEADER_BYTES") = wire::kHeaderBytes;

@@ -120,33 +120,78 @@ def test_ranks_with_different_engine_settings_are_refused_at_init():
 
 
 # A rank fails in the middle of training (DistributedOptimizer, real TF): every other rank gets
-# an error naming it and the step within the stall timeout (plus a margin for 3 ranks on a
-# shared machine), and the job ends non-zero instead of hanging.
+# an error naming it and the step, and the job ends non-zero instead of hanging. A frozen rank
+# is lost within the liveness timeout (plus a margin for 3 ranks on a shared machine); a rank
+# that left (its process ended, so dlion said goodbye) is named at once.
 STALL_S = 4
-FAST = {"DLION_STALL_TIMEOUT_S": str(STALL_S), "DLION_STALL_WARNING_S": "1"}
+LIVE_S = 4
+FAST = {
+    "DLION_STALL_TIMEOUT_S": str(STALL_S),
+    "DLION_STALL_WARNING_S": "1",
+    "DLION_LIVENESS_TIMEOUT_S": str(LIVE_S),
+}
+# What the runtime's defaults are (tests/conftest.py shortens them for every other test).
+DEFAULTS = {
+    "DLION_STALL_TIMEOUT_S": "300",
+    "DLION_STALL_WARNING_S": "15",
+    "DLION_LIVENESS_TIMEOUT_S": "20",
+}
 
 
-def _survivors_named_the_victim(res, np_):
+def _survivors_named_the_victim(res, np_, how, live_s=LIVE_S):
     assert res.returncode != 0, res.explain()
     recs = res.records()
     assert len(recs) == np_ - 1, res.explain()
     victim = np_ - 1
     for rec in recs:
-        assert rec["error"] == "PeerTimeoutError", rec
-        # Each step starts with dlion.join's control round, then the gradients' allreduce.
-        assert f"rank {victim} to submit " in rec["message"], rec
-        assert "at step 3 of dlion.DistributedOptimizer.apply_gradients" in rec["message"]
-        assert STALL_S <= rec["seconds"] < STALL_S + 10, rec
-        assert rec["later"]["error"] == "EngineShutdownError", rec
-    assert "WARNING: stalled" in res.stderr and f"rank {victim}" in res.stderr
+        assert rec["error"] == "RankLostError", rec
+        assert f"rank {victim} (site " in rec["message"], rec
+        assert "at step 3 of dlion.DistributedOptimizer.apply_gradients" in rec["message"], rec
+        if how == "stop":  # frozen: found by the missing heartbeats
+            assert "no heartbeat for" in rec["message"], rec
+            # Silence counts from the last heartbeat, which came up to one interval (1/8 of the
+            # timeout) before the step began.
+            assert live_s * 7 / 8 - 0.5 <= rec["seconds"] < live_s + 10, rec
+            assert rec["later"]["error"] == "RankLostError", rec
+        else:  # its process ended: it said goodbye, so the wait ends at once
+            assert "shut down dlion before" in rec["message"], rec
+            assert rec["seconds"] < STALL_S, rec
+            assert rec["later"]["error"] in ("EngineShutdownError", "RankLostError"), rec
 
 
 @pytest.mark.tf
+@pytest.mark.parametrize("policy", ["allreduce", "peer"])
 @pytest.mark.parametrize("how", ["exit", "stop"])
-def test_rank_that_exits_or_stops_mid_training_is_named(how):
-    res = run_mpi("dying_rank", 3, how, timeout=150, env=FAST)
-    _survivors_named_the_victim(res, 3)
+def test_rank_that_exits_or_stops_mid_training_is_named(how, policy):
+    res = run_mpi("dying_rank", 3, how, policy, timeout=150, env=FAST)
+    _survivors_named_the_victim(res, 3, how)
     assert res.seconds < 100, res.explain()  # before the stopped rank's 100 s watchdog
+
+
+@pytest.mark.tf
+def test_frozen_rank_is_lost_within_the_default_liveness_timeout():
+    # Every timeout at its default: a SIGSTOPped rank is named within liveness_timeout_s = 20 s.
+    res = run_mpi("dying_rank", 3, "stop", timeout=150, env=DEFAULTS)
+    _survivors_named_the_victim(res, 3, "stop", live_s=20)
+    assert "liveness_timeout_s=20)" in res.stderr + str(res.records())
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("policy", ["allreduce", "peer"])
+def test_slow_but_alive_rank_draws_warnings_naming_it_and_no_error(policy):
+    # Alive for 2x the liveness timeout without taking part: warnings, then training goes on.
+    env = {**FAST, "DLION_STALL_TIMEOUT_S": "60", "DLION_TEST_SLOW_S": str(2 * LIVE_S)}
+    res = run_mpi("dying_rank", 3, "slow", policy, timeout=150, env=env)
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert len(recs) == 2 and all(r["error"] is None for r in recs), res.explain()
+    assert all(r["later"]["error"] is None for r in recs), res.explain()
+    assert all(r["seconds"] >= 2 * LIVE_S - 1 for r in recs), recs
+    warnings = [line for line in res.stderr.splitlines() if "WARNING: stalled" in line]
+    assert warnings, res.explain()
+    assert all("rank 2" in w for w in warnings), warnings
+    if policy == "allreduce":  # the heartbeats tell where the late rank is
+        assert any("rank 2 (site " in w and "alive: heard from" in w for w in warnings), warnings
 
 
 @pytest.mark.tf
@@ -154,7 +199,7 @@ def test_rank_that_raises_mid_training_without_abort_is_named():
     env = {**FAST, "DLION_ABORT_ON_EXCEPTION": "0"}
     res = run_mpi("dying_rank", 3, "raise", timeout=150, env=env)
     assert "RuntimeError: user code failed on purpose on rank 2" in res.stderr
-    _survivors_named_the_victim(res, 3)
+    _survivors_named_the_victim(res, 3, "raise")
     assert res.seconds < 100, res.explain()
 
 

@@ -1,4 +1,6 @@
-"""One rank fails mid-training (DistributedOptimizer, real TF); argv[1] says how.
+"""One rank fails mid-training (DistributedOptimizer, real TF); argv[1] says how, argv[2]
+(optional) which exchange: "allreduce" (default, the collective engine) or "peer" (the peer
+engine, rank to rank).
 
 The last rank ("the victim") trains normally until step 3, then:
   raise    raises in user code (RuntimeError)
@@ -6,6 +8,7 @@ The last rank ("the victim") trains normally until step 3, then:
   stop     stops itself with SIGSTOP (a watchdog process SIGKILLs it after 100 s, so that no
            stopped process can outlive a broken test)
   kill     is killed with SIGKILL
+  slow     sleeps (alive) for DLION_TEST_SLOW_S seconds, then goes on: nobody may fail
 Every other rank ("survivors") reports what step 3 raised and how long it took, on a
 communicator of their own (made while all ranks were alive), then exits non-zero if it failed.
 """
@@ -27,6 +30,7 @@ import dlion
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 how = sys.argv[1]
+policy = sys.argv[2] if len(sys.argv) > 2 else "allreduce"
 FAIL_STEP = 3
 dlion.init()
 rank, size = dlion.rank(), dlion.size()
@@ -35,7 +39,8 @@ survivors = MPI.COMM_WORLD.Split(MPI.UNDEFINED if rank == victim else 0, rank)
 
 keras.utils.set_random_seed(3)
 model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4), keras.layers.Dense(2)])
-opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1), name="opt", exchange=dlion.Allreduce())
+exchange = dlion.Allreduce() if policy == "allreduce" else dlion.PeerExchange("dense")
+opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1), name="opt", exchange=exchange)
 x = np.random.default_rng(rank).standard_normal((8, 6)).astype(np.float32)
 
 
@@ -72,7 +77,15 @@ if rank == victim:
         time.sleep(100)
     if how == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    raise SystemExit(f"unknown failure {how}")
+    if how != "slow":
+        raise SystemExit(f"unknown failure {how}")
+    time.sleep(float(os.environ["DLION_TEST_SLOW_S"]))
+
+if rank == victim:  # slow: it goes on like the others
+    step()
+    step()
+    dlion.shutdown()
+    raise SystemExit(0)
 
 start = time.monotonic()
 try:

@@ -25,8 +25,9 @@ Per scenario and policy it records the test-accuracy curve over *training* wall 
 and MB sent per link, and writes ``microcloud.json``, ``microcloud.md`` and one PNG per
 scenario into ``--out`` (default benchmarks/results/). Links are emulated in-process
 (``DLION_EMULATE``) by default; ``--microcloud`` runs each scenario under
-/work/shared/tools/microcloud instead (root; network namespaces, shaped links; compute speeds
-stay emulated in-process; Allreduce is then the real collective ``dlion.Allreduce``).
+../shared/tools/microcloud (relative to the project root, or $MICROCLOUD) instead (root;
+network namespaces, shaped links; compute speeds stay emulated in-process; Allreduce is then
+the real collective ``dlion.Allreduce``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import microcloud_report as report  # noqa: E402
 
 POLICIES = ("allreduce", "gaia", "ako", "dlion")
 WAN = "A-B:20mbit:40ms"
-TOOL = Path(os.environ.get("MICROCLOUD", "/work/shared/tools/microcloud"))
+TOOL = Path(os.environ.get("MICROCLOUD") or ROOT.parent / "shared" / "tools" / "microcloud")
 
 
 @dataclass(frozen=True)

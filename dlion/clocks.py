@@ -24,6 +24,30 @@ Clock = Literal["wall", "cpu", "auto"]
 CLOCKS: tuple[str, ...] = ("wall", "cpu", "auto")
 
 
+def _ancestors(levels: int = 4) -> list[int]:
+    """The parent, grandparent, ... process ids (Linux /proc)."""
+    out, pid = [], os.getpid()
+    for _ in range(levels):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if pid <= 1:
+            break
+        out.append(pid)
+    return out
+
+
+def _cgroup_roots() -> list[Path]:
+    """Where the cgroup file systems can be read: ``/sys/fs/cgroup``, or, where this process
+    runs in a mount namespace without them (``ip netns exec`` remounts ``/sys``, as under the
+    micro-cloud testbed), the same folder seen through an ancestor's root."""
+    roots = [Path("/sys/fs/cgroup")]
+    roots += [Path(f"/proc/{pid}/root/sys/fs/cgroup") for pid in _ancestors()]
+    return roots
+
+
 def _cgroup_paths() -> list[Path]:
     """This process's cgroup folders, innermost first (v2 unified and v1 ``cpu`` hierarchies)."""
     out: list[Path] = []
@@ -31,27 +55,30 @@ def _cgroup_paths() -> list[Path]:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
         return out
-    for line in lines:
-        _, controllers, rel = line.split(":", 2)
-        if controllers == "":  # cgroup v2
-            base = Path("/sys/fs/cgroup")
-        elif "cpu" in controllers.split(","):
-            base = next(
-                (
-                    Path(p)
-                    for p in ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu")
-                    if Path(p).is_dir()
-                ),
-                Path("/sys/fs/cgroup/cpu"),
-            )
-        else:
+    for root in _cgroup_roots():
+        try:
+            if not root.is_dir() or not any(root.iterdir()):
+                continue
+        except OSError:
             continue
-        path = base / rel.lstrip("/")
-        while True:
-            out.append(path)
-            if path == base or path.parent == path:
-                break
-            path = path.parent
+        for line in lines:
+            _, controllers, rel = line.split(":", 2)
+            if controllers == "":  # cgroup v2 (unified; under unified/ on hybrid systems)
+                base = root / "unified" if (root / "unified").is_dir() else root
+            elif "cpu" in controllers.split(","):
+                base = next(
+                    (root / p for p in ("cpu,cpuacct", "cpu") if (root / p).is_dir()),
+                    root / "cpu",
+                )
+            else:
+                continue
+            path = base / rel.lstrip("/")
+            while True:
+                out.append(path)
+                if path == base or path.parent == path:
+                    break
+                path = path.parent
+        return out  # the first root that shows the cgroup file systems
     return out
 
 

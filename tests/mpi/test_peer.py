@@ -65,7 +65,8 @@ def test_emulated_link_is_measured_at_its_cap():
         assert rec["samples"] >= 8
         assert abs(rec["bandwidth"] - cap) < 0.25 * cap, rec
         assert abs(rec["achieved"] - cap) < 0.25 * cap, rec
-        assert 0.004 < rec["latency"] < 0.008, rec
+        # Never below the cap; above it by the ranks' scheduling delays on a loaded machine.
+        assert 0.004 < rec["latency"] < 0.015, rec
 
 
 def test_killed_peer_makes_the_others_raise():

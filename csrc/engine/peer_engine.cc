@@ -46,6 +46,9 @@ HandlePtr PeerEngine::exchange(ExchangeRequest req) {
               req.staleness);
   DLION_CHECK(req.links.size() == static_cast<std::size_t>(size_), InvalidArgument, where,
               ": needs one link plan per rank (", size_, "), got ", req.links.size());
+  DLION_CHECK(req.expect.empty() || req.expect.size() == static_cast<std::size_t>(size_),
+              InvalidArgument, where, ": expect needs one flag per rank (", size_, "), got ",
+              req.expect.size());
   for (std::size_t p = 0; p < req.links.size(); ++p) {
     if (static_cast<int>(p) == rank_) continue;
     const wire::Codec& c = req.links[p].codec;

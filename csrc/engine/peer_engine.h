@@ -51,6 +51,7 @@ namespace dlion {
 struct LinkPlan {
   wire::Codec codec;
   bool error_feedback = false;  // keep what the codec dropped in this link's residual
+  bool send = true;             // false: this link carries nothing for this group and step
 };
 
 struct ExchangeRequest {
@@ -62,6 +63,10 @@ struct ExchangeRequest {
   std::size_t n = 0;            // elements; fixed per group
   float weight = 1.0f;          // this rank's aggregation weight (finite, >= 0)
   std::vector<LinkPlan> links;  // one per rank; this rank's own entry is ignored
+  // The peers whose message of this step the exchange waits for and applies (one flag per
+  // rank, own entry ignored); empty: every peer. The site-aware exchange sends each shard to
+  // one counterpart per site and hears only from the ranks whose shards it holds.
+  std::vector<char> expect;
   int staleness = 0;            // >= 0
   bool sync = false;            // wait for every peer's step (as staleness 0)
   std::string name;             // for errors and stall warnings
@@ -164,6 +169,9 @@ class PeerEngine {
   bool try_finish(Task& task, Clock::time_point now);
   void check_stall(Task& task, Clock::time_point now);
   std::string missing(const Task& task) const;
+  static bool expects(const ExchangeRequest& r, int peer) {
+    return r.expect.empty() || r.expect[static_cast<std::size_t>(peer)] != 0;
+  }
   Group& group(std::uint32_t id, std::size_t n);
   void drain(Clock::time_point until, bool goodbye = false);
   void fail_all(const std::string& why);

@@ -214,6 +214,7 @@ void PeerEngine::start(Task& task, Clock::time_point now) {
   for (int i = 1; i < size_; ++i) {
     const int p = (rank_ + i) % size_;
     const LinkPlan& plan = r.links[static_cast<std::size_t>(p)];
+    if (!plan.send) continue;
     std::shared_ptr<wire::Message> msg;
     const std::uint64_t seed = seed_of(rank_, r.group, r.step, p);
     std::vector<float>& res = g.residual[static_cast<std::size_t>(p)];
@@ -528,7 +529,7 @@ bool PeerEngine::try_finish(Task& task, Clock::time_point now) {
   const std::int64_t step = static_cast<std::int64_t>(r.step);
   const std::int64_t need = r.sync ? step : step - r.staleness;
   for (int p = 0; p < size_; ++p)
-    if (p != rank_ && g.latest[static_cast<std::size_t>(p)] < need) return false;
+    if (p != rank_ && expects(r, p) && g.latest[static_cast<std::size_t>(p)] < need) return false;
 
   // Weighted sum in rank order, so that ranks holding the same messages get the same bits.
   g.acc.assign(r.n, 0.0f);
@@ -576,7 +577,7 @@ std::string PeerEngine::missing(const Task& task) const {
   const std::int64_t need = r.sync ? step : step - r.staleness;
   for (int p = 0; p < size_; ++p) {
     const std::int64_t got = g.latest[static_cast<std::size_t>(p)];
-    if (p == rank_ || got >= need) continue;
+    if (p == rank_ || got >= need || !expects(r, p)) continue;
     out += detail::concat(out.empty() ? "" : ", ", "rank ", p, " (",
                           got < 0 ? std::string("nothing received yet")
                                   : "last sent step " + std::to_string(got),
@@ -599,7 +600,8 @@ void PeerEngine::check_stall(Task& task, Clock::time_point now) {
       const auto step = static_cast<std::int64_t>(task.req.step);
       const std::int64_t need = task.req.sync ? step : step - task.req.staleness;
       for (int p = 0; p < size_; ++p)
-        if (p != rank_ && g.latest[static_cast<std::size_t>(p)] < need && liveness_->left(p))
+        if (p != rank_ && expects(task.req, p) && g.latest[static_cast<std::size_t>(p)] < need &&
+            liveness_->left(p))
           gone += detail::concat(gone.empty() ? "" : ", ", liveness_->who(p));
     }
     if (!gone.empty())

@@ -33,9 +33,9 @@ py::array check_f32(const py::array& a, const char* what, const std::string& nam
 
 // (encoding, k, bits, bucket, error_feedback[, select, threshold, offset]).
 dlion::LinkPlan plan_of(const py::tuple& t) {
-  DLION_CHECK(t.size() == 5 || t.size() == 8, dlion::InvalidArgument,
+  DLION_CHECK(t.size() == 5 || t.size() == 8 || t.size() == 9, dlion::InvalidArgument,
               "a link plan is (encoding, k, bits, bucket, error_feedback[, select, threshold, "
-              "offset]), got ", t.size(), " fields");
+              "offset[, send]]), got ", t.size(), " fields");
   const int encoding = t[0].cast<int>();
   DLION_CHECK(encoding >= 1 && encoding <= 7, dlion::InvalidArgument, "unknown encoding ",
               encoding, "; see dlion_core.WIRE_ENCODINGS");
@@ -45,7 +45,8 @@ dlion::LinkPlan plan_of(const py::tuple& t) {
   p.codec.bits = t[2].cast<int>();
   p.codec.bucket = t[3].cast<std::uint32_t>();
   p.error_feedback = t[4].cast<bool>();
-  if (t.size() == 8) {
+  if (t.size() == 9) p.send = t[8].cast<bool>();
+  if (t.size() >= 8) {
     const int select = t[5].cast<int>();
     DLION_CHECK(select >= 0 && select <= 2, dlion::InvalidArgument, "unknown selection ",
                 select, "; 0 top-k, 1 threshold, 2 range");
@@ -89,7 +90,8 @@ void bind_peer(py::module_& m) {
           "exchange",
           [](PeerEngine& e, const py::array& grad, const py::array& out, std::uint32_t group,
              std::uint64_t step, const std::vector<py::tuple>& links, float weight,
-             int staleness, bool sync, const std::string& name, const py::object& reference) {
+             int staleness, bool sync, const std::string& name, const py::object& reference,
+             const std::vector<bool>& expect) {
             check_f32(grad, "grad", name, false);
             check_f32(out, "out", name, true);
             DLION_CHECK(grad.size() == out.size(), dlion::InvalidArgument, "peer exchange '",
@@ -110,6 +112,7 @@ void bind_peer(py::module_& m) {
             if (!ref.is_none()) req.reference = static_cast<const float*>(py::array(ref).data());
             req.links.reserve(links.size());
             for (const auto& t : links) req.links.push_back(plan_of(t));
+            req.expect.assign(expect.begin(), expect.end());
             dlion::HandlePtr h = e.exchange(std::move(req));
             return std::make_unique<dlion_py::PyHandle>(
                 std::move(h), py::make_tuple(grad, out, ref), 2 * e.config().stall_timeout_s);
@@ -117,10 +120,13 @@ void bind_peer(py::module_& m) {
           py::arg("grad"), py::arg("out"), py::arg("group"), py::arg("step"), py::arg("links"),
           py::arg("weight") = 1.0f, py::arg("staleness") = 0, py::arg("sync") = false,
           py::arg("name") = "peer_exchange", py::arg("reference") = py::none(),
+          py::arg("expect") = std::vector<bool>(),
           "Queue one exchange of float32 grad; out (may be grad) receives the weighted "
           "aggregate. links: one (encoding, k, bits, bucket, error_feedback[, select, "
-          "threshold, offset]) per rank (own entry ignored); select 0 top-k, 1 |x| > threshold "
-          "* |reference| (reference: float32, n elements), 2 the range [offset, offset + k). "
+          "threshold, offset[, send]]) per rank (own entry ignored); select 0 top-k, 1 |x| > "
+          "threshold * |reference| (reference: float32, n elements), 2 the range [offset, "
+          "offset + k); send False: nothing on that link. expect: one flag per rank, the peers "
+          "whose message of this step is awaited and applied (default: every peer). "
           "Keep grad, out and reference untouched until the handle's wait() returns.")
       .def(
           "probe",

@@ -98,6 +98,39 @@ static void test_staleness(PeerEngine& e) {
   CHECK(total == want, "applied %g, sent %g: a message was lost or applied twice", total, want);
 }
 
+// Each rank sends only to the next rank and waits only for the previous one (send flags and
+// the expect mask): the aggregate is its own gradient plus exactly the previous rank's.
+static void test_ring_subset(PeerEngine& e) {
+  const int r = e.rank(), p = e.size();
+  if (p < 2) return;
+  const int next = (r + 1) % p, prev = (r + p - 1) % p;
+  const std::size_t n = 32;
+  for (std::uint64_t step = 0; step < 4; ++step) {
+    std::vector<float> g(n), out(n);
+    for (std::size_t i = 0; i < n; ++i) g[i] = value(r, step, i);
+    ExchangeRequest req;
+    req.group = 3, req.step = step, req.grad = g.data(), req.out = out.data(), req.n = n;
+    req.links = plans(p, wire::Encoding::kDenseF32, 0, false);
+    for (int q = 0; q < p; ++q) req.links[static_cast<std::size_t>(q)].send = q == next;
+    req.expect.assign(static_cast<std::size_t>(p), 0);
+    req.expect[static_cast<std::size_t>(prev)] = 1;
+    req.name = "ring";
+    CHECK(e.exchange(req)->wait(30.0), "ring step timed out");
+    for (std::size_t i = 0; i < n; ++i) {
+      const float want = r < prev ? value(r, step, i) + value(prev, step, i)
+                                  : value(prev, step, i) + value(r, step, i);
+      CHECK(out[i] == want, "rank %d step %llu [%zu]: %g, want %g", r,
+            static_cast<unsigned long long>(step), i, out[i], want);
+    }
+  }
+  ExchangeRequest bad;
+  bad.group = 4, bad.n = 0, bad.links = plans(p, wire::Encoding::kDenseF32, 0, false);
+  bad.expect.assign(static_cast<std::size_t>(p) + 1, 1);
+  CHECK(error_of([&] { e.exchange(bad); }).find("expect needs one flag per rank") !=
+            std::string::npos,
+        "a wrong-sized expect mask is refused");
+}
+
 int main(int argc, char** argv) {
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
@@ -121,6 +154,7 @@ int main(int argc, char** argv) {
     test_dense(e);
     test_topk_feedback(e);
     test_staleness(e);
+    test_ring_subset(e);
     // Rejected before anything is queued.
     ExchangeRequest bad;
     bad.links = plans(e.size(), wire::Encoding::kDenseF32, 0, false);

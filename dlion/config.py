@@ -115,7 +115,7 @@ class Config:
         if self.idle_poll_us < 1:
             raise ValueError(f"idle_poll_us must be >= 1, got {self.idle_poll_us}")
         if self.emulate:
-            from .emulate import parse
+            from .emulate_spec import parse
 
             parse(self.emulate)
         if self.ring_threshold_bytes < 0 or self.backoff_spin_us < 0 or self.backoff_max_us < 1:

@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mpi4py import MPI
@@ -23,8 +24,8 @@ import dlion_core as _core
 
 from . import timeline
 from .config import ENGINE_FIELDS, Config
-from .emulate import Spec
-from .emulate import parse as parse_emulation
+from .emulate_spec import Spec
+from .emulate_spec import parse as parse_emulation
 from .errors import InvalidArgumentError, NotInitializedError
 
 # Engine settings that pick algorithms: every rank must use the same values.
@@ -101,7 +102,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         lan=lan,
     )
     if config.timeline:
-        timeline.start(config.timeline)
+        timeline.start(config.timeline, topology.rank, topology.size)
     if not _atexit_registered:
         atexit.register(_at_exit)
         _atexit_registered = True
@@ -196,6 +197,13 @@ def _engine_thread_cpu() -> float:
     return state.engine.thread_cpu_seconds() + state.peers.thread_cpu_seconds()
 
 
+def start_timeline(path: str | os.PathLike[str]) -> Path:
+    """Start recording a timeline of this rank (see :mod:`dlion.timeline`); returns the file
+    this rank will write at :func:`dlion.stop_timeline`, :func:`shutdown` or exit."""
+    t = _require().topology
+    return timeline.start(path, t.rank, t.size)
+
+
 def engine() -> _core.Engine:
     """The running engine (for library code; most users never need it)."""
     return _require().engine
@@ -233,6 +241,10 @@ def all_links_fast() -> bool:
 
 
 def _caps(spec: Spec, topology: _Topology) -> list[tuple[float, float]]:
+    try:
+        spec.check(list(topology.sites))  # the ranks and sites the spec names must exist
+    except ValueError as e:
+        raise InvalidArgumentError(f"rank {topology.rank}: {e}") from None
     caps = spec.caps(topology.rank, list(topology.sites))
     return [(c.bandwidth_Bps, c.latency_s) for c in caps]
 

@@ -2,7 +2,7 @@
 
 The engine is the only process-wide state. It runs on its own duplicate of the communicator
 given to :func:`init` (``MPI.COMM_WORLD`` by default), so user MPI traffic never mixes with
-dlion's. Sites come from the ``DLION_SITE`` environment variable, else the host name.
+dlion's. Sites come from the ``site`` option (``DLION_SITE``), else the host name.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     if _state is not None:
         return
     config = Config.from_env(options)
+    _core.set_simd(config.simd)
     comm = MPI.COMM_WORLD if comm is None else comm
     if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
         raise TypeError(f"comm must be a valid mpi4py.MPI.Comm, got {comm!r}")
@@ -114,7 +115,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
 
 def _discover(engine: _core.Engine, config: Config) -> _Topology:
     """Every rank's site and host; checks that all ranks run the engine with the same settings."""
-    site = os.environ.get("DLION_SITE") or socket.gethostname()
+    site = config.site or socket.gethostname()
     host = MPI.Get_processor_name()
     settings = {name: getattr(config, name) for name in ENGINE_FIELDS if name in _MUST_AGREE}
     settings["emulate"] = config.emulate
@@ -174,6 +175,7 @@ def shutdown() -> None:
     # final heartbeat) tells the others exactly how many collective operations this rank ran.
     state.engine.shutdown()
     state.peers.shutdown()
+    _core.set_simd("auto")
 
 
 def is_initialized() -> bool:
@@ -285,7 +287,7 @@ def local_size() -> int:
 
 
 def site() -> str:
-    """This rank's site (``DLION_SITE``, else the host name)."""
+    """This rank's site (the ``site`` option, ``DLION_SITE``; else the host name)."""
     t = _require().topology
     return t.sites[t.rank]
 

@@ -1,8 +1,16 @@
-"""The runtime: ``init``/``shutdown``, topology (rank, size, local rank, site) and the one engine.
+"""The runtime: ``init``/``shutdown``, topology (rank, size, local rank, site) and the engines.
 
-The engine is the only process-wide state. It runs on its own duplicate of the communicator
-given to :func:`init` (``MPI.COMM_WORLD`` by default), so user MPI traffic never mixes with
-dlion's. Sites come from the ``site`` option (``DLION_SITE``), else the host name.
+All of dlion's process-wide state lives in one object, created by :func:`init` and dropped by
+:func:`shutdown`: the engines, the configuration, the topology, the emulation in force, and the
+run state of the modules that keep some between calls (:func:`run_state`: the peer exchange's
+tensor groups and step counts, ``dlion.join``'s rounds and its weak registry of exchangers, the
+gradient tapes' exchangers). So ``init(); shutdown(); init()`` starts from step 0 with nothing
+left from the first run, and no fused buffer is kept alive past it. (Two things are per
+process by nature: the ``atexit`` hook, registered once, and the running timeline's slot in
+:mod:`dlion.timeline`, which :func:`shutdown` empties.) The engines run on their own
+duplicates of the communicator given to :func:`init` (``MPI.COMM_WORLD`` by default), so user
+MPI traffic never mixes with dlion's. Sites come from the ``site`` option (``DLION_SITE``), else
+the host name.
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ import socket
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mpi4py import MPI
 
@@ -27,6 +36,8 @@ from .config import ENGINE_FIELDS, Config
 from .emulate_spec import Spec
 from .emulate_spec import parse as parse_emulation
 from .errors import InvalidArgumentError, NotInitializedError
+
+T = TypeVar("T")
 
 # Engine settings that pick algorithms: every rank must use the same values.
 _MUST_AGREE = ("ring_threshold_bytes", "ring_segment_bytes", "hierarchical", "probe_bytes")
@@ -51,6 +62,7 @@ class _State:
     topology: _Topology
     emulation: Spec
     lan: bool = False
+    parts: dict[Callable[[], Any], Any] = field(default_factory=dict)  # see run_state()
 
 
 _state: _State | None = None
@@ -171,11 +183,14 @@ def shutdown() -> None:
         return
     timeline.stop()
     state, _state = _state, None
+    state.parts.clear()
     # The collective engine first: its queued work finishes, so the peer engine's goodbye (a
     # final heartbeat) tells the others exactly how many collective operations this rank ran.
     state.engine.shutdown()
     state.peers.shutdown()
     _core.set_simd("auto")
+    if sys.excepthook is _abort_on_exception:
+        sys.excepthook = _previous_excepthook
 
 
 def is_initialized() -> bool:
@@ -197,6 +212,16 @@ def _engine_thread_cpu() -> float:
     if state is None:
         return 0.0
     return state.engine.thread_cpu_seconds() + state.peers.thread_cpu_seconds()
+
+
+def run_state(kind: Callable[[], T]) -> T:
+    """This run's instance of ``kind`` (a class or factory taking no arguments): created on
+    first use, dropped by :func:`shutdown`. Where library modules keep state between calls, so
+    that it lives exactly as long as the engines; ``NotInitializedError`` before :func:`init`."""
+    parts = _require().parts
+    if kind not in parts:
+        parts[kind] = kind()
+    return parts[kind]  # type: ignore[no-any-return]
 
 
 def start_timeline(path: str | os.PathLike[str]) -> Path:

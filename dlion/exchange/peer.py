@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -26,15 +27,27 @@ _CODECS = ("dense", "topk", "qsgd", "sign", "fp16", "bf16")
 #: with a selection rule (..., select, threshold, offset); see csrc/wire/encode.h.
 LinkPlan = tuple[int, int, int, int, bool] | tuple[int, int, int, int, bool, int, float, int]
 
-# Tensor-group ids are per process (the peer engine is): every exchange name gets one, in the
-# order names are first used, which is the same on every rank; so is each group's step count.
-_group_ids: dict[str, int] = {}
-_steps: dict[int, int] = {}
+
+@dataclass
+class Groups:
+    """The peer engine's tensor groups of one run (``dlion.init`` to ``dlion.shutdown``, as the
+    engine): every exchange name gets an id, in the order names are first used, which is the
+    same on every rank; so is each group's step count. Held by the runtime
+    (:func:`dlion.runtime.run_state`), so a new run starts again from group 0, step 0."""
+
+    ids: dict[str, int] = field(default_factory=dict)
+    steps: dict[int, int] = field(default_factory=dict)
 
 
 def group_id(name: str) -> int:
-    """The peer engine's tensor-group id of the exchange ``name``."""
-    return _group_ids.setdefault(name, len(_group_ids))
+    """The peer engine's tensor-group id of the exchange ``name`` in this run."""
+    ids = runtime.run_state(Groups).ids
+    return ids.setdefault(name, len(ids))
+
+
+def last_step(group: int) -> int:
+    """The last step the group exchanged in this run (-1: none yet)."""
+    return runtime.run_state(Groups).steps.get(group, -1)
 
 
 class PeerExchange(Exchange):
@@ -94,9 +107,9 @@ class PeerExchange(Exchange):
         self.staleness = staleness
         self.weight = weight
         self.bucket = bucket
-        self._groups: dict[str, int] = {}  # the groups this policy exchanged, by name
+        self._names: dict[str, None] = {}  # the exchanges this policy ran, in first-use order
         self._sync_next = False
-        self._synced: set[int] = set()
+        self._synced: set[str] = set()
 
     # -- policy ---------------------------------------------------------------------------
     def encoding(self) -> int:
@@ -145,15 +158,17 @@ class PeerExchange(Exchange):
                 f"rank {runtime.rank()}: {type(self).__name__} exchange of '{name}': dtype "
                 f"{buffer.dtype} is not supported; the peer exchange carries float32 gradients"
             )
-        group = self._groups.setdefault(name, group_id(name))
-        step = _steps.get(group, -1) + 1
+        self._names.setdefault(name)
+        group = group_id(name)
+        step = last_step(group) + 1
         plans = self.plan_step(buffer.size, group, step)
         reference = self.reference(name, buffer.size, plans)
-        _steps[group] = step  # only once the plan is made: a bad option fails cleanly
+        # Only once the plan is made: a bad option fails cleanly.
+        runtime.run_state(Groups).steps[group] = step
         sync = self._sync_next
         if sync:
-            self._synced.add(group)
-            if len(self._synced) == len(self._groups):
+            self._synced.add(name)
+            if len(self._synced) == len(self._names):
                 self._sync_next = False
         return runtime.peer_engine().exchange(
             buffer,
@@ -180,8 +195,9 @@ class PeerExchange(Exchange):
         for peer, st in links.link_stats().items():
             for key in ("bytes_sent", "bytes_received", "bandwidth_Bps", "latency_s"):
                 out[f"link:{peer}:{key}"] = getattr(st, key)
-        for name, group in self._groups.items():
-            out[f"step:{name}"] = _steps.get(group, -1)
+        for name in self._names:
+            group = group_id(name)
+            out[f"step:{name}"] = last_step(group)
             for peer in range(runtime.size()):
                 residual = engine.residual(group, peer)
                 if peer != runtime.rank() and residual.size:
@@ -194,12 +210,13 @@ class PeerExchange(Exchange):
         for key, value in state.items():
             kind, _, rest = key.partition(":")
             if kind == "step":
-                group = self._groups.setdefault(rest, group_id(rest))
-                _steps[group] = int(value)  # type: ignore[call-overload]
+                self._names.setdefault(rest)
+                steps = runtime.run_state(Groups).steps
+                steps[group_id(rest)] = int(value)  # type: ignore[call-overload]
             elif kind == "residual":
                 peer, _, name = rest.partition(":")
-                group = self._groups.setdefault(name, group_id(name))
-                engine.set_residual(group, int(peer), np.asarray(value, np.float32))
+                self._names.setdefault(name)
+                engine.set_residual(group_id(name), int(peer), np.asarray(value, np.float32))
             elif kind not in ("compute_s", "link"):
                 raise InvalidArgumentError(f"{type(self).__name__}.set_state: unknown key {key!r}")
 

@@ -140,7 +140,7 @@ class PerLinkExchange(PeerExchange):
             self._dense.weight = self.weight
             return self._dense.start(buffer, name=name, signature=signature)
         now = time.perf_counter()
-        first = not self._groups or next(iter(self._groups)) == name
+        first = not self._names or next(iter(self._names)) == name
         if first and self._last_done is not None:
             sample = now - self._last_done
             self.compute_s = (

@@ -9,6 +9,7 @@ sends when links are emulated, bounded staleness, every message applied exactly 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -110,6 +111,7 @@ class PeerExchange(Exchange):
         self._names: dict[str, None] = {}  # the exchanges this policy ran, in first-use order
         self._sync_next = False
         self._synced: set[str] = set()
+        self._run: weakref.ref[Groups] | None = None  # the run (dlion.init) the above belong to
 
     # -- policy ---------------------------------------------------------------------------
     def encoding(self) -> int:
@@ -133,6 +135,20 @@ class PeerExchange(Exchange):
     def current_weight(self) -> float:
         """This rank's aggregation weight for the next exchange."""
         return 1.0 / runtime.size() if self.weight is None else float(self.weight)
+
+    def _enter_run(self) -> None:
+        """Start afresh when this is the policy's first use in a new run (``dlion.init`` to
+        ``dlion.shutdown``): a policy object may outlive the run it was used in."""
+        groups = runtime.run_state(Groups)
+        if self._run is not None and self._run() is not groups:
+            self._new_run()
+        self._run = weakref.ref(groups)
+
+    def _new_run(self) -> None:
+        """Forget what belonged to an earlier run (subclasses extend it)."""
+        self._names.clear()
+        self._synced.clear()
+        self._sync_next = False
 
     # -- Exchange ---------------------------------------------------------------------------
     def synchronize_next(self) -> None:
@@ -158,6 +174,7 @@ class PeerExchange(Exchange):
                 f"rank {runtime.rank()}: {type(self).__name__} exchange of '{name}': dtype "
                 f"{buffer.dtype} is not supported; the peer exchange carries float32 gradients"
             )
+        self._enter_run()
         self._names.setdefault(name)
         group = group_id(name)
         step = last_step(group) + 1
@@ -190,6 +207,7 @@ class PeerExchange(Exchange):
         flight), and every link's statistics (bytes, bandwidth, latency). The statistics are a
         record: :meth:`set_state` does not restore them, because ``dlion.init`` measures the
         links afresh and an estimate from before the restart may be stale."""
+        self._enter_run()
         out: dict[str, np.ndarray | int | float] = {}
         engine = runtime.peer_engine()
         for peer, st in links.link_stats().items():
@@ -206,6 +224,7 @@ class PeerExchange(Exchange):
 
     def set_state(self, state: dict[str, object]) -> None:
         """Restore what :meth:`state` saved (before the first exchange of the resumed run)."""
+        self._enter_run()
         engine = runtime.peer_engine()
         for key, value in state.items():
             kind, _, rest = key.partition(":")

@@ -138,8 +138,10 @@ def test_init_shutdown_init_again_starts_afresh():
         assert [r["simd"] for r in runs] == ["baseline", rec["simd_before"], rec["simd_before"]]
         assert rec["simd_after"] == rec["simd_before"]
         for i, r in enumerate(runs):
-            assert r["groups_at_start"] == 0 and r["group_ids"] == {"h": 0, "g": 1}, r
-            assert r["policy_step"] == 4 and r["steps"] == {"1": 4}, r  # 5 steps: 0..4
+            assert r["groups_at_start"] == 0, r
+            assert r["group_ids"] == {"h": 0, "g": 1, f"x{i}": 2}, r
+            assert r["other_names"] == [f"step:x{i}"], r  # nothing of the earlier runs
+            assert r["policy_step"] == 4 and r["steps"] == {"1": 4, "2": 0}, r  # 5 steps: 0..4
             assert r["join_rounds"] == 5, r  # a control round per exchange step: 3 + 2
             assert not r["timeline_left"] and not r["state_left"], r
             assert not r["opt_alive_while_running"], r  # the registry only observes it

@@ -2,9 +2,10 @@
 
 Nothing from an earlier engine's communicator may reach a later one (MPI reuses context ids of
 freed communicators), and nothing of an earlier run's state is left: each run starts from group
-0 and step 0 (even for a policy object reused across runs), dlion.join's control rounds from 0,
-the first run's SIMD choice and timeline are gone, and once the user drops the optimizer and the
-tape, their fused buffers are garbage (no registry keeps them alive, during a run or after it).
+0 and step 0 (a policy object reused across runs forgets the earlier run), dlion.join's control
+rounds from 0, the first run's SIMD choice and timeline are gone, and once the user drops the
+optimizer and the tape, their fused buffers are garbage (no registry keeps them alive, during a
+run or after it).
 """
 
 import gc
@@ -25,6 +26,7 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 SIMD_BEFORE = dlion_core.simd()
 policy = dlion.PeerExchange("topk", k_ratio=0.1)  # made before the first init, used in every run
+other = dlion.PeerExchange("dense")  # used in every run, under another name in each
 
 
 def train_a_little(rank: int, tag: str) -> tuple[list, list]:
@@ -65,6 +67,8 @@ for run in range(3):
         policy.start(g, name="g").wait(30)
     record["sum"] = float(g.sum())
     record["policy_step"] = int(policy.state()["step:g"])
+    other.start(np.ones(100, np.float32), name=f"x{run}").wait(30)
+    record["other_names"] = sorted(k for k in other.state() if k.startswith("step:"))
     groups = runtime.run_state(peer.Groups)
     record["group_ids"], record["steps"] = dict(groups.ids), dict(groups.steps)
 

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     out: dict[str, Any] = {
         "ranks": size,
         "sites": dlion.sites(),
-        "emulate": os.environ.get("DLION_EMULATE", ""),
+        "emulate": dlion.config().emulate,
         "data": f"{ds.name} from {ds.source}",
         "policies": {},
     }

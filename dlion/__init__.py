@@ -61,8 +61,8 @@ from .runtime import (
     site,
     sites,
     size,
+    start_timeline,
 )
-from .timeline import start as start_timeline
 from .timeline import stop as stop_timeline
 
 __version__ = "0.1.0"

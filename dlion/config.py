@@ -77,6 +77,16 @@ class Config:
     timeline: str = ""
     """Write a Chrome-trace of compute, pack, exchange, wait and apply spans to this path, one
     file per rank (``trace.json`` -> ``trace.rank0.json``); empty: off. See dlion.timeline."""
+    site: str = ""
+    """This rank's site (micro-cloud), ``DLION_SITE``; empty: the host name. Ranks of one site
+    share fast links; ``shared/tools/microcloud`` sets it per rank."""
+    data: str = ""
+    """Folder holding the Fashion-MNIST files (``DLION_DATA``), searched first by
+    :func:`dlion.data.load_fashion_mnist`; empty: the default folders."""
+    simd: str = "auto"
+    """Instruction set of the element-wise codec kernels (``DLION_SIMD``): ``"auto"`` (AVX2 when
+    the CPU has it) or ``"baseline"`` (SSE2); both give identical bits. Applied by
+    ``dlion.init`` until ``dlion.shutdown``; ``dlion_core.set_simd`` sets it directly."""
 
     @classmethod
     def from_env(
@@ -115,7 +125,7 @@ class Config:
         if self.idle_poll_us < 1:
             raise ValueError(f"idle_poll_us must be >= 1, got {self.idle_poll_us}")
         if self.emulate:
-            from .emulate import parse
+            from .emulate_spec import parse
 
             parse(self.emulate)
         if self.ring_threshold_bytes < 0 or self.backoff_spin_us < 0 or self.backoff_max_us < 1:

@@ -1,7 +1,9 @@
 """Dataset loading (Fashion-MNIST, digits fallback) and per-rank sharding.
 
 Pure numpy: no MPI, no TensorFlow at import time. Keras is imported only by
-:func:`_keras_download`, the last resort before the scikit-learn fallback.
+:func:`_keras_download`, the last resort before the scikit-learn fallback. The ``DLION_DATA``
+folder is the ``data`` option of :class:`dlion.Config`: the running configuration's after
+``dlion.init``, else read by :meth:`dlion.Config.from_env` (loaders may run before ``init``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ DEFAULT_DIRS: list[Path] = [
     Path("/usr/share/datasets/fashion-mnist"),
     Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "fashion-mnist",
 ]
-ENV_VAR = "DLION_DATA"
+ENV_VAR = "DLION_DATA"  # the environment variable of Config.data (only Config reads it)
 
 
 class DataFallbackWarning(UserWarning):
@@ -163,14 +165,14 @@ def _load_digits(seed: int = 0) -> Dataset:
 def load_fashion_mnist(source: str | None = None, *, allow_fallback: bool = True) -> Dataset:
     """Load Fashion-MNIST from the first place that has it.
 
-    Order: ``source`` folder, else ``$DLION_DATA``, else each of :data:`DEFAULT_DIRS`,
-    else ``keras.datasets.fashion_mnist.load_data()``. An explicitly named folder that
-    lacks the files raises :class:`FileNotFoundError`. If nothing implicit works, warns
-    with :class:`DataFallbackWarning` and returns scikit-learn's 8x8 digits, or raises
-    :class:`FileNotFoundError` when ``allow_fallback`` is False. Corrupt files raise
+    Order: ``source`` folder, else the ``data`` option (``$DLION_DATA``), else each of
+    :data:`DEFAULT_DIRS`, else ``keras.datasets.fashion_mnist.load_data()``. An explicitly
+    named folder that lacks the files raises :class:`FileNotFoundError`. If nothing implicit
+    works, warns with :class:`DataFallbackWarning` and returns scikit-learn's 8x8 digits, or
+    raises :class:`FileNotFoundError` when ``allow_fallback`` is False. Corrupt files raise
     :class:`ValueError`.
     """
-    explicit = source if source is not None else os.environ.get(ENV_VAR) or None
+    explicit = source if source is not None else _data_option() or None
     if explicit is not None:
         ds = _load_folder(Path(explicit))
         if ds is None:
@@ -205,6 +207,14 @@ def load_fashion_mnist(source: str | None = None, *, allow_fallback: bool = True
         stacklevel=2,
     )
     return _load_digits()
+
+
+def _data_option() -> str:
+    """The ``data`` option: the running configuration's, else the environment's (before init)."""
+    from . import runtime
+    from .config import Config
+
+    return (runtime.config() if runtime.is_initialized() else Config.from_env()).data
 
 
 def shard(n: int, rank: int, size: int, seed: int = 0, shuffle: bool = True) -> np.ndarray:

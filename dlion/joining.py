@@ -32,7 +32,8 @@ control round and fails with ``MismatchError`` on every rank (never a hang).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import ops, runtime, timeline
@@ -61,24 +62,44 @@ class StepControl:
     check_layout: bool  # every rank is active but layouts differ: run the descriptive check
 
 
-_responders: dict[str, Responder] = {}
-_rounds = 0
-_joined_at: int | None = None
-_digests: dict[tuple, bytes] = {}
+@dataclass
+class JoinState:
+    """What ``dlion.join`` keeps for one run (held by :func:`dlion.runtime.run_state`).
+
+    ``responders`` only observes the exchangers (weak references): an exchanger its owner
+    dropped, with its fused buffers, is not kept alive by being able to answer."""
+
+    responders: weakref.WeakValueDictionary[str, Responder] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+    rounds: int = 0  # control rounds so far (every rank counts the same)
+    joined_at: int | None = None  # the round this rank joined in, while inside join()
+    digests: dict[tuple, bytes] = field(default_factory=dict)
+
+
+def _state() -> JoinState:
+    return runtime.run_state(JoinState)
 
 
 def register(responder: Responder) -> None:
-    """Make ``responder`` answer exchanges named ``responder.name`` while this rank is joined."""
-    _responders[responder.name] = responder
+    """Make ``responder`` answer exchanges named ``responder.name`` while this rank is joined
+    (until it is garbage, or the run ends). Before ``dlion.init`` it does nothing: exchangers
+    register again at each exchange."""
+    if not runtime.is_initialized():
+        return
+    responders = _state().responders
+    if responders.get(responder.name) is not responder:
+        responders[responder.name] = responder
 
 
 def digest(layout: tuple) -> bytes:
     """A stable 8-byte digest of a gradient layout (same on every rank and process)."""
-    d = _digests.get(layout)
+    digests = _state().digests
+    d = digests.get(layout)
     if d is None:
-        if len(_digests) > 256:
-            _digests.clear()
-        d = _digests[layout] = hashlib.blake2b(repr(layout).encode(), digest_size=8).digest()
+        if len(digests) > 256:
+            digests.clear()
+        d = digests[layout] = hashlib.blake2b(repr(layout).encode(), digest_size=8).digest()
     return d
 
 
@@ -103,11 +124,11 @@ def join() -> int:
     Returns the rank that joined last (the same on every rank). Call it when this rank has no
     more data, eagerly, from the thread that runs the training loop.
     """
-    global _joined_at
     if runtime.size() == 1:
         return runtime.rank()
+    state = _state()
     decentralized = sorted(
-        r.name for r in _responders.values() if not getattr(r, "collective", True)
+        r.name for r in state.responders.values() if not getattr(r, "collective", True)
     )
     if decentralized:
         raise InvalidArgumentError(
@@ -117,21 +138,21 @@ def join() -> int:
             "uneven data is handled by dlion.DynamicBatcher (an epoch is a global sample "
             "count) or by giving every rank the same number of steps."
         )
-    _joined_at = _rounds
+    state.joined_at = state.rounds
     try:
         while True:
             known = frozenset(
                 (r.name, digest(layout))
-                for r in _responders.values()
+                for r in state.responders.values()
                 for layout in r.known_layouts()
             )
-            records = _gather(("joined", _joined_at, known))
+            records = _gather(("joined", state.joined_at, known))
             active = [r for r, rec in enumerate(records) if rec[0] == "active"]
             if not active:
                 return max(range(len(records)), key=lambda r: (records[r][1], r))
             _answer(records, active)
     finally:
-        _joined_at = None
+        state.joined_at = None
 
 
 def _answer(records: list[Any], active: list[int]) -> None:
@@ -142,7 +163,7 @@ def _answer(records: list[Any], active: list[int]) -> None:
     layout = None
     if _lacking(records, (name, key)):
         layout = ops.broadcast_object(None, active[0], LAYOUT)
-    responder = _responders.get(name)
+    responder = _state().responders.get(name)
     if responder is None:
         raise DlionError(
             f"rank {runtime.rank()}: joined, and rank {active[0]} exchanges gradients of "
@@ -155,10 +176,10 @@ def _answer(records: list[Any], active: list[int]) -> None:
 
 
 def _gather(record: tuple) -> list[Any]:
-    global _rounds
-    with timeline.span("join", "join", op=CONTROL, round=_rounds):
+    state = _state()
+    with timeline.span("join", "join", op=CONTROL, round=state.rounds):
         records = ops.allgather_object(record, CONTROL)
-    _rounds += 1
+    state.rounds += 1
     return records
 
 

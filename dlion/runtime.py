@@ -1,8 +1,16 @@
-"""The runtime: ``init``/``shutdown``, topology (rank, size, local rank, site) and the one engine.
+"""The runtime: ``init``/``shutdown``, topology (rank, size, local rank, site) and the engines.
 
-The engine is the only process-wide state. It runs on its own duplicate of the communicator
-given to :func:`init` (``MPI.COMM_WORLD`` by default), so user MPI traffic never mixes with
-dlion's. Sites come from the ``DLION_SITE`` environment variable, else the host name.
+All of dlion's process-wide state lives in one object, created by :func:`init` and dropped by
+:func:`shutdown`: the engines, the configuration, the topology, the emulation in force, and the
+run state of the modules that keep some between calls (:func:`run_state`: the peer exchange's
+tensor groups and step counts, ``dlion.join``'s rounds and its weak registry of exchangers, the
+gradient tapes' exchangers). So ``init(); shutdown(); init()`` starts from step 0 with nothing
+left from the first run, and no fused buffer is kept alive past it. (Two things are per
+process by nature: the ``atexit`` hook, registered once, and the running timeline's slot in
+:mod:`dlion.timeline`, which :func:`shutdown` empties.) The engines run on their own
+duplicates of the communicator given to :func:`init` (``MPI.COMM_WORLD`` by default), so user
+MPI traffic never mixes with dlion's. Sites come from the ``site`` option (``DLION_SITE``), else
+the host name.
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ import socket
 import sys
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
 from mpi4py import MPI
 
@@ -23,9 +33,11 @@ import dlion_core as _core
 
 from . import timeline
 from .config import ENGINE_FIELDS, Config
-from .emulate import Spec
-from .emulate import parse as parse_emulation
+from .emulate_spec import Spec
+from .emulate_spec import parse as parse_emulation
 from .errors import InvalidArgumentError, NotInitializedError
+
+T = TypeVar("T")
 
 # Engine settings that pick algorithms: every rank must use the same values.
 _MUST_AGREE = ("ring_threshold_bytes", "ring_segment_bytes", "hierarchical", "probe_bytes")
@@ -50,6 +62,7 @@ class _State:
     topology: _Topology
     emulation: Spec
     lan: bool = False
+    parts: dict[Callable[[], Any], Any] = field(default_factory=dict)  # see run_state()
 
 
 _state: _State | None = None
@@ -67,6 +80,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     if _state is not None:
         return
     config = Config.from_env(options)
+    _core.set_simd(config.simd)
     comm = MPI.COMM_WORLD if comm is None else comm
     if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
         raise TypeError(f"comm must be a valid mpi4py.MPI.Comm, got {comm!r}")
@@ -101,7 +115,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         lan=lan,
     )
     if config.timeline:
-        timeline.start(config.timeline)
+        timeline.start(config.timeline, topology.rank, topology.size)
     if not _atexit_registered:
         atexit.register(_at_exit)
         _atexit_registered = True
@@ -113,7 +127,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
 
 def _discover(engine: _core.Engine, config: Config) -> _Topology:
     """Every rank's site and host; checks that all ranks run the engine with the same settings."""
-    site = os.environ.get("DLION_SITE") or socket.gethostname()
+    site = config.site or socket.gethostname()
     host = MPI.Get_processor_name()
     settings = {name: getattr(config, name) for name in ENGINE_FIELDS if name in _MUST_AGREE}
     settings["emulate"] = config.emulate
@@ -169,10 +183,14 @@ def shutdown() -> None:
         return
     timeline.stop()
     state, _state = _state, None
+    state.parts.clear()
     # The collective engine first: its queued work finishes, so the peer engine's goodbye (a
     # final heartbeat) tells the others exactly how many collective operations this rank ran.
     state.engine.shutdown()
     state.peers.shutdown()
+    _core.set_simd("auto")
+    if sys.excepthook is _abort_on_exception:
+        sys.excepthook = _previous_excepthook
 
 
 def is_initialized() -> bool:
@@ -194,6 +212,23 @@ def _engine_thread_cpu() -> float:
     if state is None:
         return 0.0
     return state.engine.thread_cpu_seconds() + state.peers.thread_cpu_seconds()
+
+
+def run_state(kind: Callable[[], T]) -> T:
+    """This run's instance of ``kind`` (a class or factory taking no arguments): created on
+    first use, dropped by :func:`shutdown`. Where library modules keep state between calls, so
+    that it lives exactly as long as the engines; ``NotInitializedError`` before :func:`init`."""
+    parts = _require().parts
+    if kind not in parts:
+        parts[kind] = kind()
+    return parts[kind]  # type: ignore[no-any-return]
+
+
+def start_timeline(path: str | os.PathLike[str]) -> Path:
+    """Start recording a timeline of this rank (see :mod:`dlion.timeline`); returns the file
+    this rank will write at :func:`dlion.stop_timeline`, :func:`shutdown` or exit."""
+    t = _require().topology
+    return timeline.start(path, t.rank, t.size)
 
 
 def engine() -> _core.Engine:
@@ -233,6 +268,10 @@ def all_links_fast() -> bool:
 
 
 def _caps(spec: Spec, topology: _Topology) -> list[tuple[float, float]]:
+    try:
+        spec.check(list(topology.sites))  # the ranks and sites the spec names must exist
+    except ValueError as e:
+        raise InvalidArgumentError(f"rank {topology.rank}: {e}") from None
     caps = spec.caps(topology.rank, list(topology.sites))
     return [(c.bandwidth_Bps, c.latency_s) for c in caps]
 
@@ -273,7 +312,7 @@ def local_size() -> int:
 
 
 def site() -> str:
-    """This rank's site (``DLION_SITE``, else the host name)."""
+    """This rank's site (the ``site`` option, ``DLION_SITE``; else the host name)."""
     t = _require().topology
     return t.sites[t.rank]
 

@@ -21,6 +21,9 @@ rank). Spans are measured in Python around what the optimizer does:
 
 Events are kept in memory (at most ``MAX_EVENTS``; later ones are counted, not kept) and written
 when the timeline stops: at ``stop_timeline()``, ``dlion.shutdown()`` or exit.
+
+This module imports nothing else of dlion: the runtime passes the rank and the number of ranks
+to :func:`start`, and stops the running timeline at ``dlion.shutdown()``, so none outlives a run.
 """
 
 from __future__ import annotations
@@ -120,18 +123,15 @@ def active() -> Timeline | None:
     return _active
 
 
-def start(path: str | os.PathLike[str]) -> Path:
-    """Start recording on this rank (a running timeline is written and replaced first).
-
-    Returns the file this rank will write. Needs ``dlion.init()`` first.
-    """
-    from . import runtime
-
+def start(path: str | os.PathLike[str], rank: int, size: int) -> Path:
+    """Start recording as rank ``rank`` of ``size`` (a running timeline is written and replaced
+    first); returns the file this rank will write. ``dlion.start_timeline(path)`` calls it with
+    the runtime's rank and size."""
     global _active
     if not str(path):
         raise ValueError("start_timeline needs a file path, e.g. 'trace.json'")
     stop()
-    _active = Timeline(path, runtime.rank(), runtime.size())
+    _active = Timeline(path, rank, size)
     return _active.path
 
 

@@ -183,7 +183,7 @@ def main() -> None:
         print(
             f"dlion: {size} ranks, sites {dlion.sites()}, exchange {exchange.describe()}, "
             f"batching {args.batching}, knowledge transfer {args.kt or 'off'}, emulate "
-            f"{os.environ.get('DLION_EMULATE') or 'off'}, data {ds.name} from "
+            f"{dlion.config().emulate or 'off'}, data {ds.name} from "
             f"{ds.source}, {steps_per_epoch} steps/epoch of {args.batch}x{size} samples, "
             f"{threads} TF thread(s)/rank",
             flush=True,

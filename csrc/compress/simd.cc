@@ -1,16 +1,12 @@
 #include "compress/simd.h"
 
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 
 namespace dlion::detail {
 namespace {
 
 bool cpu_avx2() {
 #if DLION_HAVE_AVX2_DISPATCH
-  const char* env = std::getenv("DLION_SIMD");
-  if (env != nullptr && std::strcmp(env, "baseline") == 0) return false;
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") != 0;
 #else

@@ -4,7 +4,8 @@
 // the baseline build (SSE2 on x86-64). Both variants execute the same IEEE operations (no FMA
 // contraction), so results are bit-identical on every machine.
 //
-// DLION_SIMD=baseline in the environment (read once) forces the baseline variant.
+// simd_force_baseline(true) forces the baseline variant; csrc reads no environment: dlion.init
+// applies the `simd` option (DLION_SIMD) through the binding dlion_core.set_simd.
 #pragma once
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -25,7 +26,8 @@ namespace dlion::detail {
 
 // Whether the kernels use their AVX2 variant now.
 bool simd_avx2();
-// Tests only: force the baseline variant (true) or go back to the automatic choice (false).
+// Force the baseline variant (true) or go back to the automatic choice (false); thread-safe,
+// takes effect for kernels that start afterwards.
 void simd_force_baseline(bool force);
 
 }  // namespace dlion::detail

@@ -55,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
         args.json,
         0,
     )
+    import dlion_core as core
+
+    from ..config import Config
+
+    core.set_simd(Config.from_env().simd)  # DLION_SIMD: this tool runs without dlion.init
     tf: Any = None
     if not args.no_tf:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

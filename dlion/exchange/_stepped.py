@@ -18,8 +18,7 @@ import numpy as np
 import dlion_core as _core
 
 from .. import runtime
-from . import peer as _peer
-from .peer import LinkPlan, PeerExchange
+from .peer import LinkPlan, PeerExchange, last_step
 
 #: A link plan with a selection rule: (encoding, k, bits, bucket, error_feedback, select,
 #: threshold, offset); select 0 top-k, 1 threshold, 2 range (csrc/wire/encode.h).
@@ -47,7 +46,7 @@ class SteppedPeerExchange(PeerExchange):
 
     def plan(self, n: int, group: int) -> list[SelectPlan]:  # type: ignore[override]
         """The link plans of the group's next step (what :meth:`start` would send)."""
-        return self.plan_step(n, group, _peer._steps.get(group, -1) + 1)
+        return self.plan_step(n, group, last_step(group) + 1)
 
     def reference_for(self, name: str, n: int) -> np.ndarray:
         """The float32 reference tensor (``n`` elements) of the exchange ``name``."""

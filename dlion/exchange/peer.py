@@ -9,7 +9,9 @@ sends when links are emulated, bounded staleness, every message applied exactly 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -26,15 +28,27 @@ _CODECS = ("dense", "topk", "qsgd", "sign", "fp16", "bf16")
 #: with a selection rule (..., select, threshold, offset); see csrc/wire/encode.h.
 LinkPlan = tuple[int, int, int, int, bool] | tuple[int, int, int, int, bool, int, float, int]
 
-# Tensor-group ids are per process (the peer engine is): every exchange name gets one, in the
-# order names are first used, which is the same on every rank; so is each group's step count.
-_group_ids: dict[str, int] = {}
-_steps: dict[int, int] = {}
+
+@dataclass
+class Groups:
+    """The peer engine's tensor groups of one run (``dlion.init`` to ``dlion.shutdown``, as the
+    engine): every exchange name gets an id, in the order names are first used, which is the
+    same on every rank; so is each group's step count. Held by the runtime
+    (:func:`dlion.runtime.run_state`), so a new run starts again from group 0, step 0."""
+
+    ids: dict[str, int] = field(default_factory=dict)
+    steps: dict[int, int] = field(default_factory=dict)
 
 
 def group_id(name: str) -> int:
-    """The peer engine's tensor-group id of the exchange ``name``."""
-    return _group_ids.setdefault(name, len(_group_ids))
+    """The peer engine's tensor-group id of the exchange ``name`` in this run."""
+    ids = runtime.run_state(Groups).ids
+    return ids.setdefault(name, len(ids))
+
+
+def last_step(group: int) -> int:
+    """The last step the group exchanged in this run (-1: none yet)."""
+    return runtime.run_state(Groups).steps.get(group, -1)
 
 
 class PeerExchange(Exchange):
@@ -94,9 +108,10 @@ class PeerExchange(Exchange):
         self.staleness = staleness
         self.weight = weight
         self.bucket = bucket
-        self._groups: dict[str, int] = {}  # the groups this policy exchanged, by name
+        self._names: dict[str, None] = {}  # the exchanges this policy ran, in first-use order
         self._sync_next = False
-        self._synced: set[int] = set()
+        self._synced: set[str] = set()
+        self._run: weakref.ref[Groups] | None = None  # the run (dlion.init) the above belong to
 
     # -- policy ---------------------------------------------------------------------------
     def encoding(self) -> int:
@@ -120,6 +135,20 @@ class PeerExchange(Exchange):
     def current_weight(self) -> float:
         """This rank's aggregation weight for the next exchange."""
         return 1.0 / runtime.size() if self.weight is None else float(self.weight)
+
+    def _enter_run(self) -> None:
+        """Start afresh when this is the policy's first use in a new run (``dlion.init`` to
+        ``dlion.shutdown``): a policy object may outlive the run it was used in."""
+        groups = runtime.run_state(Groups)
+        if self._run is not None and self._run() is not groups:
+            self._new_run()
+        self._run = weakref.ref(groups)
+
+    def _new_run(self) -> None:
+        """Forget what belonged to an earlier run (subclasses extend it)."""
+        self._names.clear()
+        self._synced.clear()
+        self._sync_next = False
 
     # -- Exchange ---------------------------------------------------------------------------
     def synchronize_next(self) -> None:
@@ -145,15 +174,18 @@ class PeerExchange(Exchange):
                 f"rank {runtime.rank()}: {type(self).__name__} exchange of '{name}': dtype "
                 f"{buffer.dtype} is not supported; the peer exchange carries float32 gradients"
             )
-        group = self._groups.setdefault(name, group_id(name))
-        step = _steps.get(group, -1) + 1
+        self._enter_run()
+        self._names.setdefault(name)
+        group = group_id(name)
+        step = last_step(group) + 1
         plans = self.plan_step(buffer.size, group, step)
         reference = self.reference(name, buffer.size, plans)
-        _steps[group] = step  # only once the plan is made: a bad option fails cleanly
+        # Only once the plan is made: a bad option fails cleanly.
+        runtime.run_state(Groups).steps[group] = step
         sync = self._sync_next
         if sync:
-            self._synced.add(group)
-            if len(self._synced) == len(self._groups):
+            self._synced.add(name)
+            if len(self._synced) == len(self._names):
                 self._sync_next = False
         return runtime.peer_engine().exchange(
             buffer,
@@ -175,13 +207,15 @@ class PeerExchange(Exchange):
         flight), and every link's statistics (bytes, bandwidth, latency). The statistics are a
         record: :meth:`set_state` does not restore them, because ``dlion.init`` measures the
         links afresh and an estimate from before the restart may be stale."""
+        self._enter_run()
         out: dict[str, np.ndarray | int | float] = {}
         engine = runtime.peer_engine()
         for peer, st in links.link_stats().items():
             for key in ("bytes_sent", "bytes_received", "bandwidth_Bps", "latency_s"):
                 out[f"link:{peer}:{key}"] = getattr(st, key)
-        for name, group in self._groups.items():
-            out[f"step:{name}"] = _steps.get(group, -1)
+        for name in self._names:
+            group = group_id(name)
+            out[f"step:{name}"] = last_step(group)
             for peer in range(runtime.size()):
                 residual = engine.residual(group, peer)
                 if peer != runtime.rank() and residual.size:
@@ -190,16 +224,18 @@ class PeerExchange(Exchange):
 
     def set_state(self, state: dict[str, object]) -> None:
         """Restore what :meth:`state` saved (before the first exchange of the resumed run)."""
+        self._enter_run()
         engine = runtime.peer_engine()
         for key, value in state.items():
             kind, _, rest = key.partition(":")
             if kind == "step":
-                group = self._groups.setdefault(rest, group_id(rest))
-                _steps[group] = int(value)  # type: ignore[call-overload]
+                self._names.setdefault(rest)
+                steps = runtime.run_state(Groups).steps
+                steps[group_id(rest)] = int(value)  # type: ignore[call-overload]
             elif kind == "residual":
                 peer, _, name = rest.partition(":")
-                group = self._groups.setdefault(name, group_id(name))
-                engine.set_residual(group, int(peer), np.asarray(value, np.float32))
+                self._names.setdefault(name)
+                engine.set_residual(group_id(name), int(peer), np.asarray(value, np.float32))
             elif kind not in ("compute_s", "link"):
                 raise InvalidArgumentError(f"{type(self).__name__}.set_state: unknown key {key!r}")
 

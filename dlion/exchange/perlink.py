@@ -139,8 +139,9 @@ class PerLinkExchange(PeerExchange):
         if self.collective:
             self._dense.weight = self.weight
             return self._dense.start(buffer, name=name, signature=signature)
+        self._enter_run()
         now = time.perf_counter()
-        first = not self._groups or next(iter(self._groups)) == name
+        first = not self._names or next(iter(self._names)) == name
         if first and self._last_done is not None:
             sample = now - self._last_done
             self.compute_s = (
@@ -149,6 +150,14 @@ class PerLinkExchange(PeerExchange):
                 else (1 - self.ewma) * self.compute_s + self.ewma * sample
             )
         return _Timed(super().start(buffer, name=name, signature=signature), self)
+
+    def _new_run(self) -> None:
+        """A new run: its groups, sizes and plans are new, and the time since the last run's
+        last exchange is no compute-time sample (``compute_s``, the model's, is kept)."""
+        super()._new_run()
+        self._sizes.clear()
+        self.last_plan.clear()
+        self._last_done = None
 
     def state(self) -> dict[str, np.ndarray | int | float]:
         out = super().state()

@@ -49,7 +49,7 @@ class GradientExchanger:
         # One plan per layout, so alternating variable sets (e.g. a GAN's two halves) neither
         # re-check layouts nor re-plan; at most _CACHE of them.
         self.plans: dict[tuple, fusion.FusionPlan] = {}
-        joining.register(self)
+        joining.register(self)  # again at every exchange: an exchanger may outlive a run
 
     def exchange_step(self, grads: list[Any], names: list[str]) -> fusion.FusionPlan | None:
         """Pack, exchange and wait: afterwards the plan's buffers hold the combined gradients.
@@ -63,6 +63,7 @@ class GradientExchanger:
                 f"{self.caller} must run eagerly: keep the forward/backward in a tf.function "
                 "but call it outside"
             )
+        joining.register(self)
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         layout = fusion.layout_of(grads, names)
         if not self.collective:

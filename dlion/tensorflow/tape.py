@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import tensorflow as tf
 
+from .. import runtime
 from ..errors import InvalidArgumentError
 from ..exchange import Exchange
 from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
 from .nonfinite import check_policy
+
+CALLER = "dlion.DistributedGradientTape.gradient"
 
 
 class DistributedGradientTape:
@@ -52,9 +56,7 @@ class DistributedGradientTape:
                 "the apply; use dlion.DistributedOptimizer(..., nonfinite='skip') for that)"
             )
         check_policy(nonfinite, "dlion.DistributedGradientTape", allowed=("raise",))
-        self._exchanger = GradientExchanger(
-            exchange, fusion_bytes, name, "dlion.DistributedGradientTape.gradient"
-        )
+        self._exchanger = _exchanger_for(exchange, fusion_bytes, name)
 
     def __getattr__(self, attr: str) -> Any:
         # Only reached for attributes this class does not define: forward to the tape.
@@ -78,3 +80,31 @@ class DistributedGradientTape:
         for i, g in zip(keep, self._exchanger.graph_reduce(dense, [names[i] for i in keep])):
             out[i] = g
         return tf.nest.pack_sequence_as(grads, out)
+
+
+@dataclass
+class _TapeExchangers:
+    """The tapes' exchangers of one run, by name, with the exchange and fusion size each was
+    made for (held by :func:`dlion.runtime.run_state`, dropped at ``dlion.shutdown``). A tape
+    usually lives one step; its exchanger (fusion plans, checked layouts, ``dlion.join``'s
+    responder, which holds exchangers only weakly) serves every tape of that name."""
+
+    by_name: dict[str, tuple[Exchange | None, int, GradientExchanger]] = field(default_factory=dict)
+
+
+def _exchanger_for(exchange: Exchange | None, fusion_bytes: int, name: str) -> GradientExchanger:
+    """The run's exchanger of the tapes named ``name`` with this ``exchange`` (the same object,
+    or both the default) and ``fusion_bytes``; a new one otherwise, or before ``dlion.init``."""
+
+    def make() -> GradientExchanger:
+        return GradientExchanger(exchange, fusion_bytes, name, CALLER)
+
+    if not runtime.is_initialized():
+        return make()
+    cache = runtime.run_state(_TapeExchangers).by_name
+    held = cache.get(name)
+    if held is not None and held[0] is exchange and held[1] == fusion_bytes:
+        return held[2]
+    made = make()
+    cache[name] = (exchange, fusion_bytes, made)
+    return made

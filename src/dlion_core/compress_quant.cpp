@@ -1,8 +1,9 @@
 // Bindings of the quantization, cast and error-feedback kernels (csrc/compress/quantize.h,
-// cast.h, residual.h). Inputs are numpy arrays of any shape, used in place without copies
-// (read-only ones too) when they have the right dtype and are C-contiguous; anything else is an
-// InvalidArgumentError that says what to pass. Arguments are checked first, then the GIL is
-// released for the kernel. Results are new arrays, or the `out=` array where there is one.
+// cast.h, residual.h) and of their instruction-set choice (simd.h). Inputs are numpy arrays of
+// any shape, used in place without copies (read-only ones too) when they have the right dtype
+// and are C-contiguous; anything else is an InvalidArgumentError that says what to pass.
+// Arguments are checked first, then the GIL is released for the kernel. Results are new arrays,
+// or the `out=` array where there is one.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -15,6 +16,7 @@
 #include "compress/cast.h"
 #include "compress/quantize.h"
 #include "compress/residual.h"
+#include "compress/simd.h"
 #include "views.h"
 
 namespace py = pybind11;
@@ -139,9 +141,22 @@ void ef_after_sparse(py::array& residual, const py::array& idx) {
   dlion::ef_after_sparse(rp, ip, k, n);
 }
 
+void set_simd(const std::string& mode) {
+  if (mode != "auto" && mode != "baseline")
+    throw dlion::InvalidArgument("set_simd: mode must be 'auto' or 'baseline', got '" + mode +
+                                 "' (the dlion option simd, DLION_SIMD)");
+  dlion::detail::simd_force_baseline(mode == "baseline");
+}
+
 }  // namespace
 
 void bind_quantize(py::module_& m) {
+  m.def("set_simd", &set_simd, py::arg("mode"),
+        "Instruction set of the element-wise kernels: 'auto' (AVX2 when the CPU has it) or "
+        "'baseline' (SSE2); both give identical bits. dlion.init applies the option simd.");
+  m.def(
+      "simd", [] { return std::string(dlion::detail::simd_avx2() ? "avx2" : "baseline"); },
+      "The variant the element-wise kernels run now: 'avx2' or 'baseline'.");
   const auto bucket = static_cast<std::size_t>(dlion::kDefaultQsgdBucket);
   m.def("qsgd_encode", &qsgd_encode, py::arg("x"), py::arg("bits"), py::arg("seed"),
         py::arg("bucket") = bucket, py::kw_only(), py::arg("packed_out") = py::none(),

@@ -128,8 +128,25 @@ def test_bad_requests_are_rejected_clearly():
         assert rec["usable"]
 
 
-def test_init_shutdown_init_again_keeps_engines_apart():
-    res = run_mpi("reinit", 3)
+def test_init_shutdown_init_again_starts_afresh():
+    """``init(); shutdown(); init()`` keeps the engines apart and leaves nothing of a run behind:
+    steps, group ids and join rounds start at 0, buffers of dropped objects are garbage."""
+    res = run_mpi("reinit", 3, timeout=180)
     assert res.returncode == 0, res.explain()
     for rec in res.records():
-        assert len(set(rec["sums"])) == 1, rec  # the same exchange, three times
+        runs = rec["runs"]
+        assert len({r["sum"] for r in runs}) == 1, rec  # the same exchange, three times
+        assert [r["simd"] for r in runs] == ["baseline", rec["simd_before"], rec["simd_before"]]
+        assert rec["simd_after"] == rec["simd_before"]
+        for i, r in enumerate(runs):
+            assert r["groups_at_start"] == 0, r
+            assert r["group_ids"] == {"h": 0, "g": 1, f"x{i}": 2}, r
+            assert r["other_names"] == [f"step:x{i}"], r  # nothing of the earlier runs
+            assert r["policy_step"] == 4 and r["steps"] == {"1": 4, "2": 0}, r  # 5 steps: 0..4
+            assert r["join_rounds"] == 5, r  # a control round per exchange step: 3 + 2
+            assert not r["timeline_left"] and not r["state_left"], r
+            assert not r["opt_alive_while_running"], r  # the registry only observes it
+            # The tapes' exchanger is the run's (a tape lives one step), dropped at shutdown.
+            assert r["responders_after_drop"] == [f"tape{i}"], r
+            assert r["tapes_share_an_exchanger"], r
+            assert not any(r["alive_after_shutdown"]), r

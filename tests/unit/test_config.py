@@ -61,3 +61,11 @@ def test_boolean_env():
     assert Config.from_env(environ={"DLION_ABORT_ON_EXCEPTION": "true"}).abort_on_exception
     with pytest.raises(ValueError, match="DLION_ABORT_ON_EXCEPTION"):
         Config.from_env(environ={"DLION_ABORT_ON_EXCEPTION": "maybe"})
+
+
+def test_site_data_and_simd_are_options_with_their_variables():
+    env = {"DLION_SITE": "eu-west", "DLION_DATA": "/data/fmnist", "DLION_SIMD": "baseline"}
+    c = Config.from_env(environ=env)
+    assert (c.site, c.data, c.simd) == ("eu-west", "/data/fmnist", "baseline")
+    assert (Config().site, Config().data, Config().simd) == ("", "", "auto")
+    assert Config.from_env({"site": "B"}, environ=env).site == "B"

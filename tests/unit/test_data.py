@@ -282,3 +282,19 @@ def test_shard_dataset(tmp_path: Path) -> None:
     assert sorted(np.concatenate([it.indices for it in its]).tolist()) == list(range(5))
     xb, yb = its[0].next(4)
     assert xb.shape == (4, 28, 28, 1) and yb.dtype == np.int64
+
+
+def test_data_option_of_the_running_config_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_defaults: None
+) -> None:
+    import dlion
+
+    _tiny_dataset(tmp_path)
+    monkeypatch.setenv("DLION_DATA", str(tmp_path / "does-not-exist"))
+    dlion.init(data=str(tmp_path))
+    try:
+        assert data.load_fashion_mnist().source == str(tmp_path)
+    finally:
+        dlion.shutdown()
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):  # before init: the variable
+        data.load_fashion_mnist()

@@ -49,4 +49,4 @@ def test_events_beyond_the_cap_are_counted_not_kept(tmp_path, monkeypatch):
 
 def test_start_needs_a_path():
     with pytest.raises(ValueError, match="file path"):
-        timeline.start("")
+        timeline.start("", 0, 1)

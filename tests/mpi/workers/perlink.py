@@ -28,13 +28,13 @@ if sys.argv[1] == "timeline":
     model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(50), keras.layers.Dense(3)])
     exchange = dlion.PerLinkExchange(budget_s=0.01)
     opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.1), exchange=exchange, name="tl")
-    path = dlion.timeline.start(os.path.join(os.environ["DLION_TEST_OUT"], "trace.json"))
+    path = dlion.start_timeline(os.path.join(os.environ["DLION_TEST_OUT"], "trace.json"))
     x = np.random.default_rng(rank).standard_normal((8, 20)).astype(np.float32)
     for _ in range(3):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(model(x)))
         opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.variables))
-    written = dlion.timeline.stop()
+    written = dlion.stop_timeline()
     events = json.loads(open(written).read())["traceEvents"]
     ex = [e for e in events if e.get("name") == "exchange"]
     report(

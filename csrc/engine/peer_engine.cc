@@ -1,5 +1,5 @@
 // PeerEngine: construction, the caller-facing checks and queries. The progress thread is in
-// peer_progress.cc.
+// peer_progress.cc and the files peer_wire.h lists.
 #include "engine/peer_engine.h"
 
 #include <cmath>

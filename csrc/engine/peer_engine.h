@@ -150,29 +150,35 @@ class PeerEngine {
     MPI_Request req = MPI_REQUEST_NULL;
   };
 
-  // peer_progress.cc: the progress thread.
+  // The progress thread (its files: peer_wire.h). peer_progress.cc: the loop.
   void run();
+  // peer_start.cc: starting requests.
+  void start(Task& task, Clock::time_point now);
+  void start_probe_round(Task& task, Clock::time_point now);
+  Group& group(std::uint32_t id, std::size_t n);
+  // peer_mpi.cc: MPI progress and message storage.
   bool service(Clock::time_point now);  // MPI progress; true when anything happened
   void post_due_sends(Clock::time_point now, bool& progressed);
   void test_sends(bool& progressed);
   void match_incoming(bool& progressed);
   void test_receives(Clock::time_point now, bool& progressed);
-  void on_message(int peer, int tag, wire::Message msg, Clock::time_point now);
   void enqueue(int peer, int tag, std::shared_ptr<wire::Message> msg, std::uint32_t group,
                std::uint64_t step, bool timed, Clock::time_point now);
   bool all_acked() const;   // every message this rank sent was acknowledged
   bool any_group() const;   // some tensor group exists (locks groups_mu_)
   wire::Message take(std::size_t len);  // storage from the pool (or fresh)
   void give(wire::Message&& msg);       // back to the pool (bounded)
-  void start(Task& task, Clock::time_point now);
-  void start_probe_round(Task& task, Clock::time_point now);
+  // peer_receive.cc: an arrived message.
+  void on_message(int peer, int tag, wire::Message msg, Clock::time_point now);
+  // peer_finish.cc: completing a request.
   bool try_finish(Task& task, Clock::time_point now);
+  // peer_stall.cc: what a request waits for.
   void check_stall(Task& task, Clock::time_point now);
   std::string missing(const Task& task) const;
   static bool expects(const ExchangeRequest& r, int peer) {
     return r.expect.empty() || r.expect[static_cast<std::size_t>(peer)] != 0;
   }
-  Group& group(std::uint32_t id, std::size_t n);
+  // peer_drain.cc: the end of the thread.
   void drain(Clock::time_point until, bool goodbye = false);
   void fail_all(const std::string& why);
   // peer_heartbeat.cc: liveness.

@@ -1,0 +1,69 @@
+// Finishing the peer engine's requests: a probe once every peer answered every round, an
+// exchange once every awaited peer has sent far enough (step 2 of peer_engine.h), with the
+// weighted aggregate of step 3.
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <utility>
+
+#include "compress/reduce.h"
+#include "engine/peer_engine.h"
+#include "engine/peer_wire.h"
+
+namespace dlion {
+
+using namespace peer;
+
+bool PeerEngine::try_finish(Task& task, Clock::time_point now) {
+  if (task.is_probe) {
+    for (;;) {
+      const std::uint32_t g = kProbeGroup + static_cast<std::uint32_t>(task.round);
+      for (int p = 0; p < size_; ++p) {
+        if (p == rank_) continue;
+        const auto pp = static_cast<std::size_t>(p);
+        if (links_[pp].awaiting(g) || probes_seen_[static_cast<std::size_t>(task.round)][pp] <
+                                          probes_started_)
+          return false;
+      }
+      if (++task.round == kProbeRounds) break;
+      start_probe_round(task, now);
+    }
+    task.handle->complete();
+    return true;
+  }
+  const ExchangeRequest& r = task.req;
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  Group& g = groups_.at(r.group);
+  const std::int64_t step = static_cast<std::int64_t>(r.step);
+  const std::int64_t need = r.sync ? step : step - r.staleness;
+  for (int p = 0; p < size_; ++p)
+    if (p != rank_ && expects(r, p) && g.latest[static_cast<std::size_t>(p)] < need) return false;
+
+  // Weighted sum in rank order, so that ranks holding the same messages get the same bits.
+  g.acc.assign(r.n, 0.0f);
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_) {
+      add_scaled(g.acc.data(), r.grad, r.n, r.weight);
+      continue;
+    }
+    auto& box = g.inbox[static_cast<std::size_t>(p)];
+    while (!box.empty() && static_cast<std::int64_t>(box.front().step) <= step) {
+      const Arrived& a = box.front();
+      wire::apply_add(a.dec, g.acc.data(), r.n, a.dec.weight());
+      const std::int64_t lag = step - static_cast<std::int64_t>(a.step);
+      {
+        std::lock_guard<std::mutex> slock(mu_);
+        LinkStats& st = stats_[static_cast<std::size_t>(p)];
+        st.staleness_last = lag;
+        st.staleness_max = std::max(st.staleness_max, lag);
+      }
+      give(std::move(box.front().msg));
+      box.pop_front();
+    }
+  }
+  if (r.n > 0) std::memcpy(r.out, g.acc.data(), r.n * sizeof(float));
+  task.handle->complete();
+  return true;
+}
+
+}  // namespace dlion

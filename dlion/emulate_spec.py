@@ -7,7 +7,9 @@ A spec is items separated by ``;`` or spaces:
 
 ``A-B:20mbit:40ms``
     The link between site ``A`` and site ``B`` (both directions, each direction its own link)
-    carries 20 Mbit/s with a one-way latency of 40 ms. Endpoints are site names (``DLION_SITE``,
+    carries 20 Mbit/s with a one-way latency of 40 ms, shared: all ranks of ``A`` sending to
+    ranks of ``B`` take turns on the one ``A->B`` wire, as on a real network (two of them
+    sending at once get about 10 Mbit/s each). Endpoints are site names (``DLION_SITE``,
     as ``shared/tools/microcloud`` sets it), ``*`` for any site, or ``#N`` for rank N. A site
     name that contains ``-``, ``:`` or ``[`` is written in square brackets:
     ``[eu-west]-[us-east]:20mbit``, ``[eu-west]-#3:1gbit``; brackets may quote any site name
@@ -16,6 +18,17 @@ A spec is items separated by ``;`` or spaces:
     ``bps``, ``kbps``, ``mbps``, ``gbps`` (bytes/s), or ``inf`` for no limit; latencies take
     ``us``, ``ms`` or ``s``. The most specific item wins: rank pair, then site pair, then a site
     with ``*``, then ``*-*``. ``A-A:...`` sets the links inside site A.
+
+    Sharing: an item naming sites (or ``*``) caps each ordered site pair once, as one wire
+    for every rank pair that crosses it: ``*-B:20mbit`` gives ``A->B`` and ``C->B`` 20 Mbit/s
+    each. Inside a site, ``A-A:1gbit`` (or ``*-*``) is one wire too, shared by every rank pair
+    of ``A`` in both directions (a site's LAN as one shared medium, a hub rather than a
+    switch): ranks of one site that exchange at once divide its rate. An item naming a rank
+    (``#0-#2:...``, ``#0-B:...``) gives each rank pair it decides a link of its own, shared with
+    nobody. A message takes the wire whole, in the order messages were queued, and is handed to
+    MPI one latency after its last byte left it. Wires are shared between the processes of one
+    host (a table in POSIX shared memory); ranks of one site on different hosts pace their
+    traffic on separate wires (the in-process emulation is a one-machine tool).
 
 ``compute=1,1,0.5,0.5``
     Relative compute speed per rank (0.5: half as fast); ranks not listed run at 1.
@@ -83,13 +96,31 @@ class Spec:
 
     def link(self, a: int, b: int, sites: list[str]) -> LinkCap:
         """The cap of the link from rank ``a`` to rank ``b`` (most specific item wins)."""
-        best: tuple[int, LinkCap] | None = None
-        for x, y, cap in self.links:
+        item = self._item(a, b, sites)
+        return item[2] if item else LinkCap()
+
+    def shared(self, a: int, b: int, sites: list[str]) -> bool:
+        """Whether the link from rank ``a`` to rank ``b`` is its site pair's wire, shared by
+        every rank pair from ``a``'s site to ``b``'s: the item that decides it names sites (or
+        ``*``), not a rank, and limits the bandwidth."""
+        item = self._item(a, b, sites)
+        return (
+            item is not None
+            and not any(e.startswith("#") for e in item[:2])
+            and item[2].bandwidth_Bps > 0
+        )
+
+    def _item(self, a: int, b: int, sites: list[str]) -> tuple[str, str, LinkCap] | None:
+        """The item that decides the link from ``a`` to ``b``: the most specific one, the
+        last of equally specific ones."""
+        best: tuple[int, tuple[str, str, LinkCap]] | None = None
+        for item in self.links:
+            x, y, _ = item
             for p, q in ((x, y), (y, x)):
                 score = _match(p, a, sites) * _match(q, b, sites)
                 if score and (best is None or score >= best[0]):
-                    best = (score, cap)
-        return best[1] if best else LinkCap()
+                    best = (score, item)
+        return best[1] if best else None
 
     def caps(self, rank: int, sites: list[str]) -> list[LinkCap]:
         """The cap of every link out of ``rank`` (own entry unlimited)."""

@@ -43,6 +43,9 @@ class LinkStats:
     emulated_bandwidth_Bps: float
     """The emulated cap (0.0: not emulated), see :mod:`dlion.emulate`."""
     emulated_latency_s: float
+    emulated_shared: bool
+    """Whether the emulated cap is the site pair's wire, shared with every rank pair that
+    crosses it (False: the link's own, from a rank-pair item, or not emulated)."""
 
     @property
     def achieved_bandwidth_Bps(self) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import secrets
 import socket
 import sys
 import time
@@ -51,6 +52,7 @@ class _Topology:
     local_size: int
     sites: tuple[str, ...]
     hosts: tuple[str, ...]
+    wires: str = ""  # name of the job's shared table of emulated site-pair wires (rank 0's)
 
 
 @dataclass
@@ -91,8 +93,9 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         engine.watch_liveness(peers)  # the peer engine's heartbeats name lost and late ranks
         topology = _discover(engine, config)
         peers.set_site_names(list(topology.sites))
-        labels = {s: i for i, s in enumerate(dict.fromkeys(topology.sites))}
+        labels = _site_labels(topology)
         engine.set_sites([labels[s] for s in topology.sites])
+        peers.share_wires(_site_wires(engine, topology))
         emulation = parse_emulation(config.emulate)
         peers.set_caps(_caps(emulation, topology))
         lan = False
@@ -131,10 +134,12 @@ def _discover(engine: _core.Engine, config: Config) -> _Topology:
     host = MPI.Get_processor_name()
     settings = {name: getattr(config, name) for name in ENGINE_FIELDS if name in _MUST_AGREE}
     settings["emulate"] = config.emulate
-    handle = engine.allgather(pickle.dumps((site, host, settings)), "dlion.init.topology")
+    # Rank 0's name for the shared wires is the job's (unique to this job and communicator).
+    wires = f"/dlion-{os.getuid()}-{os.getpid()}-{secrets.token_hex(8)}"
+    handle = engine.allgather(pickle.dumps((site, host, settings, wires)), "dlion.init.topology")
     handle.wait()
     gathered = [pickle.loads(b) for b in handle.result()]
-    for r, (_, _, theirs) in enumerate(gathered):
+    for r, (_, _, theirs, _) in enumerate(gathered):
         differ = sorted(k for k in settings if theirs.get(k) != gathered[0][2].get(k))
         if differ:
             detail = ", ".join(f"{k}={theirs[k]!r} (rank 0: {gathered[0][2][k]!r})" for k in differ)
@@ -153,7 +158,45 @@ def _discover(engine: _core.Engine, config: Config) -> _Topology:
         local_size=len(same_host),
         sites=sites,
         hosts=hosts,
+        wires=gathered[0][3],
     )
+
+
+def _site_labels(topology: _Topology) -> dict[str, int]:
+    """Every site's number, in order of first appearance among the ranks."""
+    return {s: i for i, s in enumerate(dict.fromkeys(topology.sites))}
+
+
+def _site_wires(engine: _core.Engine, topology: _Topology) -> _core.SiteClocks:
+    """The pacing clocks of the emulated site pairs, one per ordered pair of sites, shared by
+    the processes of this host (collective: every rank takes part; see site_clocks.h).
+
+    Every rank maps the job's table (the first of a host creates it), then, after a barrier,
+    removes its name, so none is left behind however the job ends. Where shared memory cannot
+    be had, the rank paces its site links on clocks of its own, and says so."""
+    slots = len(_site_labels(topology)) ** 2
+    if topology.size == 1:
+        return _core.SiteClocks.local(slots)
+    problem = ""
+    try:
+        # A rank alone on its host has nobody to share with.
+        if topology.local_size > 1:
+            clocks = _core.SiteClocks.open(topology.wires, slots)
+        else:
+            clocks = _core.SiteClocks.local(slots)
+    except _core.DlionError as e:
+        clocks, problem = _core.SiteClocks.local(slots), str(e)
+    engine.barrier("dlion.init.site_wires").wait()  # every rank of every host has mapped it
+    if clocks.shared:
+        _core.SiteClocks.unlink(topology.wires)
+    if problem:
+        warnings.warn(
+            f"rank {topology.rank}: {problem}; the emulated site links of this rank are paced "
+            "on clocks of its own, not shared with the other ranks of its site",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return clocks
 
 
 # Variables through which launchers announce the job size: Open MPI's mpirun, PMI (Hydra/MPICH).
@@ -267,13 +310,23 @@ def all_links_fast() -> bool:
     return _require().lan
 
 
-def _caps(spec: Spec, topology: _Topology) -> list[tuple[float, float]]:
+def _caps(spec: Spec, topology: _Topology) -> list[tuple[float, float, int]]:
+    """(bandwidth, latency, wire) of every link out of this rank: wire is the shared clock of
+    the link's site pair (slot ``from_site * sites + to_site`` of :func:`_site_wires`' table),
+    or -1 for a link of its own (a rank-pair item, or no bandwidth cap)."""
+    sites = list(topology.sites)
     try:
-        spec.check(list(topology.sites))  # the ranks and sites the spec names must exist
+        spec.check(sites)  # the ranks and sites the spec names must exist
     except ValueError as e:
         raise InvalidArgumentError(f"rank {topology.rank}: {e}") from None
-    caps = spec.caps(topology.rank, list(topology.sites))
-    return [(c.bandwidth_Bps, c.latency_s) for c in caps]
+    labels = _site_labels(topology)
+    me = topology.rank
+    caps = []
+    for p, c in enumerate(spec.caps(me, sites)):
+        shared = p != me and spec.shared(me, p, sites)
+        wire = labels[sites[me]] * len(labels) + labels[sites[p]] if shared else -1
+        caps.append((c.bandwidth_Bps, c.latency_s, wire))
+    return caps
 
 
 def _set_emulation(spec: Spec) -> None:

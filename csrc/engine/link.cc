@@ -20,10 +20,29 @@ Clock::duration seconds(double s) {
 Link::Slot Link::schedule(std::size_t bytes, Clock::time_point now) {
   if (cap_.bandwidth_Bps <= 0.0 && cap_.latency_s <= 0.0) return {now, now};
   const Clock::time_point start = std::max(now, free_at_);
-  const double wire_s = cap_.bandwidth_Bps > 0.0 ? static_cast<double>(bytes) / cap_.bandwidth_Bps
-                                                 : 0.0;
-  free_at_ = start + seconds(wire_s);
+  const Clock::duration wire = seconds(
+      cap_.bandwidth_Bps > 0.0 ? static_cast<double>(bytes) / cap_.bandwidth_Bps : 0.0);
+  if (wire_ == nullptr || cap_.bandwidth_Bps <= 0.0) {
+    free_at_ = start + wire;
+  } else {
+    // Take the shared wire from when it is free (or from `start`, if that is later) for
+    // `wire`; retry if another sender took it meanwhile. The stamp is the only shared datum,
+    // so relaxed ordering is enough: every update is one atomic read-modify-write.
+    using ns = std::chrono::nanoseconds;
+    const std::int64_t from = std::chrono::duration_cast<ns>(start.time_since_epoch()).count();
+    const std::int64_t len = std::chrono::duration_cast<ns>(wire).count();
+    std::int64_t free = wire_->load(std::memory_order_relaxed);
+    std::int64_t begin = 0;
+    do {
+      begin = std::max(from, free);
+    } while (!wire_->compare_exchange_weak(free, begin + len, std::memory_order_relaxed));
+    free_at_ = Clock::time_point(std::chrono::duration_cast<Clock::duration>(ns(begin + len)));
+  }
   return {start, free_at_ + seconds(cap_.latency_s)};
+}
+
+Link::Slot Link::control(Clock::time_point now) const {
+  return {now, now + seconds(cap_.latency_s)};
 }
 
 void Link::sent(std::uint32_t group, std::uint64_t step, std::size_t bytes,

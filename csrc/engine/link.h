@@ -10,13 +10,23 @@
 // Emulation: with a cap (bandwidth, latency), a message of B bytes queued at t starts on the
 // emulated wire when the previous one has left it, occupies it B / bandwidth, and is handed to
 // MPI one latency after its last byte left: so the real message arrives when the emulated link
-// would have delivered it.
+// would have delivered it. The wire is the link's own (a rank pair's cap), or a clock shared
+// with every other link that crosses the same emulated site pair, in this process and in the
+// other processes of the host (site_clocks.h): then messages of all those links take turns on
+// it, whole messages in the order they were queued (first come, first served), and each
+// link's timing counts from the end of its own previous message, so the time others' messages
+// hold the wire reads as a lower bandwidth, as a real shared link's would. Acknowledgements
+// (a header, 64 bytes) only take the latency (control()): they neither wait for the wire nor
+// hold it, so that timing a link measures its data, not a queue of other links' data that its
+// acknowledgements would otherwise wait behind.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+
+#include "engine/site_clocks.h"
 
 namespace dlion {
 
@@ -37,12 +47,15 @@ struct LinkStats {
   std::int64_t last_step_received = -1;    // newest gradient step received (any group)
   std::int64_t staleness_last = 0, staleness_max = 0;  // applied-at step - sent-at step
   double emulated_bandwidth_Bps = 0.0, emulated_latency_s = 0.0;  // 0: not emulated
+  bool emulated_shared = false;  // the cap is a site pair's wire, shared with other links
 };
 
-// An emulated cap; bandwidth 0 means unlimited.
+// An emulated cap; bandwidth 0 means unlimited. wire: the shared clock (a slot of the
+// engine's SiteClocks) the link is paced on, or -1 for a clock of its own.
 struct LinkCap {
   double bandwidth_Bps = 0.0;
   double latency_s = 0.0;
+  int wire = -1;
 };
 
 class Link {
@@ -52,15 +65,25 @@ class Link {
   static constexpr double kEwma = 0.3;
 
   struct Slot {
-    Clock::time_point start;    // the message's first byte on the (emulated) wire
+    // When this link starts sending the message: once its own previous messages have left
+    // the (emulated) wire. On a shared wire the message may wait there for other links' ones.
+    Clock::time_point start;
     Clock::time_point release;  // when to hand it to MPI
   };
 
-  void set_cap(LinkCap cap) { cap_ = cap; }
+  // `wire`: the shared clock to pace on (it must outlive the link's use of it); null: the
+  // link's own.
+  void set_cap(LinkCap cap, SiteClocks::Stamp* wire = nullptr) {
+    cap_ = cap;
+    wire_ = wire;
+  }
   const LinkCap& cap() const { return cap_; }
 
-  // Reserves the emulated wire for a message of `bytes` queued at `now`.
+  // Reserves the emulated wire for a message of `bytes` queued at `now` (thread-safe with
+  // respect to the other users of a shared wire: one compare-and-swap loop).
   Slot schedule(std::size_t bytes, Clock::time_point now);
+  // A control message (an acknowledgement) queued at `now`: released one latency later.
+  Slot control(Clock::time_point now) const;
 
   // Remembers a sent message until its acknowledgement; timed = false for one whose timing
   // would mislead (e.g. the first probe, which also waits for the peer to start).
@@ -82,7 +105,8 @@ class Link {
     bool timed;
   };
   LinkCap cap_;
-  Clock::time_point free_at_{};
+  SiteClocks::Stamp* wire_ = nullptr;  // shared wire, or null
+  Clock::time_point free_at_{};        // when this link's last message leaves the wire
   std::deque<Unacked> unacked_;
 };
 

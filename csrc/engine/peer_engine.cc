@@ -115,13 +115,30 @@ void PeerEngine::set_caps(const std::vector<LinkCap>& caps) {
                 " B/s, ", caps[p].latency_s, " s)");
   }
   std::lock_guard<std::mutex> lock(mu_);
+  const std::size_t wires = clocks_ ? clocks_->slots() : 0;
+  for (std::size_t p = 0; p < caps.size(); ++p)
+    DLION_CHECK(caps[p].wire == -1 ||
+                    (caps[p].wire >= 0 && static_cast<std::size_t>(caps[p].wire) < wires),
+                InvalidArgument, "rank ", rank_, ": emulated link to rank ", p,
+                " is paced on shared wire ", caps[p].wire, ", but there are ", wires,
+                " (share_wires)");
   caps_ = caps;
   caps_changed_ = true;
   for (std::size_t p = 0; p < caps.size(); ++p) {
-    stats_[p].emulated_bandwidth_Bps = static_cast<int>(p) == rank_ ? 0 : caps[p].bandwidth_Bps;
-    stats_[p].emulated_latency_s = static_cast<int>(p) == rank_ ? 0 : caps[p].latency_s;
+    const bool own = static_cast<int>(p) == rank_;
+    stats_[p].emulated_bandwidth_Bps = own ? 0 : caps[p].bandwidth_Bps;
+    stats_[p].emulated_latency_s = own ? 0 : caps[p].latency_s;
+    stats_[p].emulated_shared = !own && caps[p].wire >= 0;
   }
   cv_.notify_one();
+}
+
+void PeerEngine::share_wires(std::shared_ptr<SiteClocks> clocks) {
+  DLION_CHECK(clocks != nullptr, InvalidArgument, "rank ", rank_, ": share_wires needs a table");
+  std::lock_guard<std::mutex> lock(mu_);
+  // Once only: the progress thread's links keep pointers into the table.
+  DLION_CHECK(!clocks_, InvalidArgument, "rank ", rank_, ": share_wires was already called");
+  clocks_ = std::move(clocks);
 }
 
 std::vector<LinkStats> PeerEngine::link_stats() const {

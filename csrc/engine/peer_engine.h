@@ -43,6 +43,7 @@
 #include "engine/handle.h"
 #include "engine/link.h"
 #include "engine/liveness.h"
+#include "engine/site_clocks.h"
 #include "wire/encode.h"
 
 namespace dlion {
@@ -89,7 +90,11 @@ class PeerEngine {
   // collective: every rank calls it. Also a rendezvous: it completes once every peer probed.
   HandlePtr probe();
   // Emulated caps, one per rank (own entry ignored); applies to messages queued afterwards.
+  // A cap with wire >= 0 is paced on that clock of the table share_wires() gave.
   void set_caps(const std::vector<LinkCap>& caps);
+  // The clocks of the emulated links that several rank pairs share (one per site pair; the
+  // runtime maps one table per host, site_clocks.h); kept as long as the engine. Once.
+  void share_wires(std::shared_ptr<SiteClocks> clocks);
 
   std::vector<LinkStats> link_stats() const;  // one per rank; own entry all zero
   // A copy of link (group, peer)'s residual; empty if it has none. For checkpoints: call it
@@ -203,6 +208,7 @@ class PeerEngine {
   std::vector<LinkStats> stats_;
   std::vector<LinkCap> caps_;
   bool caps_changed_ = false;
+  std::shared_ptr<SiteClocks> clocks_;  // the shared wires caps_ name
   ThreadCpu thread_cpu_;
   std::thread thread_;
 

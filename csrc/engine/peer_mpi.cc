@@ -21,7 +21,7 @@ void PeerEngine::enqueue(int peer, int tag, std::shared_ptr<wire::Message> msg,
                          std::uint32_t group, std::uint64_t step, bool timed,
                          Clock::time_point now) {
   Link& link = links_[static_cast<std::size_t>(peer)];
-  const Link::Slot slot = link.schedule(msg->size(), now);
+  const Link::Slot slot = tag == kAckTag ? link.control(now) : link.schedule(msg->size(), now);
   if (tag != kAckTag) link.sent(group, step, msg->size(), slot.start, timed);
   Send s;
   s.peer = peer, s.tag = tag, s.msg = std::move(msg), s.release = slot.release;

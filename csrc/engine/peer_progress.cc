@@ -51,7 +51,11 @@ void PeerEngine::run() {
         }
         stop = stopping_;
         if (caps_changed_) {
-          for (std::size_t p = 0; p < links_.size(); ++p) links_[p].set_cap(caps_[p]);
+          for (std::size_t p = 0; p < links_.size(); ++p) {
+            const int w = caps_[p].wire;  // set_caps() checked it against clocks_
+            links_[p].set_cap(caps_[p],
+                              w >= 0 ? &clocks_->slot(static_cast<std::size_t>(w)) : nullptr);
+          }
           caps_changed_ = false;
         }
       }

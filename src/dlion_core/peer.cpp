@@ -69,12 +69,26 @@ py::dict stats_dict(const dlion::LinkStats& s) {
   d["staleness_last"] = s.staleness_last, d["staleness_max"] = s.staleness_max;
   d["emulated_bandwidth_Bps"] = s.emulated_bandwidth_Bps;
   d["emulated_latency_s"] = s.emulated_latency_s;
+  d["emulated_shared"] = s.emulated_shared;
   return d;
 }
 
 }  // namespace
 
 void bind_peer(py::module_& m) {
+  using dlion::SiteClocks;
+  py::class_<SiteClocks, std::shared_ptr<SiteClocks>>(
+      m, "SiteClocks",
+      "Pacing clocks of emulated links shared by several senders, in POSIX shared memory that "
+      "the processes of one host map (csrc/engine/site_clocks.h).")
+      .def_static("open", &SiteClocks::open, py::arg("name"), py::arg("slots"),
+                  "Open (creating if needed) and map the shared table `name` of `slots` clocks.")
+      .def_static("local", &SiteClocks::local, py::arg("slots"),
+                  "A table of `slots` clocks in this process only.")
+      .def_static("unlink", &SiteClocks::unlink, py::arg("name"),
+                  "Remove the name (mappings stay); False when it was already gone.")
+      .def_property_readonly("slots", &SiteClocks::slots)
+      .def_property_readonly("shared", &SiteClocks::shared);
   py::class_<PeerEngine>(m, "PeerEngine",
                          "Asynchronous per-link peer exchange on a duplicate of an mpi4py "
                          "communicator (csrc/engine/peer_engine.h).")
@@ -137,13 +151,22 @@ void bind_peer(py::module_& m) {
           "Measure every link (collective).")
       .def(
           "set_caps",
-          [](PeerEngine& e, const std::vector<std::pair<double, double>>& caps) {
+          [](PeerEngine& e, const std::vector<py::tuple>& caps) {
             std::vector<dlion::LinkCap> c;
-            for (const auto& [bw, lat] : caps) c.push_back({bw, lat});
+            for (const auto& t : caps) {
+              DLION_CHECK(t.size() == 2 || t.size() == 3, dlion::InvalidArgument,
+                          "an emulated cap is (bandwidth, latency[, wire]), got ", t.size(),
+                          " fields");
+              c.push_back({t[0].cast<double>(), t[1].cast<double>(),
+                           t.size() == 3 ? t[2].cast<int>() : -1});
+            }
             e.set_caps(c);
           },
           py::arg("caps"),
-          "Emulated (bandwidth bytes/s, latency s) per rank; 0 bandwidth: unlimited.")
+          "Emulated (bandwidth bytes/s, latency s[, wire]) per rank; 0 bandwidth: unlimited; "
+          "wire: the clock of the share_wires table the link is paced on (-1: its own).")
+      .def("share_wires", &PeerEngine::share_wires, py::arg("clocks"),
+           "The SiteClocks table whose clocks caps may share (once).")
       .def("link_stats",
            [](const PeerEngine& e) {
              py::list out;

@@ -1,0 +1,43 @@
+"""Shared emulated site links on real ranks (sites A,A,B,B): two ranks of A sending to B at once
+share the A->B rate, one alone gets all of it, and a rank-pair item keeps a link of its own."""
+
+import pytest
+from conftest import run_mpi
+
+pytestmark = pytest.mark.mpi
+
+RATE = 20e6 / 8  # A-B:20mbit, bytes/s
+
+
+@pytest.fixture(scope="module")
+def phases() -> dict[str, list[dict]]:
+    res = run_mpi("sitelinks", 4, str(RATE), timeout=180, env={"DLION_EMULATE": "A-B:20mbit"})
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert [r["rank"] for r in recs] == [0, 1, 2, 3], res.explain()
+    return {phase: [r[phase] for r in recs] for phase in ("alone", "together", "own")}
+
+
+def test_one_rank_alone_gets_the_whole_site_pair_rate(phases):
+    alone = phases["alone"]
+    assert abs(alone[2]["rate"] - RATE) < 0.25 * RATE, alone
+    assert abs(alone[0]["measured"] - RATE) < 0.25 * RATE, alone
+    # Every link between the sites is on its site pair's shared wire, at the site pair's cap.
+    assert all(r["shared"] and r["cap"] == RATE for r in alone), alone
+
+
+def test_two_ranks_sending_at_once_each_get_about_half(phases):
+    together = phases["together"]
+    for receiver in (2, 3):
+        assert abs(together[receiver]["rate"] - RATE / 2) < 0.25 * RATE / 2, together
+    # The senders' own measurements see the shared wire as a slower link.
+    for sender in (0, 1):
+        assert abs(together[sender]["measured"] - RATE / 2) < 0.35 * RATE / 2, together
+
+
+def test_a_rank_pair_item_keeps_a_link_of_its_own(phases):
+    own = phases["own"]  # A-B:20mbit #1-#3:20mbit, both flows at once
+    for receiver in (2, 3):
+        assert abs(own[receiver]["rate"] - RATE) < 0.25 * RATE, own
+    assert own[0]["shared"] and not own[1]["shared"] and not own[3]["shared"], own
+    assert own[1]["cap"] == RATE, own

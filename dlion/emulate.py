@@ -7,9 +7,10 @@ rest). In short:
 
 ``A-B:20mbit:40ms``
     The link between site ``A`` and site ``B`` carries 20 Mbit/s with a one-way latency of
-    40 ms. Endpoints are site names (``DLION_SITE``; one with ``-`` in brackets, as in
-    ``[eu-west]-B:20mbit``), ``*`` for any site, or ``#N`` for rank N; the most specific item
-    wins. An item naming a rank or a site that no rank has is an error at ``dlion.init``.
+    40 ms, shared by all the ranks of ``A`` sending to ``B``. Endpoints are site names
+    (``DLION_SITE``; one with ``-`` in brackets, as in ``[eu-west]-B:20mbit``), ``*`` for any
+    site, or ``#N`` for rank N (a link of its own); the most specific item wins. An item naming
+    a rank or a site that no rank has is an error at ``dlion.init``.
 
 ``compute=1,1,0.5,0.5``
     Relative compute speed per rank (0.5: half as fast). Applied by :func:`slowdown` (which
@@ -20,8 +21,10 @@ rest). In short:
     Rank 2 becomes 3x slower from step 200 on (dynamism); several ``slow`` items may be given.
 
 Links are emulated by the peer engine, which paces each link's send queue: a message leaves for
-real only when the emulated link would have delivered it (``csrc/engine/link.h``). Dense
-collectives (``dlion.Allreduce``) are not paced.
+real only when the emulated link would have delivered it (``csrc/engine/link.h``). A site
+pair's cap is one wire shared by every rank pair that crosses it (the ranks of one host share
+it through a table in shared memory, ``csrc/engine/site_clocks.h``); a rank-pair item is a link
+of its own. Dense collectives (``dlion.Allreduce``) are not paced.
 """
 
 from __future__ import annotations

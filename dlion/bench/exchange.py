@@ -12,7 +12,14 @@ float values, error feedback), ``topk8`` (top-1% with 8-bit values). The referen
 sending the dense buffer to every peer (Isend/Irecv) and summing. ``bytes_per_link`` is what
 one link carried per step (wire bytes, headers included); ``achieved_Bps`` the bandwidth the
 engine measured on its links during the row, ``emulated_Bps`` the cap from ``DLION_EMULATE``
-(0: none).
+(0: none). With ranks in more than one site (``dlion.sites()``): ``site_pair_bytes``, the wire
+bytes the busiest ordered site pair carried per step (all its rank pairs together), and
+``site_pair_Bps`` = that / ``dlion_s``, the site pair's throughput; the same figure in-process
+(``DLION_EMULATE``) and on the real network (``../shared/tools/microcloud``) tells whether the
+emulation models the shared link::
+
+    DLION_SITE=... DLION_EMULATE=A-B:20mbit:40ms mpiexec -n 4 python -m dlion.bench exchange \
+        --sizes --peer-sizes 1e5 --modes dense
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sizes",
         type=float,
-        nargs="+",
+        nargs="*",
         default=DEFAULT_SIZES,
-        help="float32 element counts (default 1e3 .. 1.6e7)",
+        help="float32 element counts of the allreduce rows (default 1e3 .. 1.6e7; none: skip)",
     )
     p.add_argument("--reps", type=int, default=30, help="timed repetitions per size (max)")
     p.add_argument("--warmup", type=int, default=3)
@@ -85,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             ("mode", "{}"),
             ("bytes_per_link", "{:.3g}"),
             ("achieved_Bps", "{:.3g}"),
+            ("site_pair_Bps", "{:.3g}"),
         ],
         args.json,
         rank,
@@ -224,6 +232,9 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
     sent = sum(after[p].bytes_sent - before[p].bytes_sent for p in peers)
     t_bytes = sum(after[p].timed_bytes - before[p].timed_bytes for p in peers)
     t_secs = sum(after[p].timed_seconds - before[p].timed_seconds for p in peers)
+    pair_bytes = site_pair_bytes(
+        comm, {p: after[p].bytes_sent - before[p].bytes_sent for p in peers}
+    )
     return {
         "op": "peer",
         "mode": mode,
@@ -239,4 +250,27 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
         "dense_bytes": n * 4,
         "achieved_Bps": t_bytes / t_secs if t_secs > 0 else None,
         "emulated_Bps": max((after[p].emulated_bandwidth_Bps for p in peers), default=0.0),
+        "site_pair_bytes": pair_bytes / steps if pair_bytes else None,
+        "site_pair_Bps": pair_bytes / steps / d if pair_bytes else None,
     }
+
+
+def site_pair_bytes(comm: Any, sent: dict[int, int]) -> float:
+    """Bytes the busiest ordered pair of distinct sites carried, all ranks together, given
+    what this rank sent each peer (collective; 0.0 with one site)."""
+    from mpi4py import MPI
+
+    import dlion
+
+    sites = dlion.sites()
+    names = list(dict.fromkeys(sites))
+    if len(names) < 2:
+        return 0.0
+    index = {s: i for i, s in enumerate(names)}
+    pairs = np.zeros((len(names), len(names)))
+    me = index[sites[comm.Get_rank()]]
+    for p, b in sent.items():
+        pairs[me, index[sites[p]]] += b
+    comm.Allreduce(MPI.IN_PLACE, pairs, op=MPI.SUM)
+    np.fill_diagonal(pairs, 0.0)
+    return float(pairs.max())

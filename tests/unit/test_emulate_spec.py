@@ -48,6 +48,28 @@ def test_a_bracketed_site_is_addressed_by_its_ranks():
     s.check(sites)
 
 
+def test_site_items_share_their_site_pair_and_rank_items_do_not():
+    s = parse("A-B:20mbit *-*:1gbit #1-#3:5mbit #0-C:1mbit B-C:inf")
+    sites = ["A", "A", "B", "B", "C"]
+    assert s.shared(0, 2, sites) and s.shared(1, 2, sites) and s.shared(2, 0, sites)
+    assert s.shared(0, 1, sites)  # inside a site: *-* is the site's one wire
+    assert not s.shared(1, 3, sites) and not s.shared(3, 1, sites)  # #1-#3 is its own
+    assert s.link(1, 3, sites) == LinkCap(5e6 / 8, 0.0)
+    assert not s.shared(0, 4, sites) and s.shared(1, 4, sites)  # #0-C beats *-*
+    assert not s.shared(2, 4, sites)  # B-C:inf: no wire to share
+    assert not parse("").shared(0, 1, sites)
+
+
+def test_each_link_is_paced_on_its_site_pairs_wire_or_its_own():
+    from dlion.runtime import _caps, _Topology
+
+    sites = ("A", "A", "B", "C")
+    top = _Topology(rank=1, size=4, local_rank=1, local_size=4, sites=sites, hosts=("h",) * 4)
+    caps = _caps(parse("A-B:20mbit:40ms #1-C:1mbit A-A:1gbit"), top)
+    # Wire = from_site * 3 + to_site, sites numbered A 0, B 1, C 2; -1: a link of its own.
+    assert caps == [(1e9 / 8, 0.0, 0), (0.0, 0.0, -1), (20e6 / 8, 0.04, 1), (1e6 / 8, 0.0, -1)]
+
+
 @pytest.mark.parametrize(
     ("text", "expect"),
     [

@@ -42,9 +42,7 @@ PARTNER = {0: 2, 2: 0, 1: 3, 3: 1}
 def plans(peer: int, dense: bool) -> list[tuple]:
     """Send to `peer` only: dense, or its one largest entry."""
     enc = E["dense_f32"] if dense else E["sparse_f32"]
-    return [
-        (enc, 0 if dense else 1, 0, 512, False, 0, 0.0, 0, p == peer) for p in range(size)
-    ]
+    return [(enc, 0 if dense else 1, 0, 512, False, 0, 0.0, 0, p == peer) for p in range(size)]
 
 
 def flow(group: int) -> float | None:

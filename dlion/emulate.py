@@ -24,7 +24,9 @@ Links are emulated by the peer engine, which paces each link's send queue: a mes
 real only when the emulated link would have delivered it (``csrc/engine/link.h``). A site
 pair's cap is one wire shared by every rank pair that crosses it (the ranks of one host share
 it through a table in shared memory, ``csrc/engine/site_clocks.h``); a rank-pair item is a link
-of its own. Dense collectives (``dlion.Allreduce``) are not paced.
+of its own. The collective engine's ring allreduces (``dlion.Allreduce`` above
+``ring_threshold_bytes``) are paced on the same links; MPI's own collectives (small
+allreduces, broadcasts, allgathers) are not.
 """
 
 from __future__ import annotations

@@ -95,9 +95,13 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         peers.set_site_names(list(topology.sites))
         labels = _site_labels(topology)
         engine.set_sites([labels[s] for s in topology.sites])
-        peers.share_wires(_site_wires(engine, topology))
+        wires = _site_wires(engine, topology)
+        peers.share_wires(wires)
+        engine.share_wires(wires)
         emulation = parse_emulation(config.emulate)
-        peers.set_caps(_caps(emulation, topology))
+        caps = _caps(emulation, topology)
+        peers.set_caps(caps)
+        engine.set_caps(caps)  # its ring allreduces are paced on the same links
         lan = False
         if topology.size > 1:
             peers.probe().wait()
@@ -331,7 +335,9 @@ def _caps(spec: Spec, topology: _Topology) -> list[tuple[float, float, int]]:
 
 def _set_emulation(spec: Spec) -> None:
     state = _require()
-    state.peers.set_caps(_caps(spec, state.topology))
+    caps = _caps(spec, state.topology)
+    state.peers.set_caps(caps)
+    state.engine.set_caps(caps)
     state.emulation = spec
 
 

@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include <cmath>
+
 #include "common/error.h"
 #include "engine/comm.h"
 #include "engine/mpi_check.h"
@@ -68,6 +70,33 @@ void Engine::set_sites(const std::vector<int>& site_of_rank) {
   SiteLayout layout = SiteLayout::of(site_of_rank, rank_);
   std::lock_guard<std::mutex> lock(mu_);
   sites_ = std::move(layout);
+}
+
+void Engine::set_caps(const std::vector<LinkCap>& caps) {
+  DLION_CHECK(caps.size() == static_cast<std::size_t>(size_), InvalidArgument, "rank ", rank_,
+              ": set_caps needs one cap per rank (", size_, "), got ", caps.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::size_t wires = clocks_ ? clocks_->slots() : 0;
+  for (std::size_t p = 0; p < caps.size(); ++p) {
+    const LinkCap& c = caps[p];
+    DLION_CHECK(std::isfinite(c.bandwidth_Bps) && c.bandwidth_Bps >= 0 &&
+                    std::isfinite(c.latency_s) && c.latency_s >= 0 &&
+                    (c.wire == -1 || (c.wire >= 0 && static_cast<std::size_t>(c.wire) < wires)),
+                InvalidArgument, "rank ", rank_, ": emulated link to rank ", p,
+                ": bandwidth and latency must be finite and >= 0 and the wire one of the ",
+                wires, " shared ones or -1 (got ", c.bandwidth_Bps, " B/s, ", c.latency_s,
+                " s, wire ", c.wire, ")");
+  }
+  caps_ = caps;
+  caps_changed_ = true;
+}
+
+void Engine::share_wires(std::shared_ptr<SiteClocks> clocks) {
+  DLION_CHECK(clocks != nullptr, InvalidArgument, "rank ", rank_, ": share_wires needs a table");
+  std::lock_guard<std::mutex> lock(mu_);
+  // Once only: the progress thread's links keep pointers into the table.
+  DLION_CHECK(!clocks_, InvalidArgument, "rank ", rank_, ": share_wires was already called");
+  clocks_ = std::move(clocks);
 }
 
 void Engine::shutdown() {

@@ -21,8 +21,10 @@
 #include "engine/algorithm.h"
 #include "engine/handle.h"
 #include "engine/hierarchical_allreduce.h"
+#include "engine/link.h"
 #include "engine/liveness.h"
 #include "engine/op.h"
+#include "engine/site_clocks.h"
 
 namespace dlion {
 
@@ -53,6 +55,14 @@ class Engine {
   // sites), before submitting more work. Large allreduces then become site-aware.
   void set_sites(const std::vector<int>& site_of_rank);
 
+  // Emulated links (link.h), as the peer engine has them (PeerEngine::set_caps, share_wires):
+  // the ring allreduces (flat, and the hierarchical one's ring of site leaders) pace their
+  // sends on them, on the same shared site-pair wires as the peer engine's messages. MPI's own
+  // collectives (small allreduces, broadcasts, allgathers) and the hierarchical allreduce's
+  // phases inside a site are not paced. Caps apply from the next operation on.
+  void set_caps(const std::vector<LinkCap>& caps);
+  void share_wires(std::shared_ptr<SiteClocks> clocks);  // once, before caps that name wires
+
   // The peer engine's view of which ranks are alive (dlion.init connects them). From then on
   // a stalled operation's warning names the ranks that have not reached it, and a lost rank
   // (or one that shut down before reaching an operation) fails it with PeerLost at once.
@@ -82,6 +92,7 @@ class Engine {
   void execute(Pending& op);       // progress.cc: one operation, negotiation then data
   std::unique_ptr<Algorithm> make_allreduce(const OpRequest& req,
                                             std::uint64_t EngineStats::*& counter);
+  Link* pace(int peer);  // progress.cc: the emulated link to peer, null when it has no cap
   void record(const OpRequest& req, bool ok, std::uint64_t EngineStats::*counter,
               double busy_s);
   void poison(const std::string& why);
@@ -100,6 +111,10 @@ class Engine {
   EngineStats stats_;
 
   SiteLayout sites_;                    // guarded by mu_
+  std::vector<LinkCap> caps_;           // guarded by mu_; empty: nothing emulated
+  bool caps_changed_ = false;           // guarded by mu_
+  std::shared_ptr<SiteClocks> clocks_;  // guarded by mu_
+  std::vector<Link> links_;             // progress thread only: the paced links
   std::shared_ptr<Liveness> liveness_;  // guarded by mu_; null until set_liveness
   std::vector<unsigned char> scratch_;  // progress thread only
   std::vector<unsigned char> scratch2_;  // progress thread only

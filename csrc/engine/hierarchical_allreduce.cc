@@ -38,7 +38,8 @@ HierarchicalAllreduce::HierarchicalAllreduce(MPI_Comm comm, int rank, int world_
                                              SiteLayout layout, const OpRequest& req,
                                              std::size_t segment_bytes,
                                              std::vector<unsigned char>& scratch,
-                                             std::vector<unsigned char>& ring_scratch)
+                                             std::vector<unsigned char>& ring_scratch,
+                                             Link* ring_pace)
     : comm_(comm),
       rank_(rank),
       world_size_(world_size),
@@ -46,7 +47,8 @@ HierarchicalAllreduce::HierarchicalAllreduce(MPI_Comm comm, int rank, int world_
       req_(req),
       segment_bytes_(segment_bytes),
       scratch_(scratch),
-      ring_scratch_(ring_scratch) {
+      ring_scratch_(ring_scratch),
+      ring_pace_(ring_pace) {
   DLION_CHECK(req.count <= static_cast<std::size_t>(INT_MAX), InvalidArgument, "'", req.name,
               "': ", req.count, " elements exceed one message (2^31-1); split the tensor");
   DLION_CHECK(req.count >= layout_.leaders.size(), InvalidArgument, "'", req.name,
@@ -78,7 +80,7 @@ void HierarchicalAllreduce::start_ring() {
   const double scale = req_.reduce == ReduceOp::Average ? 1.0 / world_size_ : 1.0;
   ring_ = std::make_unique<RingAllreduce>(comm_, layout_.leaders, layout_.leader_index, req_,
                                           scale, segment_bytes_, kLeaderRingBaseTag,
-                                          ring_scratch_);
+                                          ring_scratch_, ring_pace_);
 }
 
 void HierarchicalAllreduce::start_broadcast() {

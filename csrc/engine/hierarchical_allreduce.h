@@ -8,7 +8,9 @@
 //                 average scales by 1/world size there, once per chunk;
 //   3. broadcast: each leader sends the result to the members of its site.
 // Every rank ends with the leader ring's bit-identical result. Each phase uses its own tags;
-// nothing blocks: sends and receives are tested on each poll.
+// nothing blocks: sends and receives are tested on each poll. Emulated links: the ring of
+// leaders, which carries all of the cross-site traffic, is paced on `ring_pace` (the link to the
+// next leader, ring_allreduce.h); the phases inside a site are not paced.
 #pragma once
 
 #include <mpi.h>
@@ -39,7 +41,7 @@ class HierarchicalAllreduce : public Algorithm {
   HierarchicalAllreduce(MPI_Comm comm, int rank, int world_size, SiteLayout layout,
                         const OpRequest& req, std::size_t segment_bytes,
                         std::vector<unsigned char>& scratch,
-                        std::vector<unsigned char>& ring_scratch);
+                        std::vector<unsigned char>& ring_scratch, Link* ring_pace = nullptr);
   ~HierarchicalAllreduce() override;
   HierarchicalAllreduce(const HierarchicalAllreduce&) = delete;
   HierarchicalAllreduce& operator=(const HierarchicalAllreduce&) = delete;
@@ -69,6 +71,7 @@ class HierarchicalAllreduce : public Algorithm {
   std::vector<MPI_Request> recv_{MPI_REQUEST_NULL};  // the one receive in flight
   std::vector<MPI_Request> sends_;
   std::unique_ptr<RingAllreduce> ring_;
+  Link* ring_pace_;
 };
 
 }  // namespace dlion

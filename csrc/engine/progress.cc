@@ -6,7 +6,8 @@
 //      handle with MismatchError on every rank and go on with the next operation.
 //   3. Run the data algorithm: for large allreduces the site-aware hierarchical allreduce when
 //      ranks span several sites (hierarchical_allreduce.h), else the pipelined ring; MPI
-//      non-blocking collectives otherwise; a barrier is the negotiation alone.
+//      non-blocking collectives otherwise; a barrier is the negotiation alone. The rings pace
+//      their sends on the emulated links (set_caps), if any.
 //   4. Complete the handle (or fail it with the error, which the waiting caller rethrows).
 // While an operation is in flight the loop polls it; when polls find nothing new it backs off:
 // it yields between polls for backoff_spin_us (a peer about to arrive is served at once), then
@@ -121,6 +122,11 @@ void Engine::run() {
   }
 }
 
+Link* Engine::pace(int peer) {
+  Link& link = links_[static_cast<std::size_t>(peer)];
+  return link.cap().bandwidth_Bps > 0.0 || link.cap().latency_s > 0.0 ? &link : nullptr;
+}
+
 std::unique_ptr<Algorithm> Engine::make_allreduce(const OpRequest& req,
                                                   std::uint64_t EngineStats::*& counter) {
   const std::size_t bytes = req.count * dtype_size(req.dtype);
@@ -129,20 +135,37 @@ std::unique_ptr<Algorithm> Engine::make_allreduce(const OpRequest& req,
   {
     std::lock_guard<std::mutex> lock(mu_);
     sites = sites_;
+    if (caps_changed_) {  // emulated links: from this operation on
+      links_.resize(caps_.size());
+      for (std::size_t p = 0; p < caps_.size(); ++p) {
+        const int w = caps_[p].wire;  // set_caps() checked it against clocks_
+        links_[p].set_cap(caps_[p],
+                          w >= 0 ? &clocks_->slot(static_cast<std::size_t>(w)) : nullptr);
+      }
+      caps_changed_ = false;
+    }
   }
+  const bool emulated = !links_.empty();
   if (config_.hierarchical && sites.useful && large && req.count >= sites.leaders.size() &&
       req.count <= static_cast<std::size_t>(INT_MAX)) {
     counter = &EngineStats::hierarchical_allreduces;
+    Link* ring_pace = nullptr;
+    if (emulated && sites.leader_index >= 0) {
+      const std::size_t next = (static_cast<std::size_t>(sites.leader_index) + 1) %
+                               sites.leaders.size();
+      ring_pace = pace(sites.leaders[next]);
+    }
     return std::make_unique<HierarchicalAllreduce>(comm_, rank_, size_, std::move(sites), req,
                                                    config_.ring_segment_bytes, scratch2_,
-                                                   scratch_);
+                                                   scratch_, ring_pace);
   }
   if (large && req.count >= static_cast<std::size_t>(size_)) {
     counter = &EngineStats::ring_allreduces;
     const double scale = req.reduce == ReduceOp::Average ? 1.0 / size_ : 1.0;
+    Link* ring_pace = emulated ? pace((rank_ + 1) % size_) : nullptr;
     return std::make_unique<RingAllreduce>(comm_, RingAllreduce::all_ranks(size_), rank_, req,
                                            scale, config_.ring_segment_bytes, kRingBaseTag,
-                                           scratch_);
+                                           scratch_, ring_pace);
   }
   return Collective::allreduce(comm_, req, size_);
 }

@@ -29,7 +29,7 @@ std::vector<int> RingAllreduce::all_ranks(int size) {
 
 RingAllreduce::RingAllreduce(MPI_Comm comm, const std::vector<int>& ring, int index,
                              const OpRequest& req, double scale, std::size_t segment_bytes,
-                             int base_tag, std::vector<unsigned char>& scratch)
+                             int base_tag, std::vector<unsigned char>& scratch, Link* pace)
     : comm_(comm),
       rank_(index),
       size_(static_cast<int>(ring.size())),
@@ -39,7 +39,8 @@ RingAllreduce::RingAllreduce(MPI_Comm comm, const std::vector<int>& ring, int in
       scale_(scale),
       type_(mpi_type(req.dtype)),
       esize_(dtype_size(req.dtype)),
-      base_tag_(base_tag) {
+      base_tag_(base_tag),
+      pace_(pace) {
   const int size = size_;
   DLION_CHECK(size >= 2 && req.count >= static_cast<std::size_t>(size) && index >= 0 &&
                   index < size,
@@ -58,6 +59,7 @@ RingAllreduce::RingAllreduce(MPI_Comm comm, const std::vector<int>& ring, int in
   stage_.assign(nseg_, 0);
   recvs_.assign(nseg_, MPI_REQUEST_NULL);
   sends_.assign(nseg_ * static_cast<std::size_t>(stages), MPI_REQUEST_NULL);
+  posted_.assign(sends_.size(), 0);
   done_idx_.resize(nseg_);
   segments_left_ = nseg_;
   for (std::size_t j = 0; j < nseg_; ++j) post_stage(j, 0);
@@ -85,7 +87,6 @@ void RingAllreduce::post_stage(std::size_t seg, int stage) {
   const int p = size_, r = rank_;
   const bool reduce_phase = stage < p - 1;
   const int g = stage - (p - 1);
-  const Range out = segment(reduce_phase ? mod(r - stage, p) : mod(r + 1 - g, p), seg);
   const Range in = segment(reduce_phase ? mod(r - stage - 1, p) : mod(r - g, p), seg);
   if (reduce_phase) {
     DLION_MPI(MPI_Irecv(scratch_ + seg * seg_cap_ * esize_, static_cast<int>(in.len), type_,
@@ -93,9 +94,43 @@ void RingAllreduce::post_stage(std::size_t seg, int stage) {
   } else {
     deferred_.push_back(seg);  // posted by post_deferred() once the region is free
   }
-  DLION_MPI(MPI_Isend(at(out.begin), static_cast<int>(out.len), type_, right_, tag(stage, seg),
-                      comm_, &sends_[static_cast<std::size_t>(stage) * nseg_ + seg]));
+  if (pace_ != nullptr) {
+    const auto now = Clock::now();
+    const Range out = segment(reduce_phase ? mod(r - stage, p) : mod(r + 1 - g, p), seg);
+    const Clock::time_point release = pace_->schedule(out.len * esize_, now).release;
+    if (release > now)
+      held_.push_back({seg, stage, release});  // posted by post_held() once due
+    else
+      post_send(seg, stage);
+  } else {
+    post_send(seg, stage);
+  }
   if (!reduce_phase) post_deferred();
+}
+
+void RingAllreduce::post_send(std::size_t seg, int stage) {
+  const int p = size_, r = rank_;
+  const int g = stage - (p - 1);
+  const Range out = segment(stage < p - 1 ? mod(r - stage, p) : mod(r + 1 - g, p), seg);
+  const std::size_t i = static_cast<std::size_t>(stage) * nseg_ + seg;
+  DLION_MPI(MPI_Isend(at(out.begin), static_cast<int>(out.len), type_, right_, tag(stage, seg),
+                      comm_, &sends_[i]));
+  posted_[i] = 1;
+}
+
+bool RingAllreduce::post_held() {
+  const auto now = Clock::now();
+  bool posted = false;
+  for (std::size_t i = 0; i < held_.size();) {
+    if (held_[i].release > now) {
+      ++i;
+      continue;
+    }
+    post_send(held_[i].seg, held_[i].stage);
+    held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(i));
+    posted = true;
+  }
+  return posted;
 }
 
 bool RingAllreduce::post_deferred() {
@@ -106,9 +141,9 @@ bool RingAllreduce::post_deferred() {
   for (std::size_t i = 0; i < deferred_.size();) {
     const std::size_t seg = deferred_[i];
     const int g = stage_[seg] - (size_ - 1);
-    MPI_Request& earlier = sends_[static_cast<std::size_t>(g) * nseg_ + seg];
+    const std::size_t e = static_cast<std::size_t>(g) * nseg_ + seg;
     int flag = 0;
-    DLION_MPI(MPI_Test(&earlier, &flag, MPI_STATUS_IGNORE));
+    if (posted_[e]) DLION_MPI(MPI_Test(&sends_[e], &flag, MPI_STATUS_IGNORE));  // else: held
     if (!flag) {
       ++i;
       continue;
@@ -148,6 +183,7 @@ void RingAllreduce::finish_stage(std::size_t seg, int stage) {
 }
 
 bool RingAllreduce::poll(bool& progressed) {
+  if (!held_.empty() && post_held()) progressed = true;
   if (!deferred_.empty() && post_deferred()) progressed = true;
   if (segments_left_ > 0) {
     int outcount = 0;
@@ -161,6 +197,7 @@ bool RingAllreduce::poll(bool& progressed) {
     }
     if (segments_left_ > 0) return false;
   }
+  if (!held_.empty()) return false;
   int flag = 0;
   DLION_MPI(MPI_Testall(static_cast<int>(sends_.size()), sends_.data(), &flag,
                         MPI_STATUSES_IGNORE));
@@ -171,7 +208,8 @@ bool RingAllreduce::poll(bool& progressed) {
 std::string RingAllreduce::waiting_on() const {
   const int min_stage = *std::min_element(stage_.begin(), stage_.end());
   return detail::concat("rank ", left_, " (left ring neighbour) to send stage ", min_stage, " of ",
-                        2 * (size_ - 1), " of allreduce '", req_.name, "'");
+                        2 * (size_ - 1), " of allreduce '", req_.name, "'",
+                        held_.empty() ? "" : " (and the emulated link to carry this rank's)");
 }
 
 bool RingAllreduce::abandon() { return release_requests(recvs_, sends_); }

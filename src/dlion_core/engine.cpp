@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "engine/engine.h"
 #include "engine/peer_engine.h"
+#include "caps.h"
 #include "handle.h"
 
 namespace py = pybind11;
@@ -156,6 +157,16 @@ void bind_engine(py::module_& m) {
           py::arg("name") = "barrier")
       .def("set_sites", &Engine::set_sites, py::arg("site_of_rank"),
            "The site (an integer label) of every rank; large allreduces become site-aware.")
+      .def(
+          "set_caps",
+          [](Engine& e, const std::vector<py::tuple>& caps) {
+            e.set_caps(dlion_py::caps_of(caps));
+          },
+          py::arg("caps"),
+          "Emulated (bandwidth bytes/s, latency s[, wire]) per rank, as PeerEngine.set_caps: "
+          "the ring allreduces pace their sends on them.")
+      .def("share_wires", &Engine::share_wires, py::arg("clocks"),
+           "The SiteClocks table whose clocks caps may share (once).")
       .def(
           "watch_liveness",
           [](Engine& e, const dlion::PeerEngine& peers) { e.set_liveness(peers.liveness()); },

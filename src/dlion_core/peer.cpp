@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "engine/peer_engine.h"
+#include "caps.h"
 #include "handle.h"
 
 using dlion::PeerEngine;
@@ -152,15 +153,7 @@ void bind_peer(py::module_& m) {
       .def(
           "set_caps",
           [](PeerEngine& e, const std::vector<py::tuple>& caps) {
-            std::vector<dlion::LinkCap> c;
-            for (const auto& t : caps) {
-              DLION_CHECK(t.size() == 2 || t.size() == 3, dlion::InvalidArgument,
-                          "an emulated cap is (bandwidth, latency[, wire]), got ", t.size(),
-                          " fields");
-              c.push_back({t[0].cast<double>(), t[1].cast<double>(),
-                           t.size() == 3 ? t[2].cast<int>() : -1});
-            }
-            e.set_caps(c);
+            e.set_caps(dlion_py::caps_of(caps));
           },
           py::arg("caps"),
           "Emulated (bandwidth bytes/s, latency s[, wire]) per rank; 0 bandwidth: unlimited; "

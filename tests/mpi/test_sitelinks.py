@@ -11,7 +11,9 @@ RATE = 20e6 / 8  # A-B:20mbit, bytes/s
 
 @pytest.fixture(scope="module")
 def phases() -> dict[str, list[dict]]:
-    res = run_mpi("sitelinks", 4, str(RATE), timeout=180, env={"DLION_EMULATE": "A-B:20mbit"})
+    res = run_mpi(
+        "sitelinks", 4, "flows", str(RATE), timeout=180, env={"DLION_EMULATE": "A-B:20mbit"}
+    )
     assert res.returncode == 0, res.explain()
     recs = res.records()
     assert [r["rank"] for r in recs] == [0, 1, 2, 3], res.explain()
@@ -41,3 +43,25 @@ def test_a_rank_pair_item_keeps_a_link_of_its_own(phases):
         assert abs(own[receiver]["rate"] - RATE) < 0.25 * RATE, own
     assert own[0]["shared"] and not own[1]["shared"] and not own[3]["shared"], own
     assert own[1]["cap"] == RATE, own
+
+
+N_ALLREDUCE = 250_000  # floats, as the worker
+
+
+@pytest.mark.parametrize("hierarchical", ["1", "0"])
+def test_dense_allreduce_is_paced_on_the_site_links(hierarchical):
+    env = {"DLION_EMULATE": "A-B:20mbit", "DLION_HIERARCHICAL": hierarchical}
+    res = run_mpi("sitelinks", 4, "allreduce", str(RATE), timeout=180, env=env)
+    assert res.returncode == 0, res.explain()
+    rec = res.records()[0]
+    assert rec["max_error"] < 1e-4, rec
+    if hierarchical == "1":
+        # The ring of the two site leaders: each sends half the buffer, then the other half.
+        assert rec["hierarchical"] == 1, rec
+        wan_bytes = N_ALLREDUCE * 4
+    else:
+        # The flat ring 0-1-2-3: 1 -> 2 carries a quarter of the buffer in each of 6 stages.
+        assert rec["ring"] == 1, rec
+        wan_bytes = 6 * N_ALLREDUCE * 4 / 4
+    rate = wan_bytes / rec["seconds"]
+    assert abs(rate - RATE) < 0.25 * RATE, (rate, rec)

@@ -1,16 +1,20 @@
 """Shared emulated site links on real ranks: sites A,A,B,B (ranks 0, 1 in A; 2, 3 in B) under
-``DLION_EMULATE=A-B:<rate>`` (argv[1], bytes/s, the rate the test set).
+``DLION_EMULATE=A-B:<rate>`` (argv[2], bytes/s, the rate the test set). Scenarios (argv[1]):
 
-Each phase starts together after a barrier. A flow is a pair (sender in A, receiver in B): for
-``STEPS`` steps the sender sends its partner a dense message of ``N`` floats and the receiver
-answers with one entry (top-1), each waiting for the other's message of the step; the receiver
-times its flow from the barrier to the last message. Phases:
-  alone     0 -> 2 only: the flow has the A->B wire to itself
-  together  0 -> 2 and 1 -> 3 at once: both share the A->B wire
-  own       0 -> 2 and 1 -> 3 at once, with ``#1-#3:<rate>`` added: 1 -> 3 has a link of its
-            own, so neither flow shares
-Reports, per phase, each receiver's rate (message bytes / seconds) and the bandwidth its
-sender's link measured in the phase, and whether the links are on a shared wire.
+flows
+    Each phase starts together after a barrier. A flow is a pair (sender in A, receiver in B):
+    for ``STEPS`` steps the sender sends its partner a dense message of ``N`` floats and the
+    receiver answers with one entry (top-1), each waiting for the other's message of the step;
+    the receiver times its flow from the barrier to the last message. Phases:
+      alone     0 -> 2 only: the flow has the A->B wire to itself
+      together  0 -> 2 and 1 -> 3 at once: both share the A->B wire
+      own       0 -> 2 and 1 -> 3 at once, with ``#1-#3:<rate>`` added: 1 -> 3 has a link of
+                its own, so neither flow shares
+    Reports, per phase, each receiver's rate (message bytes / seconds) and the bandwidth its
+    sender's link measured in the phase, and whether the links are on a shared wire.
+allreduce
+    A dense ``dlion.allreduce`` (sum) of ``N_ALLREDUCE`` floats, paced on the same links:
+    reports its seconds (slowest rank) and whether the result is exact.
 """
 
 import os
@@ -35,7 +39,8 @@ pe = dlion.runtime.peer_engine()
 comm = MPI.COMM_WORLD
 E = dlion_core.WIRE_ENCODINGS
 N, STEPS = 50_000, 16
-RATE = float(sys.argv[1])
+SCENARIO, RATE = sys.argv[1], float(sys.argv[2])
+N_ALLREDUCE = 250_000
 PARTNER = {0: 2, 2: 0, 1: 3, 3: 1}
 
 
@@ -69,23 +74,49 @@ def measured(peer: int, before: dlion.LinkStats) -> float:
     return (after.timed_bytes - before.timed_bytes) / secs if secs > 0 else 0.0
 
 
-result: dict[str, dict] = {}
-for group, (phase, active) in enumerate(
-    [("alone", {0, 2}), ("together", {0, 1, 2, 3}), ("own", {0, 1, 2, 3})]
-):
-    if phase == "own":
-        dlion.emulate.configure(f"A-B:{RATE}bps #1-#3:{RATE}bps")
-    peer = PARTNER[rank]
-    before = dlion.link_stats()[peer]
+def flows() -> dict[str, dict]:
+    """The three phases of the flows scenario."""
+    result: dict[str, dict] = {}
+    for group, (phase, active) in enumerate(
+        [("alone", {0, 2}), ("together", {0, 1, 2, 3}), ("own", {0, 1, 2, 3})]
+    ):
+        if phase == "own":
+            dlion.emulate.configure(f"A-B:{RATE}bps #1-#3:{RATE}bps")
+        peer = PARTNER[rank]
+        before = dlion.link_stats()[peer]
+        comm.Barrier()
+        rate = flow(group) if rank in active else None
+        comm.Barrier()
+        stats = dlion.link_stats()[peer]
+        result[phase] = {
+            "rate": rate,
+            "measured": measured(peer, before) if rank < 2 and rank in active else None,
+            "shared": stats.emulated_shared,
+            "cap": stats.emulated_bandwidth_Bps,
+        }
+    return result
+
+
+def allreduce() -> dict:
+    """One large dense allreduce across the sites, timed on every rank."""
+    x = np.random.default_rng(rank).standard_normal(N_ALLREDUCE).astype(np.float32)
+    expected = sum(
+        np.random.default_rng(r).standard_normal(N_ALLREDUCE).astype(np.float32)
+        for r in range(size)
+    )
+    dlion.allreduce(np.ones(4, np.float32), op="sum", name="warmup")  # small: MPI, unpaced
     comm.Barrier()
-    rate = flow(group) if rank in active else None
-    comm.Barrier()
-    stats = dlion.link_stats()[peer]
-    result[phase] = {
-        "rate": rate,
-        "measured": measured(peer, before) if rank < 2 and rank in active else None,
-        "shared": stats.emulated_shared,
-        "cap": stats.emulated_bandwidth_Bps,
+    start = time.perf_counter()
+    dlion.allreduce(x, op="sum", name="paced")
+    seconds = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+    stats = dlion.runtime.engine().stats()
+    return {
+        "seconds": seconds,
+        "max_error": float(np.abs(x - expected).max()),
+        "hierarchical": stats["hierarchical_allreduces"],
+        "ring": stats["ring_allreduces"],
     }
-report(rank, result)
+
+
+report(rank, flows() if SCENARIO == "flows" else allreduce())
 dlion.shutdown()

@@ -6,12 +6,12 @@ and trains until the *training* wall time (evaluation excluded) reaches the budg
 decides, every ``CHECK`` steps, whether to evaluate or stop (one small broadcast), so every
 rank evaluates and stops at the same step. Rank 0 writes the curves to ``--result`` (JSON).
 
-Costs the in-process emulation does not pace: ``DLION_EMULATE`` paces peer messages only, so
-the collectives DLion's own techniques add on top of the exchange (the dynamic batcher's
-allgather of speeds, knowledge transfer's score allgather and parameter broadcast) are charged
-the emulated wide-area time explicitly (``--charge-collectives``, on by default): every rank
-sleeps ``rounds * latency + bytes / bandwidth`` of the slowest link. The benchmark's own
-control broadcast is not charged (it is harness, the same for every policy).
+Costs the in-process emulation does not pace: ``DLION_EMULATE`` paces peer messages and the
+collective engine's ring allreduces only, so the collectives DLion's own techniques add on top of
+the exchange (the dynamic batcher's allgather of speeds, knowledge transfer's score allgather and
+parameter broadcast) are charged the emulated wide-area time explicitly (``--charge-collectives``,
+on by default): every rank sleeps ``rounds * latency + bytes / bandwidth`` of the slowest link. The
+benchmark's own control broadcast is not charged (it is harness, the same for every policy).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Statistics of the peer links, as the peer engine measures them.
 
 Every message a rank sends to a peer is acknowledged by the peer's progress thread as soon as it
-arrives; the time from the message's first byte on the wire to its acknowledgement gives the
-link's latency (small messages: half the round trip) and bandwidth (large messages: bytes over
-the round trip less two latencies), kept as exponential moving averages. ``dlion.init`` seeds
-them with a short probe of every link (``probe_bytes``).
+arrives; the time from when the link starts sending the message (once its own previous messages have
+left; on an emulated site pair's shared wire it may still wait there for other rank pairs' messages,
+as on a real shared link) to its acknowledgement gives the link's latency (small messages: half the
+round trip) and bandwidth (large messages: bytes over the round trip less two latencies), kept as
+exponential moving averages. ``dlion.init`` seeds them with a short probe of every link
+(``probe_bytes``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 // One peer link of the peer engine, seen from the sender: the pacing clock of its emulated cap,
 // the messages sent and not yet acknowledged, and the estimators of its bandwidth and latency.
+// (The collective engine's rings use its pacing only: set_cap and schedule.)
 //
 // Timing: the receiver acknowledges every message as soon as it has it (wire Kind::kAck). For a
 // message of B bytes that started on the wire at t0 and was acknowledged at t1, T = t1 - t0 is

@@ -30,7 +30,7 @@ from .. import links, runtime
 from ..errors import InvalidArgumentError
 from .allreduce import Allreduce
 from .base import Pending
-from .peer import LinkPlan, PeerExchange
+from .peer import LinkPlan, PeerExchange, Topology
 
 _ENC = _core.WIRE_ENCODINGS
 
@@ -50,6 +50,12 @@ class PerLinkExchange(PeerExchange):
         weight: this rank's aggregation weight (default ``1 / size``; dynamic batching sets it).
         initial_budget_s: ``T`` before a compute time was measured.
         ewma: weight of the newest compute-time sample.
+        topology: ``"auto"`` (default): the site-aware exchange when ``dlion.sites()`` names
+            more than one site and some site has several ranks (dense inside a site; each site
+            pair carries the site's combined gradient once, as the per-link top-k of that site
+            pair, sharded over the site's ranks; see :mod:`dlion.exchange.sites`), else rank to
+            rank; ``"sites"`` or ``"ranks"`` force one (``"ranks"`` is the paper's literal
+            form, every rank a message to every peer).
         lan_allreduce: when the probe at ``dlion.init`` found every link of every rank at
             least ``lan_bandwidth_Bps`` fast (one host, a LAN), every link would carry the dense
             gradient anyway: then run as :class:`dlion.Allreduce` (weighted by ``weight``),
@@ -73,12 +79,19 @@ class PerLinkExchange(PeerExchange):
         initial_budget_s: float = 0.05,
         ewma: float = 0.3,
         bucket: int = 512,
+        topology: Topology = "auto",
         lan_allreduce: bool = True,
     ) -> None:
         if bits not in (8, 32):
             raise InvalidArgumentError(f"PerLinkExchange(bits={bits}): use 8 or 32")
         super().__init__(
-            "topk", bits=bits, staleness=staleness, weight=weight, bucket=bucket, k_ratio=1.0
+            "topk",
+            bits=bits,
+            staleness=staleness,
+            weight=weight,
+            bucket=bucket,
+            k_ratio=1.0,
+            topology=topology,
         )
         for name, value in (("budget_s", budget_s), ("initial_budget_s", initial_budget_s)):
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -174,7 +187,11 @@ class PerLinkExchange(PeerExchange):
         if self.collective:
             return "perlink(all links fast: dense allreduce)"
         t = f"{self.budget_s:g}s" if self.budget_s is not None else "compute"
-        return f"perlink(T={t}, {self.bits} bit, staleness={self.staleness})"
+        if runtime.is_initialized():
+            where = "site-aware" if self.site_aware() else "rank to rank"
+        else:
+            where = f"topology {self.topology}"
+        return f"perlink({where}, T={t}, {self.bits} bit, staleness={self.staleness})"
 
 
 class _Timed:

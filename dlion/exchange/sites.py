@@ -1,0 +1,248 @@
+"""Site-aware peer exchange (DESIGN.md section 2, "Sites, not only ranks").
+
+All ranks of a site share that site's wide-area link to another site, so instead of every rank
+sending every remote rank its own message, one exchange of buffer ``x`` (n elements) on rank
+``r`` of site ``S`` (``N_S`` ranks, ``r`` the ``i``-th of them) runs in three phases, all on
+the peer engine (one communicator, one progress thread, every message validated):
+
+1. **Reduce-scatter inside the site** (dense float32, synchronous). The vector is cut into
+   ``N_S`` contiguous shards; shard ``j`` of every site mate goes to the ``j``-th rank of the
+   site, which ends with ``s_i = sum over the site's ranks q of w_q * x_q[shard i]`` (the
+   batch-share weights ``w_q``; ranks of a one-rank site just scale their own).
+2. **One exchange per site pair, sharded.** Rank ``i`` of ``S`` sends ``s_i`` to its
+   counterpart in every other site ``T``, the ``(i mod N_T)``-th rank of ``T``, with the
+   policy's codec for that link (DLion: the per-link prioritized top-k sized to the link's
+   measured bandwidth), error feedback in a residual per link, i.e. per site pair and shard.
+   Each rank of ``T`` receives the shards of the other sites it is the counterpart of. This
+   phase may run ``staleness`` steps ahead of the other sites (bounded staleness across sites,
+   applying each message exactly once): the wide-area transfer then overlaps the next steps'
+   compute.
+3. **Combine inside the site** (dense, synchronous): each rank adds its own shard of the site
+   sum and the remote shards it received at their offsets into one vector, and the site's
+   ranks sum those vectors: every rank of the site ends with its site's sum plus every other
+   site's (decoded) contribution, the same bits on every rank of a site.
+
+So the ``S -> T`` link carries the site's combined gradient once per step, in ``N_S`` shards
+sent by different ranks, instead of ``N_S * N_T`` messages; each rank runs one top-k pass and
+keeps one residual per other site over ``1/N_S`` of the vector. Sites of uneven size (1, 2, 3
+ranks) work: the sender's shards define what travels, and the receiving site spreads them over
+its ranks round-robin. The inside-site phases cost about ``2 n`` floats per rank on the LAN
+(phase 3 sends the whole vector to each site mate, fine for the few ranks of a site).
+
+Every rank must name the same groups in the same order, so a top-level exchange registers
+the groups of every site (including those this rank never joins) at its first use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import runtime
+
+DENSE_PLAN = (1, 0, 0, 512, False, 0, 0.0, 0)  # dense float32, no error feedback, top-k rule
+
+
+@dataclass(frozen=True)
+class SiteLayout:
+    """Which rank is where: sites in order of first appearance, their ranks in rank order."""
+
+    sites: tuple[str, ...]
+    members: dict[str, tuple[int, ...]]
+    rank: int
+
+    @classmethod
+    def of(cls, site_of_rank: list[str], rank: int) -> SiteLayout:
+        order = tuple(dict.fromkeys(site_of_rank))
+        members = {s: tuple(r for r, t in enumerate(site_of_rank) if t == s) for s in order}
+        return cls(order, members, rank)
+
+    @property
+    def site(self) -> str:
+        """This rank's site."""
+        return next(s for s, m in self.members.items() if self.rank in m)
+
+    @property
+    def index(self) -> int:
+        """This rank's position among its site's ranks."""
+        return self.members[self.site].index(self.rank)
+
+    def mates(self) -> tuple[int, ...]:
+        """The other ranks of this rank's site."""
+        return tuple(q for q in self.members[self.site] if q != self.rank)
+
+    def counterpart(self, shard: int, site: str) -> int:
+        """The rank of ``site`` that receives shard ``shard`` of every other site's sum."""
+        ranks = self.members[site]
+        return ranks[shard % len(ranks)]
+
+
+def shards(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous (offset, length) pieces of ``n`` elements, lengths differing by
+    at most one (the first ``n % parts`` pieces are the longer)."""
+    base, extra = divmod(n, parts)
+    out, offset = [], 0
+    for j in range(parts):
+        length = base + (1 if j < extra else 0)
+        out.append((offset, length))
+        offset += length
+    return out
+
+
+def group_names(name: str, layout: SiteLayout) -> list[str]:
+    """Every sub-exchange name of the top-level exchange ``name``, in the one order every rank
+    registers them: reduce-scatter shards, wide-area shards, then the combine, site by site."""
+    out = [f"{name}@{s}#rs{j}" for s in layout.sites for j in range(len(layout.members[s]))]
+    out += [f"{name}@{s}#wan{j}" for s in layout.sites for j in range(len(layout.members[s]))]
+    out += [f"{name}@{s}#combine" for s in layout.sites]
+    return out
+
+
+def with_send(plan: tuple, send: bool) -> tuple:
+    """A link plan (5 or 8 fields) with the engine's ``send`` flag as its 9th field."""
+    full = tuple(plan) if len(plan) == 8 else (*plan, 0, 0.0, 0)
+    return (*full, send)
+
+
+@dataclass
+class Scratch:
+    """The buffers one top-level exchange reuses every step (the engine reads and writes them
+    while a phase is in flight, so they must outlive the handles)."""
+
+    site_sum: np.ndarray  # this rank's shard of the site's weighted sum
+    send_out: dict[int, np.ndarray] = field(default_factory=dict)  # unused outputs, per group
+    zeros: dict[int, np.ndarray] = field(default_factory=dict)  # receive-only inputs
+    pieces: dict[int, np.ndarray] = field(default_factory=dict)  # received remote shards
+    combined: np.ndarray | None = None
+
+
+def layout() -> SiteLayout:
+    """The site layout of the running job."""
+    return SiteLayout.of(runtime.sites(), runtime.rank())
+
+
+class SiteRound:
+    """One step of the site-aware exchange of one buffer (phase 1 starts at construction;
+    ``wait`` runs phases 2 and 3). ``policy`` is the :class:`dlion.PeerExchange` whose
+    per-link plans the wide-area shards follow."""
+
+    def __init__(
+        self,
+        policy,  # PeerExchange (not imported: it imports this module)
+        buffer: np.ndarray,
+        name: str,
+        step: int,
+        sync: bool,
+        where: SiteLayout,
+        scratch: Scratch,
+        group_id,
+    ) -> None:
+        self.policy, self.buffer, self.name, self.step, self.sync = policy, buffer, name, step, sync
+        self.where, self.scratch, self.gid = where, scratch, group_id
+        self.size = runtime.size()
+        self.engine = runtime.peer_engine()
+        self.weight = policy.current_weight()
+        site, i = where.site, where.index
+        self.parts = shards(buffer.size, len(where.members[site]))
+        self.own = self.parts[i]
+        self._handles: list = []
+        self._stage = 1
+        if len(where.members[site]) == 1:
+            np.multiply(buffer, np.float32(self.weight), out=scratch.site_sum)
+            return
+        for j, (off, ln) in enumerate(self.parts):
+            if ln == 0:
+                continue
+            group = group_id(f"{name}@{site}#rs{j}")
+            target = where.members[site][j]
+            send: tuple[int, ...]
+            expect: tuple[int, ...]
+            if j == i:
+                out = scratch.site_sum
+                send, expect = (), where.mates()
+            else:
+                out = scratch.send_out.setdefault(group, np.empty(ln, np.float32))
+                send, expect = (target,), ()
+            self._handles.append(
+                self._exchange(buffer[off : off + ln], out, group, send, expect, self.weight)
+            )
+
+    # -- one engine exchange over a subset of the peers ---------------------------------------
+    def _exchange(self, grad, out, group, send, expect, weight, plans=None, wide=False):
+        base = plans if plans is not None else [DENSE_PLAN] * self.size
+        links = [with_send(base[p], p in send) for p in range(self.size)]
+        mask = [p in expect for p in range(self.size)]
+        return self.engine.exchange(
+            grad,
+            out,
+            group,
+            self.step,
+            links,
+            weight=weight,
+            staleness=self.policy.staleness if wide else 0,
+            sync=self.sync or not wide,
+            name=self.name,
+            expect=mask,
+        )
+
+    def _wide_area(self) -> None:
+        w, s = self.where, self.scratch
+        site, i = w.site, w.index
+        off, ln = self.own
+        others = [t for t in w.sites if t != site]
+        if ln > 0 and others:
+            group = self.gid(f"{self.name}@{site}#wan{i}")
+            plans = list(self.policy.plan_step(ln, group, self.step))
+            send = tuple(w.counterpart(i, t) for t in others)
+            out = s.send_out.setdefault(group, np.empty(ln, np.float32))
+            self._handles.append(
+                self._exchange(s.site_sum, out, group, send, (), 1.0, plans=plans, wide=True)
+            )
+        for t in others:
+            for j, (_, length) in enumerate(shards(self.buffer.size, len(w.members[t]))):
+                if length == 0 or w.counterpart(j, site) != w.rank:
+                    continue
+                group = self.gid(f"{self.name}@{t}#wan{j}")
+                zeros = s.zeros.setdefault(group, np.zeros(length, np.float32))
+                piece = s.pieces.setdefault(group, np.empty(length, np.float32))
+                sender = (w.members[t][j],)
+                self._handles.append(
+                    self._exchange(zeros, piece, group, (), sender, 0.0, wide=True)
+                )
+
+    def _combine(self) -> None:
+        w, s, n = self.where, self.scratch, self.buffer.size
+        site = w.site
+        if s.combined is None or s.combined.size != n:
+            s.combined = np.zeros(n, np.float32)
+        c = s.combined
+        c.fill(0.0)
+        off, ln = self.own
+        c[off : off + ln] = s.site_sum
+        for t in w.sites:
+            if t == site:
+                continue
+            for j, (o, length) in enumerate(shards(n, len(w.members[t]))):
+                if length and w.counterpart(j, site) == w.rank:
+                    c[o : o + length] += s.pieces[self.gid(f"{self.name}@{t}#wan{j}")]
+        if len(w.members[site]) == 1:
+            self.buffer[...] = c
+            return
+        group = self.gid(f"{self.name}@{site}#combine")
+        mates = w.mates()
+        self._handles.append(self._exchange(c, self.buffer, group, mates, mates, 1.0))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Run the exchange to its end; False if ``timeout`` passed first (call again)."""
+        while self._stage <= 3:
+            while self._handles:
+                if not self._handles[0].wait(timeout):
+                    return False
+                self._handles.pop(0)
+            self._stage += 1
+            if self._stage == 2:
+                self._wide_area()
+            elif self._stage == 3:
+                self._combine()
+        return True

@@ -1,0 +1,139 @@
+"""The site-aware exchange on real ranks, against a numpy model of what it must compute.
+
+The sites of the ranks come from DLION_TEST_SITES (e.g. "A,B,B,B"). Every rank regenerates
+every rank's gradients and weights from (rank, step), so each can compute the expected result
+locally. Scenarios (argv[1]):
+  exact     dense: every rank ends with the weighted sum over all ranks, two buffers per step
+  feedback  top-k (float32 values) with error feedback: the result equals the model in which
+            each site pair and shard keeps a residual, sends its top-k and keeps the rest; the
+            engine's residuals equal the model's (nothing lost per site pair)
+  stale S   staleness S across sites, one site slowed: the fast site runs ahead at most S
+            steps, and after a final synchronized step every message was applied exactly once
+"""
+
+import os
+import sys
+import time
+
+import numpy as np
+from _report import report
+from mpi4py import MPI
+
+import dlion
+from dlion.exchange import sites as S
+
+SITES = os.environ["DLION_TEST_SITES"].split(",")
+dlion.init(site=SITES[MPI.COMM_WORLD.rank])
+rank, size = dlion.rank(), dlion.size()
+STEPS = 5
+
+
+def weight(r: int) -> float:
+    raw = [1.0 + 0.5 * q for q in range(size)]
+    return raw[r] / sum(raw)
+
+
+def grad(r: int, step: int, n: int, salt: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(1000 * step + 10 * r + salt)
+    return rng.standard_normal(n).astype(np.float32)
+
+
+def site_sum(site: str, step: int, n: int, salt: int = 0) -> np.ndarray:
+    acc = np.zeros(n, np.float32)
+    for q in range(size):
+        if SITES[q] == site:
+            acc += np.float32(weight(q)) * grad(q, step, n, salt)
+    return acc
+
+
+def exact() -> dict:
+    ex = dlion.PeerExchange("dense", topology="sites", weight=weight(rank))
+    worst = 0.0
+    for step in range(STEPS):
+        a, b = grad(rank, step, 1001), grad(rank, step, 37, salt=1)
+        ha = ex.start(a, name="a")
+        hb = ex.start(b, name="b")
+        ha.wait()
+        hb.wait()
+        for buf, n, salt in ((a, 1001, 0), (b, 37, 1)):
+            want = sum(site_sum(s, step, n, salt) for s in dict.fromkeys(SITES))
+            worst = max(worst, float(np.max(np.abs(buf - want))))
+    return {"worst": worst, "site_aware": ex.site_aware(), "describe": ex.describe()}
+
+
+def feedback() -> dict:
+    n, ratio = 997, 0.1
+    ex = dlion.PeerExchange("topk", k_ratio=ratio, bits=32, topology="sites", weight=weight(rank))
+    where = S.layout()
+    order = list(dict.fromkeys(SITES))
+    # Model: residual[(sender site, shard, receiver site)].
+    residual: dict[tuple[str, int, str], np.ndarray] = {}
+    worst = 0.0
+    for step in range(STEPS):
+        buf = grad(rank, step, n)
+        ex.start(buf, name="g").wait()
+        sums = {s: site_sum(s, step, n) for s in order}
+        want = sums[where.site].copy()
+        for s in order:
+            for i, (off, ln) in enumerate(S.shards(n, len(where.members[s]))):
+                for t in order:
+                    if t == s or ln == 0:
+                        continue
+                    r = residual.setdefault((s, i, t), np.zeros(ln, np.float32))
+                    r += sums[s][off : off + ln]
+                    k = ex.k_for(ln)
+                    top = np.argsort(-np.abs(r), kind="stable")[:k]
+                    sent = np.zeros(ln, np.float32)
+                    sent[top] = r[top]
+                    r -= sent
+                    if t == where.site:
+                        want[off : off + ln] += sent
+        worst = max(worst, float(np.max(np.abs(buf - want))))
+    # The engine's residuals of this rank's wide-area shard, one per other site.
+    engine, gid = dlion.runtime.peer_engine(), dlion.exchange.peer.group_id
+    group = gid(f"g@{where.site}#wan{where.index}")
+    res_worst = 0.0
+    for t in order:
+        if t == where.site:
+            continue
+        peer = where.counterpart(where.index, t)
+        got = engine.residual(group, peer)
+        model = residual[(where.site, where.index, t)]
+        res_worst = max(res_worst, float(np.max(np.abs(got - model))) if model.size else 0.0)
+    return {"worst": worst, "residual_worst": res_worst}
+
+
+def stale(s: int) -> dict:
+    n = 64
+    ex = dlion.PeerExchange("dense", topology="sites", staleness=s, weight=weight(rank))
+    slow_site = SITES[-1]
+    steps = 12
+    total = np.zeros(n, np.float64)
+    ahead = 0
+    for step in range(steps):
+        if SITES[rank] == slow_site:
+            time.sleep(0.15)
+        if step == steps - 1:
+            ex.synchronize_next()
+        buf = grad(rank, step, n)
+        ex.start(buf, name="g").wait()
+        total += buf
+        stats = dlion.link_stats()
+        ahead = max([ahead] + [st.staleness_max for st in stats.values()])
+    want = sum(
+        site_sum(x, step, n).astype(np.float64)
+        for x in dict.fromkeys(SITES)
+        for step in range(steps)
+    )
+    return {"worst": float(np.max(np.abs(total - want))), "staleness_max": ahead}
+
+
+mode = sys.argv[1]
+if mode == "exact":
+    rec = exact()
+elif mode == "feedback":
+    rec = feedback()
+else:
+    rec = stale(int(sys.argv[2]))
+report(rank, rec)
+dlion.shutdown()

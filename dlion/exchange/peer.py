@@ -182,6 +182,12 @@ class PeerExchange(Exchange):
         the step, like Ako's rotating partition, override this)."""
         return self.plan(n, group)
 
+    def site_plan(self, n: int, group: int, peer: int, step: int) -> Sequence[LinkPlan]:
+        """The link plans of one piece of the site-aware exchange, which only the link to
+        ``peer`` carries (default: :meth:`plan_step`; :class:`dlion.PerLinkExchange` sizes the
+        piece to that link's bandwidth)."""
+        return self.plan_step(n, group, step)
+
     def reference(self, name: str, n: int, plans: Sequence[LinkPlan]) -> np.ndarray | None:
         """The float32 tensor that threshold selection compares against (Gaia's parameter
         magnitudes), or ``None`` when no link of ``plans`` selects by threshold."""

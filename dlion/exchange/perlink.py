@@ -108,6 +108,7 @@ class PerLinkExchange(PeerExchange):
         self.ewma = ewma
         self.compute_s: float | None = None  # EWMA of the measured compute time of a step
         self._sizes: dict[int, int] = {}
+        self._link_sizes: dict[int, dict[int, int]] = {}  # site-aware: peer -> group -> n
         self._last_done: float | None = None
         self.last_plan: dict[int, dict[int, tuple[str, int]]] = {}
         """Per group: peer -> (``"dense"`` or ``"sparse"``, entries) of the latest step."""
@@ -122,12 +123,19 @@ class PerLinkExchange(PeerExchange):
             return self.budget_s
         return self.compute_s if self.compute_s is not None else self.initial_budget_s
 
+    def _link(self, n: int, share: float, bw: float) -> tuple[LinkPlan, tuple[str, int]]:
+        """The plan of one link of measured bandwidth ``bw`` for ``share`` of the step's bytes."""
+        k = n if bw <= 0 else int(bw * self.budget() * share / self.bytes_per_entry())
+        if k * self.bytes_per_entry() >= 4 * n:
+            return (int(_ENC["dense_f32"]), 0, 0, self.bucket, True), ("dense", n)
+        k = min(n, max(self.k_min, k))
+        sparse_enc = int(_ENC["sparse_qsgd8"] if self.bits == 8 else _ENC["sparse_f32"])
+        return (sparse_enc, k, 0, self.bucket, True), ("sparse", k)
+
     def plan(self, n: int, group: int) -> list[LinkPlan]:
         self._sizes[group] = n
         share = n / max(1, sum(self._sizes.values()))
         stats = links.link_stats()
-        t = self.budget()
-        sparse_enc = int(_ENC["sparse_qsgd8"] if self.bits == 8 else _ENC["sparse_f32"])
         dense: LinkPlan = (int(_ENC["dense_f32"]), 0, 0, self.bucket, True)
         plans: list[LinkPlan] = []
         chosen: dict[int, tuple[str, int]] = {}
@@ -136,17 +144,21 @@ class PerLinkExchange(PeerExchange):
             if s is None:  # this rank
                 plans.append(dense)
                 continue
-            bw = s.bandwidth_Bps
-            k = n if bw <= 0 else int(bw * t * share / self.bytes_per_entry())
-            if k * self.bytes_per_entry() >= 4 * n:
-                plans.append(dense)
-                chosen[p] = ("dense", n)
-            else:
-                k = min(n, max(self.k_min, k))
-                plans.append((sparse_enc, k, 0, self.bucket, True))
-                chosen[p] = ("sparse", k)
+            plan, chosen[p] = self._link(n, share, s.bandwidth_Bps)
+            plans.append(plan)
         self.last_plan[group] = chosen
         return plans
+
+    def site_plan(self, n: int, group: int, peer: int, step: int) -> list[LinkPlan]:
+        """A piece of the site-aware exchange on the link to ``peer``: its ``k`` is that
+        link's bandwidth times the budget, times the piece's share of what the link carries."""
+        sizes = self._link_sizes.setdefault(peer, {})
+        sizes[group] = n
+        share = n / max(1, sum(sizes.values()))
+        stats = links.link_stats().get(peer)
+        plan, chosen = self._link(n, share, stats.bandwidth_Bps if stats else 0.0)
+        self.last_plan[group] = {peer: chosen}
+        return [plan] * runtime.size()
 
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         if self.collective:
@@ -169,6 +181,7 @@ class PerLinkExchange(PeerExchange):
         last exchange is no compute-time sample (``compute_s``, the model's, is kept)."""
         super()._new_run()
         self._sizes.clear()
+        self._link_sizes.clear()
         self.last_plan.clear()
         self._last_done = None
 

@@ -1,33 +1,31 @@
 """Site-aware peer exchange (DESIGN.md section 2, "Sites, not only ranks").
 
 All ranks of a site share that site's wide-area link to another site, so instead of every rank
-sending every remote rank its own message, one exchange of buffer ``x`` (n elements) on rank
-``r`` of site ``S`` (``N_S`` ranks, ``r`` the ``i``-th of them) runs in three phases, all on
-the peer engine (one communicator, one progress thread, every message validated):
+sending every remote rank its own message, one exchange of buffer ``x`` (n elements) on the
+``i``-th rank of site ``S`` (``N_S`` ranks) runs in three phases, all on the peer engine (one
+communicator, one progress thread, every message validated):
 
-1. **Reduce-scatter inside the site** (dense float32, synchronous). The vector is cut into
-   ``N_S`` contiguous shards; shard ``j`` of every site mate goes to the ``j``-th rank of the
-   site, which ends with ``s_i = sum over the site's ranks q of w_q * x_q[shard i]`` (the
-   batch-share weights ``w_q``; ranks of a one-rank site just scale their own).
-2. **One exchange per site pair, sharded.** Rank ``i`` of ``S`` sends ``s_i`` to its
-   counterpart in every other site ``T``, the ``(i mod N_T)``-th rank of ``T``, with the
-   policy's codec for that link (DLion: the per-link prioritized top-k sized to the link's
-   measured bandwidth), error feedback in a residual per link, i.e. per site pair and shard.
-   Each rank of ``T`` receives the shards of the other sites it is the counterpart of. This
-   phase may run ``staleness`` steps ahead of the other sites (bounded staleness across sites,
-   applying each message exactly once): the wide-area transfer then overlaps the next steps'
-   compute.
-3. **Combine inside the site** (dense, synchronous): each rank adds its own shard of the site
-   sum and the remote shards it received at their offsets into one vector, and the site's
-   ranks sum those vectors: every rank of the site ends with its site's sum plus every other
-   site's (decoded) contribution, the same bits on every rank of a site.
+1. **Reduce-scatter inside the site** (dense float32, synchronous). Site ``S`` cuts the vector
+   into ``N_S`` contiguous shards; shard ``j`` of every site mate goes to the site's ``j``-th
+   rank, which ends with ``s_i = sum over the site's ranks q of w_q * x_q[shard i]`` (the
+   batch-share weights ``w_q``; the rank of a one-rank site just scales its own).
+2. **Each site pair carries the site's sum once.** Rank ``j`` of site ``T`` needs shard ``j``
+   of ``T``'s cut of every other site's sum; rank ``i`` of ``S`` sends it the overlap of its
+   shard with that (with sites of equal size: its whole shard to rank ``i`` of ``T``; with
+   uneven sites one or two pieces), with the policy's codec for that link (DLion: the per-link
+   prioritized top-k sized to the link's measured bandwidth) and error feedback in a residual
+   per link, i.e. per site pair and piece. This phase may run ``staleness`` steps ahead of the
+   other sites (bounded staleness across sites, each message applied exactly once): the
+   wide-area transfer then overlaps the next steps' compute. Inside a site it is synchronous.
+3. **Allgather inside the site** (dense, synchronous): rank ``j`` adds the pieces it received
+   to ``s_j``, which gives shard ``j`` of the result, and sends it to its site mates: every
+   rank of the site ends with the site's sum plus every other site's (decoded) contribution,
+   the same bits on every rank of the site.
 
-So the ``S -> T`` link carries the site's combined gradient once per step, in ``N_S`` shards
-sent by different ranks, instead of ``N_S * N_T`` messages; each rank runs one top-k pass and
-keeps one residual per other site over ``1/N_S`` of the vector. Sites of uneven size (1, 2, 3
-ranks) work: the sender's shards define what travels, and the receiving site spreads them over
-its ranks round-robin. The inside-site phases cost about ``2 n`` floats per rank on the LAN
-(phase 3 sends the whole vector to each site mate, fine for the few ranks of a site).
+The ``S -> T`` link so carries ``S``'s combined gradient once per step, spread over ``S``'s
+ranks, instead of ``N_S * N_T`` messages; each rank encodes about ``n / N_S`` elements per
+other site and keeps the residuals of those pieces only. Inside the site every rank sends and
+receives about ``2 n`` floats per step, whatever the site's size (reduce-scatter + allgather).
 
 Every rank must name the same groups in the same order, so a top-level exchange registers
 the groups of every site (including those this rank never joins) at its first use.
@@ -90,12 +88,27 @@ def shards(n: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
+def overlap(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """The (offset, length) where two (offset, length) pieces overlap; length 0: none."""
+    lo, hi = max(a[0], b[0]), min(a[0] + a[1], b[0] + b[1])
+    return (lo, max(0, hi - lo))
+
+
 def group_names(name: str, layout: SiteLayout) -> list[str]:
     """Every sub-exchange name of the top-level exchange ``name``, in the one order every rank
-    registers them: reduce-scatter shards, wide-area shards, then the combine, site by site."""
-    out = [f"{name}@{s}#rs{j}" for s in layout.sites for j in range(len(layout.members[s]))]
-    out += [f"{name}@{s}#wan{j}" for s in layout.sites for j in range(len(layout.members[s]))]
-    out += [f"{name}@{s}#combine" for s in layout.sites]
+    registers them: reduce-scatter shards, wide-area pieces (sender site, receiver site,
+    sender's shard, receiver's shard), then allgather shards, site by site."""
+    sizes = {s: len(m) for s, m in layout.members.items()}
+    out = [f"{name}@{s}#rs{j}" for s in layout.sites for j in range(sizes[s])]
+    out += [
+        f"{name}@{s}>{t}#{i}.{j}"
+        for s in layout.sites
+        for t in layout.sites
+        if t != s
+        for i in range(sizes[s])
+        for j in range(sizes[t])
+    ]
+    out += [f"{name}@{s}#ag{j}" for s in layout.sites for j in range(sizes[s])]
     return out
 
 
@@ -113,8 +126,7 @@ class Scratch:
     site_sum: np.ndarray  # this rank's shard of the site's weighted sum
     send_out: dict[int, np.ndarray] = field(default_factory=dict)  # unused outputs, per group
     zeros: dict[int, np.ndarray] = field(default_factory=dict)  # receive-only inputs
-    pieces: dict[int, np.ndarray] = field(default_factory=dict)  # received remote shards
-    combined: np.ndarray | None = None
+    pieces: dict[int, np.ndarray] = field(default_factory=dict)  # received remote pieces
 
 
 def layout() -> SiteLayout:
@@ -187,25 +199,34 @@ class SiteRound:
         )
 
     def _wide_area(self) -> None:
-        w, s = self.where, self.scratch
+        w, s, n = self.where, self.scratch, self.buffer.size
         site, i = w.site, w.index
-        off, ln = self.own
-        others = [t for t in w.sites if t != site]
-        if ln > 0 and others:
-            group = self.gid(f"{self.name}@{site}#wan{i}")
-            plans = list(self.policy.plan_step(ln, group, self.step))
-            send = tuple(w.counterpart(i, t) for t in others)
-            out = s.send_out.setdefault(group, np.empty(ln, np.float32))
-            self._handles.append(
-                self._exchange(s.site_sum, out, group, send, (), 1.0, plans=plans, wide=True)
-            )
-        for t in others:
-            for j, (_, length) in enumerate(shards(self.buffer.size, len(w.members[t]))):
-                if length == 0 or w.counterpart(j, site) != w.rank:
+        mine = self.own
+        for t in w.sites:
+            if t == site:
+                continue
+            theirs = shards(n, len(w.members[t]))
+            # Send: the overlap of this rank's shard with each shard of t's cut.
+            for j, shard in enumerate(theirs):
+                off, ln = overlap(mine, shard)
+                if ln == 0:
                     continue
-                group = self.gid(f"{self.name}@{t}#wan{j}")
-                zeros = s.zeros.setdefault(group, np.zeros(length, np.float32))
-                piece = s.pieces.setdefault(group, np.empty(length, np.float32))
+                group = self.gid(f"{self.name}@{site}>{t}#{i}.{j}")
+                peer = w.members[t][j]
+                plans = self.policy.site_plan(ln, group, peer, self.step)
+                out = s.send_out.setdefault(group, np.empty(ln, np.float32))
+                seg = s.site_sum[off - mine[0] : off - mine[0] + ln]
+                self._handles.append(
+                    self._exchange(seg, out, group, (peer,), (), 1.0, plans=plans, wide=True)
+                )
+            # Receive: the overlap of each of t's shards with this rank's shard of site's cut.
+            for j, shard in enumerate(theirs):
+                off, ln = overlap(shard, mine)
+                if ln == 0:
+                    continue
+                group = self.gid(f"{self.name}@{t}>{site}#{j}.{i}")
+                zeros = s.zeros.setdefault(group, np.zeros(ln, np.float32))
+                piece = s.pieces.setdefault(group, np.empty(ln, np.float32))
                 sender = (w.members[t][j],)
                 self._handles.append(
                     self._exchange(zeros, piece, group, (), sender, 0.0, wide=True)
@@ -213,25 +234,32 @@ class SiteRound:
 
     def _combine(self) -> None:
         w, s, n = self.where, self.scratch, self.buffer.size
-        site = w.site
-        if s.combined is None or s.combined.size != n:
-            s.combined = np.zeros(n, np.float32)
-        c = s.combined
-        c.fill(0.0)
+        site, i = w.site, w.index
         off, ln = self.own
-        c[off : off + ln] = s.site_sum
+        mine = self.buffer[off : off + ln]
+        mine[...] = s.site_sum
         for t in w.sites:
             if t == site:
                 continue
-            for j, (o, length) in enumerate(shards(n, len(w.members[t]))):
-                if length and w.counterpart(j, site) == w.rank:
-                    c[o : o + length] += s.pieces[self.gid(f"{self.name}@{t}#wan{j}")]
+            for j, shard in enumerate(shards(n, len(w.members[t]))):
+                o, length = overlap(shard, self.own)
+                if length:
+                    group = self.gid(f"{self.name}@{t}>{site}#{j}.{i}")
+                    mine[o - off : o - off + length] += s.pieces[group]
         if len(w.members[site]) == 1:
-            self.buffer[...] = c
             return
-        group = self.gid(f"{self.name}@{site}#combine")
-        mates = w.mates()
-        self._handles.append(self._exchange(c, self.buffer, group, mates, mates, 1.0))
+        for j, (o, length) in enumerate(self.parts):
+            if length == 0:
+                continue
+            group = self.gid(f"{self.name}@{site}#ag{j}")
+            if j == i:
+                out = s.send_out.setdefault(group, np.empty(length, np.float32))
+                self._handles.append(self._exchange(mine, out, group, w.mates(), (), 1.0))
+            else:
+                zeros = s.zeros.setdefault(group, np.zeros(length, np.float32))
+                owner = (w.members[site][j],)
+                target = self.buffer[o : o + length]
+                self._handles.append(self._exchange(zeros, target, group, (), owner, 0.0))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Run the exchange to its end; False if ``timeout`` passed first (call again)."""

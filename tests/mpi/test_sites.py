@@ -26,6 +26,7 @@ def test_site_aware_topk_keeps_one_residual_per_site_pair_and_loses_nothing(site
     for rec in res.records():
         assert rec["worst"] < 1e-4, rec
         assert rec["residual_worst"] < 1e-4, rec
+        assert rec["pieces"] >= 1, rec
 
 
 def test_staleness_across_sites_applies_every_message_once():

@@ -66,8 +66,9 @@ def feedback() -> dict:
     ex = dlion.PeerExchange("topk", k_ratio=ratio, bits=32, topology="sites", weight=weight(rank))
     where = S.layout()
     order = list(dict.fromkeys(SITES))
-    # Model: residual[(sender site, shard, receiver site)].
-    residual: dict[tuple[str, int, str], np.ndarray] = {}
+    cuts = {s: S.shards(n, len(where.members[s])) for s in order}
+    # Model: one residual per (sender site, receiver site, sender shard, receiver shard).
+    residual: dict[tuple[str, str, int, int], np.ndarray] = {}
     worst = 0.0
     for step in range(STEPS):
         buf = grad(rank, step, n)
@@ -75,32 +76,38 @@ def feedback() -> dict:
         sums = {s: site_sum(s, step, n) for s in order}
         want = sums[where.site].copy()
         for s in order:
-            for i, (off, ln) in enumerate(S.shards(n, len(where.members[s]))):
-                for t in order:
-                    if t == s or ln == 0:
-                        continue
-                    r = residual.setdefault((s, i, t), np.zeros(ln, np.float32))
-                    r += sums[s][off : off + ln]
-                    k = ex.k_for(ln)
-                    top = np.argsort(-np.abs(r), kind="stable")[:k]
-                    sent = np.zeros(ln, np.float32)
-                    sent[top] = r[top]
-                    r -= sent
-                    if t == where.site:
-                        want[off : off + ln] += sent
+            for t in order:
+                if t == s:
+                    continue
+                for i, a in enumerate(cuts[s]):
+                    for j, b in enumerate(cuts[t]):
+                        off, ln = S.overlap(a, b)
+                        if ln == 0:
+                            continue
+                        r = residual.setdefault((s, t, i, j), np.zeros(ln, np.float32))
+                        r += sums[s][off : off + ln]
+                        top = np.argsort(-np.abs(r), kind="stable")[: ex.k_for(ln)]
+                        sent = np.zeros(ln, np.float32)
+                        sent[top] = r[top]
+                        r -= sent
+                        if t == where.site:
+                            want[off : off + ln] += sent
         worst = max(worst, float(np.max(np.abs(buf - want))))
-    # The engine's residuals of this rank's wide-area shard, one per other site.
+    # The engine's residuals of the pieces this rank sends: equal to the model's.
     engine, gid = dlion.runtime.peer_engine(), dlion.exchange.peer.group_id
-    group = gid(f"g@{where.site}#wan{where.index}")
-    res_worst = 0.0
+    res_worst, pieces = 0.0, 0
+    me, site = where.index, where.site
     for t in order:
-        if t == where.site:
+        if t == site:
             continue
-        peer = where.counterpart(where.index, t)
-        got = engine.residual(group, peer)
-        model = residual[(where.site, where.index, t)]
-        res_worst = max(res_worst, float(np.max(np.abs(got - model))) if model.size else 0.0)
-    return {"worst": worst, "residual_worst": res_worst}
+        for j, b in enumerate(cuts[t]):
+            if S.overlap(cuts[site][me], b)[1] == 0:
+                continue
+            got = engine.residual(gid(f"g@{site}>{t}#{me}.{j}"), where.members[t][j])
+            model = residual[(site, t, me, j)]
+            res_worst = max(res_worst, float(np.max(np.abs(got - model))))
+            pieces += 1
+    return {"worst": worst, "residual_worst": res_worst, "pieces": pieces}
 
 
 def stale(s: int) -> dict:

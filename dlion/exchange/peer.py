@@ -254,10 +254,11 @@ class PeerExchange(Exchange):
         scratch = self._scratch.get(name)
         if scratch is None or scratch.site_sum.size != own[1]:
             scratch = self._scratch[name] = _sites.Scratch(np.empty(own[1], np.float32))
-        wan = f"{name}@{where.site}#wan{where.index}"
-        self._names.setdefault(wan)  # its residuals are per site pair: checkpointed
         steps = runtime.run_state(Groups).steps
-        steps[group] = steps[group_id(wan)] = step
+        steps[group] = step
+        for wan in _sites.sent_pieces(name, where, buffer.size):
+            self._names.setdefault(wan)  # residuals per site pair and piece: checkpointed
+            steps[group_id(wan)] = step
         return _sites.SiteRound(
             self, buffer, name, step, self._sync_for(name), where, scratch, group_id
         )

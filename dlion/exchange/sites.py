@@ -112,6 +112,19 @@ def group_names(name: str, layout: SiteLayout) -> list[str]:
     return out
 
 
+def sent_pieces(name: str, layout: SiteLayout, n: int) -> list[str]:
+    """The names of the wide-area pieces this rank sends for an ``n``-element exchange."""
+    site, i = layout.site, layout.index
+    mine = shards(n, len(layout.members[site]))[i]
+    return [
+        f"{name}@{site}>{t}#{i}.{j}"
+        for t in layout.sites
+        if t != site
+        for j, shard in enumerate(shards(n, len(layout.members[t])))
+        if overlap(mine, shard)[1] > 0
+    ]
+
+
 def with_send(plan: tuple, send: bool) -> tuple:
     """A link plan (5 or 8 fields) with the engine's ``send`` flag as its 9th field."""
     full = tuple(plan) if len(plan) == 8 else (*plan, 0, 0.0, 0)

@@ -37,3 +37,14 @@ def test_staleness_across_sites_applies_every_message_once():
         assert rec["worst"] < 1e-4, rec
         assert rec["staleness_max"] <= 2, rec
     assert any(rec["staleness_max"] >= 1 for rec in recs), recs  # the fast site ran ahead
+
+
+def test_site_aware_residuals_and_steps_survive_a_checkpoint():
+    res = run_mpi("sites", 4, "checkpoint", env={"DLION_TEST_SITES": "A,B,B,B"})
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert len(recs) == 4
+    for rec in recs:
+        assert rec["before"], rec  # every rank sends a piece to the other site
+        assert rec["after"] == rec["before"], rec
+        assert rec["step"] == 3, rec

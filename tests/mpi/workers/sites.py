@@ -135,9 +135,46 @@ def stale(s: int) -> dict:
     return {"worst": float(np.max(np.abs(total - want))), "staleness_max": ahead}
 
 
+def residuals(ex, where) -> dict[str, list[float]]:
+    """This rank's wide-area residuals, by piece name (what a checkpoint must carry)."""
+    engine, gid = dlion.runtime.peer_engine(), dlion.exchange.peer.group_id
+    out = {}
+    for t in dict.fromkeys(SITES):
+        if t == where.site:
+            continue
+        for j in range(len(where.members[t])):
+            name = f"g@{where.site}>{t}#{where.index}.{j}"
+            res = engine.residual(gid(name), where.members[t][j])
+            if res.size:
+                out[name] = res.tolist()
+    return out
+
+
+def checkpointed() -> dict:
+    """Residuals and steps of the site-aware exchange survive a checkpoint and a re-init."""
+    from dlion import checkpoint
+
+    directory = os.path.join(os.environ["DLION_TEST_OUT"], "ckpt")
+    ex = dlion.PeerExchange("topk", k_ratio=0.05, bits=32, topology="sites", weight=weight(rank))
+    for step in range(3):
+        ex.start(grad(rank, step, 500), name="g").wait()
+    checkpoint.save(directory, 3, exchange=ex)
+    before = residuals(ex, S.layout())
+    dlion.shutdown()
+    dlion.init(site=SITES[MPI.COMM_WORLD.rank])
+    ex2 = dlion.PeerExchange("topk", k_ratio=0.05, bits=32, topology="sites", weight=weight(rank))
+    checkpoint.load(directory, exchange=ex2)
+    after = residuals(ex2, S.layout())
+    ex2.start(grad(rank, 3, 500), name="g").wait()  # the next step runs on the restored state
+    step = dlion.exchange.peer.last_step(dlion.exchange.peer.group_id("g"))
+    return {"before": before, "after": after, "step": step}
+
+
 mode = sys.argv[1]
 if mode == "exact":
     rec = exact()
+elif mode == "checkpoint":
+    rec = checkpointed()
 elif mode == "feedback":
     rec = feedback()
 else:

@@ -194,7 +194,9 @@ class SiteRound:
             )
 
     # -- one engine exchange over a subset of the peers ---------------------------------------
-    def _exchange(self, grad, out, group, send, expect, weight, plans=None, wide=False):
+    def _exchange(
+        self, grad, out, group, send, expect, weight, plans=None, wide=False, reference=None
+    ):
         base = plans if plans is not None else [DENSE_PLAN] * self.size
         links = [with_send(base[p], p in send) for p in range(self.size)]
         mask = [p in expect for p in range(self.size)]
@@ -208,6 +210,7 @@ class SiteRound:
             staleness=self.policy.staleness if wide else 0,
             sync=self.sync or not wide,
             name=self.name,
+            reference=reference,
             expect=mask,
         )
 
@@ -215,6 +218,7 @@ class SiteRound:
         w, s, n = self.where, self.scratch, self.buffer.size
         site, i = w.site, w.index
         mine = self.own
+        ref: np.ndarray | None = None
         for t in w.sites:
             if t == site:
                 continue
@@ -229,8 +233,20 @@ class SiteRound:
                 plans = self.policy.site_plan(ln, group, peer, self.step)
                 out = s.send_out.setdefault(group, np.empty(ln, np.float32))
                 seg = s.site_sum[off - mine[0] : off - mine[0] + ln]
+                if ref is None:  # Gaia's |parameters|, read once per step
+                    ref = self.policy.reference(self.name, n, plans)
                 self._handles.append(
-                    self._exchange(seg, out, group, (peer,), (), 1.0, plans=plans, wide=True)
+                    self._exchange(
+                        seg,
+                        out,
+                        group,
+                        (peer,),
+                        (),
+                        1.0,
+                        plans=plans,
+                        wide=True,
+                        reference=None if ref is None else ref[off : off + ln],
+                    )
                 )
             # Receive: the overlap of each of t's shards with this rank's shard of site's cut.
             for j, shard in enumerate(theirs):

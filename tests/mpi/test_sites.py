@@ -48,3 +48,18 @@ def test_site_aware_residuals_and_steps_survive_a_checkpoint():
         assert rec["before"], rec  # every rank sends a piece to the other site
         assert rec["after"] == rec["before"], rec
         assert rec["step"] == 3, rec
+
+
+@pytest.mark.tf
+def test_training_over_two_sites_is_site_aware_by_default():
+    env = {"DLION_TEST_SITES": "A,A,B,B", "DLION_EMULATE": "A-B:50mbit:5ms"}
+    res = run_mpi("sites", 4, "train", env=env, timeout=180)
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert len(recs) == 4
+    for rec in recs:
+        assert rec["site_aware"] and "site-aware" in rec["describe"], rec
+        assert rec["last"] < 0.5 * rec["first"], rec
+    # The ranks of a site apply the same bits every step.
+    assert recs[0]["sums"] == recs[1]["sums"]
+    assert recs[2]["sums"] == recs[3]["sums"]

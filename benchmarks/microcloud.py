@@ -6,6 +6,8 @@
     python benchmarks/microcloud.py --scenarios wan --policies dlion,allreduce --budget 30
     mpiexec -n 4 python benchmarks/microcloud.py --scenarios wan-hetero   # under mpiexec
     python benchmarks/microcloud.py --quick --microcloud    # real namespaces (root; see below)
+    python benchmarks/microcloud.py --topology "A:2,B:1,C:1 A-B:20mbit:40ms A-C:10mbit:60ms \\
+        B-C:10mbit:60ms cpu=C:0.5" --microcloud              # a topology of your own
 
 Trains the CNN of examples/train.py on Fashion-MNIST (same seed, same data split, same initial
 weights) with each policy in turn, on 4 ranks (``--np``), per scenario:
@@ -48,43 +50,45 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import microcloud_report as report  # noqa: E402
+import topology as topo  # noqa: E402
 
 POLICIES = ("allreduce", "gaia", "ako", "dlion")
+#: Selectable with --policies besides POLICIES: a Horovod-equivalent flat allreduce and DLion's
+#: ablations (rank to rank instead of site-aware, no dynamic batching, no knowledge transfer,
+#: the wide-area phase overlapped with the next step).
+EXTRA_POLICIES = ("horovod", "dlion-ranks", "dlion-nobatch", "dlion-nokt", "dlion-overlap")
 WAN = "A-B:20mbit:40ms"
 TOOL = Path(os.environ.get("MICROCLOUD") or ROOT.parent / "shared" / "tools" / "microcloud")
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One emulated micro-cloud."""
+    """One micro-cloud: a title and a topology string (benchmarks/topology.py) for n ranks."""
 
     title: str
-    two_sites: bool
-    wan: bool
-    hetero: bool
-    slow: bool
+    spec: str  # format fields: {a} ranks of site A, {b} of B, {n} all, {half}, {slow_step}
 
-    def sites(self, n: int) -> list[str]:
-        return ["A" if (not self.two_sites or r < n // 2) else "B" for r in range(n)]
+    def topology(self, n: int, slow_step: int) -> topo.Topology:
+        half = n // 2
+        speeds = ",".join("1" if r < half else "0.5" for r in range(n))
+        return topo.parse(
+            self.spec.format(a=half, b=n - half, n=n, half=half, slow_step=slow_step, speeds=speeds)
+        )
 
-    def compute_spec(self, n: int, slow_step: int) -> str:
-        items = []
-        if self.hetero:
-            items.append("compute=" + ",".join("1" if r < n // 2 else "0.5" for r in range(n)))
-        if self.slow:
-            items.append(f"slow={n // 2}:3@{slow_step}")
-        return " ".join(items)
-
-    def emulate(self, n: int, slow_step: int) -> str:
-        return " ".join(filter(None, [WAN if self.wan else "", self.compute_spec(n, slow_step)]))
+    @property
+    def two_sites(self) -> bool:
+        return "B:" in self.spec
 
 
 SCENARIOS = {
-    "lan": Scenario("homogeneous LAN (4 ranks, one site)", False, False, False, False),
-    "wan": Scenario("2 sites, 20 Mbit/s 40 ms WAN", True, True, False, False),
-    "wan-hetero": Scenario("2 sites, WAN, compute 1,1,0.5,0.5", True, True, True, False),
+    "lan": Scenario("homogeneous LAN (4 ranks, one site)", "A:{n}"),
+    "wan": Scenario("2 sites, 20 Mbit/s 40 ms WAN", "A:{a},B:{b} " + WAN),
+    "wan-hetero": Scenario(
+        "2 sites, WAN, compute 1,1,0.5,0.5", "A:{a},B:{b} " + WAN + " compute={speeds}"
+    ),
     "wan-dynamic": Scenario(
-        "2 sites, WAN, compute 1,1,0.5,0.5, rank 2 3x slower mid-run", True, True, True, True
+        "2 sites, WAN, compute 1,1,0.5,0.5, rank 2 3x slower mid-run",
+        "A:{a},B:{b} " + WAN + " compute={speeds} slow={half}:3@{slow_step}",
     ),
 }
 # --quick: two scenarios, short budgets (s), and a lower default target (0.85 takes ~300 steps,
@@ -107,6 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"target test accuracy (0.85; --quick {QUICK_TARGET})",
     )
     p.add_argument("--np", type=int, default=4, help="ranks (even for two sites)")
+    p.add_argument(
+        "--topology",
+        default=None,
+        help="a topology of your own (benchmarks/topology.py), run as scenario 'custom', e.g. "
+        "'A:2,B:1,C:1 A-B:20mbit:40ms A-C:10mbit:60ms B-C:10mbit:60ms compute=1,1,0.5,1'",
+    )
     p.add_argument("--evals", type=int, default=20, help="evaluations per run (about)")
     p.add_argument("--test-samples", type=int, default=2000, help="test subset evaluated")
     p.add_argument("--slow-step", type=int, default=150, help="wan-dynamic: step of slowdown")
@@ -124,14 +134,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=None, help="Fashion-MNIST IDX folder")
     args = p.parse_args(argv)
     budgets = QUICK if args.quick else FULL
+    if args.topology:
+        try:
+            custom = topo.parse(args.topology)
+        except ValueError as e:
+            p.error(str(e))
+        SCENARIOS["custom"] = Scenario(f"custom: {custom.describe()}", custom.describe())
+        FULL["custom"] = 180.0
+        args.np = custom.size
+        if not args.scenarios:
+            args.scenarios = "custom"
     names = args.scenarios.split(",") if args.scenarios else list(budgets)
     bad = [s for s in names if s not in SCENARIOS]
     if bad:
         p.error(f"unknown scenario(s) {bad}: use {list(SCENARIOS)}")
     pols = args.policies.split(",")
-    if [x for x in pols if x not in POLICIES] or not pols:
-        p.error(f"--policies {args.policies!r}: use a comma-separated subset of {POLICIES}")
-    if args.np < 2 or (args.np % 2 and any(SCENARIOS[s].two_sites for s in names)):
+    if [x for x in pols if x not in POLICIES + EXTRA_POLICIES] or not pols:
+        p.error(
+            f"--policies {args.policies!r}: use a comma-separated subset of "
+            f"{POLICIES + EXTRA_POLICIES}"
+        )
+    halves = [s for s in names if s != "custom" and SCENARIOS[s].two_sites]
+    if args.np < 2 or (args.np % 2 and halves):
         p.error(f"--np {args.np}: need at least 2 ranks, and an even number for two sites")
     if args.target is None:
         args.target = QUICK_TARGET if args.quick else 0.85
@@ -161,10 +185,15 @@ def worker_args(args: argparse.Namespace, key: str, result: str) -> list[str]:
     if args.microcloud:
         out.append("--collective-allreduce")
     else:
-        out.append("--sites=" + ",".join(SCENARIOS[key].sites(args.np)))
+        out.append("--sites=" + ",".join(scenario_topology(args, key).site_of_rank()))
     if args.data:
         out.append(f"--data={args.data}")
     return out
+
+
+def scenario_topology(args: argparse.Namespace, key: str) -> topo.Topology:
+    """The topology of scenario ``key`` on ``--np`` ranks."""
+    return SCENARIOS[key].topology(args.np, args.slow_step)
 
 
 def rank_env(emulate: str) -> dict[str, str]:
@@ -183,7 +212,7 @@ def rank_env(emulate: str) -> dict[str, str]:
 
 def launch(args: argparse.Namespace, key: str) -> dict[str, Any]:
     """Run one scenario on --np ranks; returns rank 0's raw results."""
-    sc = SCENARIOS[key]
+    tp = scenario_topology(args, key)
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
     worker = str(HERE / "microcloud_worker.py")
     budget = args.scenario_budgets[key]
@@ -192,13 +221,13 @@ def launch(args: argparse.Namespace, key: str) -> dict[str, Any]:
         result = str(Path(tmp) / "result.json")
         py = [sys.executable, worker, *worker_args(args, key, result)]
         if args.microcloud:
-            env = rank_env(sc.compute_spec(args.np, args.slow_step))
+            env = rank_env(tp.emulate_realnet())
             env["MPIEXEC"] = mpiexec
             cmd = [str(TOOL), "run", "--", *py]
-            _tool_up(sc, args.np, env)
+            _tool_up(tp, env)
         else:
-            env = rank_env(sc.emulate(args.np, args.slow_step))
-            cmd = [mpiexec, "-n", str(args.np), *py]
+            env = rank_env(tp.emulate_inprocess())
+            cmd = [mpiexec, "-n", str(tp.size), *py]
         print(
             f"[microcloud] {key}: {shlex.join(cmd[:4])} ... (budget {budget:g} s/policy)",
             flush=True,
@@ -217,17 +246,13 @@ def launch(args: argparse.Namespace, key: str) -> dict[str, Any]:
         return json.loads(Path(result).read_text())
 
 
-def _tool_up(sc: Scenario, n: int, env: dict[str, str]) -> None:
+def _tool_up(tp: topo.Topology, env: dict[str, str]) -> None:
     if os.geteuid() != 0:
         raise SystemExit("--microcloud needs root (network namespaces, tc); run as root or drop it")
     if not os.access(TOOL, os.X_OK):
         raise SystemExit(f"--microcloud: {TOOL} not found or not executable (set MICROCLOUD=path)")
     subprocess.run([str(TOOL), "down"], env=env, check=False, capture_output=True)
-    sites = f"A:{n // 2},B:{n - n // 2}" if sc.two_sites else f"A:{n}"
-    up = [str(TOOL), "up", "--sites", sites]
-    if sc.wan:
-        up += ["--link", WAN]
-    subprocess.run(up, env=env, check=True)
+    subprocess.run([str(TOOL), "up", *tp.microcloud_up()], env=env, check=True)
 
 
 def collect(
@@ -248,6 +273,7 @@ def collect(
         sc, budget = SCENARIOS[key], args.scenario_budgets[key]
         results["scenarios"][key] = {
             "title": sc.title,
+            "topology": scenario_topology(args, key).describe(),
             "budget_s": budget,
             "emulate": raw["emulate"],
             "sites": raw["sites"],
@@ -293,11 +319,10 @@ def run_here(args: argparse.Namespace, key: str) -> Any:
 
     if args.microcloud:
         raise SystemExit("--microcloud launches mpiexec itself: run it without mpiexec")
-    sc = SCENARIOS[key]
     comm = MPI.COMM_WORLD
     if comm.size != args.np:
         args.np = comm.size
-    os.environ["DLION_EMULATE"] = sc.emulate(comm.size, args.slow_step)
+    os.environ["DLION_EMULATE"] = scenario_topology(args, key).emulate_inprocess()
     result = str(Path(tempfile.gettempdir()) / f"microcloud-{os.getpid()}-{comm.rank}.json")
     result = comm.bcast(result, root=0)
     microcloud_worker.main(worker_args(args, key, result))

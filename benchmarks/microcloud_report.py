@@ -6,7 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-POLICY_NAMES = {"allreduce": "Allreduce", "gaia": "Gaia", "ako": "Ako", "dlion": "DLion"}
+POLICY_NAMES = {
+    "allreduce": "Allreduce",
+    "gaia": "Gaia",
+    "ako": "Ako",
+    "dlion": "DLion",
+    "horovod": "Horovod-like (flat allreduce)",
+    "dlion-ranks": "DLion, rank to rank",
+    "dlion-nobatch": "DLion, no dynamic batching",
+    "dlion-nokt": "DLion, no knowledge transfer",
+    "dlion-overlap": "DLion, overlapped WAN",
+}
 
 
 def time_to_target(curve: list[dict[str, float]], target: float) -> float | None:

@@ -141,9 +141,10 @@ class _Run:
         dlion.broadcast_variables(self.model.variables, root_rank=0)
         self.batcher = None
         self.kt = None
-        if policy == "dlion":
+        if policy.startswith("dlion") and policy not in ("dlion-nobatch",):
             # clock="auto": wall time (it sees CPU quotas), CPU time where ranks oversubscribe.
             self.batcher = dlion.DynamicBatcher(args.batch * size, exchange=self.exchange)
+        if policy.startswith("dlion") and policy != "dlion-nokt":
             self.kt = dlion.KnowledgeTransfer(
                 args.kt_every, alpha=0.5, held_out=held_out, loss_fn=loss_fn
             )
@@ -303,9 +304,42 @@ def make_exchange(policy: str, args: argparse.Namespace, model: Any, dlion: Any)
         )
     if policy == "ako":
         return dlion.AkoExchange(args.ako_partitions, staleness=s)
-    if policy == "dlion":
+    if policy == "horovod":
+        return _flat_allreduce_class(dlion)()
+    if policy in ("dlion", "dlion-nobatch", "dlion-nokt"):
         return dlion.PerLinkExchange(staleness=s)
-    raise ValueError(f"unknown policy {policy!r}: use allreduce, gaia, ako or dlion")
+    if policy == "dlion-ranks":  # the paper's literal rank-to-rank form
+        return dlion.PerLinkExchange(staleness=s, topology="ranks")
+    if policy == "dlion-overlap":  # the wide-area phase one step behind the compute
+        return dlion.PerLinkExchange(staleness=max(1, s))
+    raise ValueError(f"unknown policy {policy!r}: see benchmarks/microcloud.py POLICIES")
+
+
+def _flat_allreduce_class(dlion):
+    """FlatAllreduce as a dlion.Exchange (defined once dlion is imported)."""
+    return type("FlatAllreduce", (_FlatAllreduce, dlion.Exchange), {})
+
+
+class _FlatAllreduce:
+    """Horovod's behaviour as a baseline: one flat, dense MPI allreduce of each fused buffer
+    per step (mpi4py on COMM_WORLD: no site hierarchy, no per-step control rounds). Not paced
+    by the in-process emulation; on the real network it meets the real links."""
+
+    collective = False  # no dlion agreement rounds ride along
+    weight = None
+
+    def start(self, buffer, *, name: str, signature: int = 0):
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        buffer *= 1.0 / MPI.COMM_WORLD.size
+        return self
+
+    def wait(self, timeout=None) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return "flat MPI allreduce (Horovod-like)"
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         if peers is not None:
             peers.shutdown()
         engine.shutdown()
+        _core.set_simd("auto")  # a failed init leaves nothing of its settings behind
         raise
     _warn_if_foreign_launcher(topology.size)
     _state = _State(

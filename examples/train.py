@@ -52,6 +52,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--kt", type=int, default=0, help="knowledge transfer every N steps (0: off)")
     p.add_argument("--kt-alpha", type=float, default=0.5, help="knowledge transfer merge weight")
     p.add_argument("--staleness", type=int, default=0, help="steps a rank may run ahead")
+    p.add_argument(
+        "--topology",
+        choices=["auto", "sites", "ranks"],
+        default="auto",
+        help="perlink: site-aware exchange (auto: when there are several sites) or rank to rank",
+    )
     p.add_argument("--emulate", default=None, help="DLION_EMULATE spec (links, compute speeds)")
     p.add_argument("--sites", default=None, help="site of each rank, e.g. A,A,B,B (DLION_SITE)")
     p.add_argument(
@@ -123,7 +129,9 @@ def main() -> None:
     )
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if args.exchange == "perlink":
-        exchange: dlion.Exchange = dlion.PerLinkExchange(staleness=args.staleness)
+        exchange: dlion.Exchange = dlion.PerLinkExchange(
+            staleness=args.staleness, topology=args.topology
+        )
     elif args.exchange == "dense":
         exchange = dlion.PeerExchange("dense", staleness=args.staleness)
     else:

@@ -47,6 +47,7 @@ from ._stepped import (
     dense_plan,
     sparse_encoding,
 )
+from .peer import Topology
 
 Params = Sequence[Any] | Callable[[], Sequence[Any]]
 
@@ -70,6 +71,11 @@ class GaiaExchange(SteppedPeerExchange):
             slowest peer (Gaia's mirror clock bounds the staleness between data centers).
         weight: this rank's aggregation weight (default ``1 / size``).
         bucket: values per scale of 8-bit values.
+        topology: ``"auto"`` (default): as in Gaia's paper, each site aggregates inside first
+            and each site pair carries the site's significant updates once (the site-aware
+            exchange of :mod:`dlion.exchange.sites`, with the threshold against the
+            parameters of each piece), when there are several sites with several ranks;
+            ``"ranks"``: every rank filters and sends its own gradient to every remote rank.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class GaiaExchange(SteppedPeerExchange):
         staleness: int = 0,
         weight: float | None = None,
         bucket: int = 512,
+        topology: Topology = "auto",
     ) -> None:
         if isinstance(threshold, bool) or not (
             isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0
@@ -106,7 +113,9 @@ class GaiaExchange(SteppedPeerExchange):
                 f"GaiaExchange(params={type(params).__name__}): pass a list of variables "
                 "(model.trainable_variables) or a callable returning one"
             )
-        super().__init__("dense", staleness=staleness, weight=weight, bucket=bucket)
+        super().__init__(
+            "dense", staleness=staleness, weight=weight, bucket=bucket, topology=topology
+        )
         self.threshold = float(threshold)
         self.learning_rate = None if learning_rate is None else float(learning_rate)
         self.bits = bits

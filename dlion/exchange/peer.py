@@ -20,9 +20,12 @@ import dlion_core as _core
 
 from .. import links, runtime
 from ..errors import InvalidArgumentError
+from . import sites as _sites
 from .base import Exchange, Pending
 
 Codec = Literal["dense", "topk", "qsgd", "sign", "fp16", "bf16"]
+Topology = Literal["auto", "sites", "ranks"]
+_TOPOLOGIES = ("auto", "sites", "ranks")
 _CODECS = ("dense", "topk", "qsgd", "sign", "fp16", "bf16")
 #: One link's plan as the engine takes it: (encoding, k, bits, bucket, error_feedback), or
 #: with a selection rule (..., select, threshold, offset); see csrc/wire/encode.h.
@@ -68,6 +71,12 @@ class PeerExchange(Exchange):
         weight: this rank's aggregation weight; default ``1 / size`` (plain average). Dynamic
             batching sets it to ``b_i / sum(b)``.
         bucket: values per scale of the quantized codecs.
+        topology: ``"ranks"`` (default here): every rank sends every peer its own message (the
+            paper's literal form); ``"sites"``: the site-aware exchange
+            (:mod:`dlion.exchange.sites`): dense inside a site, each site pair carries the
+            site's combined gradient once, sharded over the site's ranks, with ``staleness``
+            applying across sites only; ``"auto"``: ``"sites"`` when ``dlion.sites()`` names
+            more than one site and some site has several ranks, else ``"ranks"``.
     """
 
     #: Not a collective: peers are not in lockstep, so per-step agreement rounds (the
@@ -84,7 +93,12 @@ class PeerExchange(Exchange):
         staleness: int = 0,
         weight: float | None = None,
         bucket: int = 512,
+        topology: Topology = "ranks",
     ) -> None:
+        if topology not in _TOPOLOGIES:
+            raise InvalidArgumentError(
+                f"PeerExchange(topology={topology!r}): use one of {_TOPOLOGIES}"
+            )
         if codec not in _CODECS:
             raise InvalidArgumentError(f"PeerExchange(codec={codec!r}): use one of {_CODECS}")
         if not 0.0 < k_ratio <= 1.0:
@@ -108,7 +122,10 @@ class PeerExchange(Exchange):
         self.staleness = staleness
         self.weight = weight
         self.bucket = bucket
-        self._names: dict[str, None] = {}  # the exchanges this policy ran, in first-use order
+        self.topology: Topology = topology
+        self._names: dict[str, None] = {}  # the groups this policy ran, in first-use order
+        self._tops: dict[str, None] = {}  # the exchanges it was asked for (names of start())
+        self._scratch: dict[str, _sites.Scratch] = {}
         self._sync_next = False
         self._synced: set[str] = set()
         self._run: weakref.ref[Groups] | None = None  # the run (dlion.init) the above belong to
@@ -147,6 +164,8 @@ class PeerExchange(Exchange):
     def _new_run(self) -> None:
         """Forget what belonged to an earlier run (subclasses extend it)."""
         self._names.clear()
+        self._tops.clear()
+        self._scratch.clear()
         self._synced.clear()
         self._sync_next = False
 
@@ -163,10 +182,39 @@ class PeerExchange(Exchange):
         the step, like Ako's rotating partition, override this)."""
         return self.plan(n, group)
 
+    def site_plan(self, n: int, group: int, peer: int, step: int) -> Sequence[LinkPlan]:
+        """The link plans of one piece of the site-aware exchange, which only the link to
+        ``peer`` carries (default: :meth:`plan_step`; :class:`dlion.PerLinkExchange` sizes the
+        piece to that link's bandwidth)."""
+        return self.plan_step(n, group, step)
+
     def reference(self, name: str, n: int, plans: Sequence[LinkPlan]) -> np.ndarray | None:
         """The float32 tensor that threshold selection compares against (Gaia's parameter
         magnitudes), or ``None`` when no link of ``plans`` selects by threshold."""
         return None
+
+    def site_aware(self) -> bool:
+        """Whether this policy runs the site-aware exchange in this job (see ``topology``)."""
+        if self.topology != "auto":
+            return self.topology == "sites"
+        sites = runtime.sites()
+        return len(set(sites)) > 1 and len(set(sites)) < len(sites)
+
+    def _register(self, name: str) -> None:
+        """Group ids of the exchange ``name``: its own, then (site-aware) every site's
+        sub-exchange in the one order every rank uses."""
+        group_id(name)
+        if self.site_aware():
+            for sub in _sites.group_names(name, _sites.layout()):
+                group_id(sub)
+
+    def _sync_for(self, name: str) -> bool:
+        sync = self._sync_next
+        if sync:
+            self._synced.add(name)
+            if len(self._synced) == len(self._tops):
+                self._sync_next = False
+        return sync
 
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         if buffer.dtype != np.float32:
@@ -175,18 +223,18 @@ class PeerExchange(Exchange):
                 f"{buffer.dtype} is not supported; the peer exchange carries float32 gradients"
             )
         self._enter_run()
+        if name not in self._tops:
+            self._register(name)
+        self._tops.setdefault(name)
         self._names.setdefault(name)
         group = group_id(name)
         step = last_step(group) + 1
+        if self.site_aware():
+            return self._start_sites(buffer, name, group, step)
         plans = self.plan_step(buffer.size, group, step)
         reference = self.reference(name, buffer.size, plans)
         # Only once the plan is made: a bad option fails cleanly.
         runtime.run_state(Groups).steps[group] = step
-        sync = self._sync_next
-        if sync:
-            self._synced.add(name)
-            if len(self._synced) == len(self._names):
-                self._sync_next = False
         return runtime.peer_engine().exchange(
             buffer,
             buffer,
@@ -195,9 +243,24 @@ class PeerExchange(Exchange):
             list(plans),
             weight=self.current_weight(),
             staleness=self.staleness,
-            sync=sync,
+            sync=self._sync_for(name),
             name=name,
             reference=reference,
+        )
+
+    def _start_sites(self, buffer: np.ndarray, name: str, group: int, step: int) -> Pending:
+        where = _sites.layout()
+        own = _sites.shards(buffer.size, len(where.members[where.site]))[where.index]
+        scratch = self._scratch.get(name)
+        if scratch is None or scratch.site_sum.size != own[1]:
+            scratch = self._scratch[name] = _sites.Scratch(np.empty(own[1], np.float32))
+        steps = runtime.run_state(Groups).steps
+        steps[group] = step
+        for wan in _sites.sent_pieces(name, where, buffer.size):
+            self._names.setdefault(wan)  # residuals per site pair and piece: checkpointed
+            steps[group_id(wan)] = step
+        return _sites.SiteRound(
+            self, buffer, name, step, self._sync_for(name), where, scratch, group_id
         )
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -226,6 +289,11 @@ class PeerExchange(Exchange):
         """Restore what :meth:`state` saved (before the first exchange of the resumed run)."""
         self._enter_run()
         engine = runtime.peer_engine()
+        for key in state:  # group ids first, in the order every rank uses (sites: all of them)
+            kind, _, rest = key.partition(":")
+            if kind == "step" and "@" not in rest and rest not in self._tops:
+                self._register(rest)
+                self._tops.setdefault(rest)
         for key, value in state.items():
             kind, _, rest = key.partition(":")
             if kind == "step":

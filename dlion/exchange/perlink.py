@@ -30,7 +30,7 @@ from .. import links, runtime
 from ..errors import InvalidArgumentError
 from .allreduce import Allreduce
 from .base import Pending
-from .peer import LinkPlan, PeerExchange
+from .peer import LinkPlan, PeerExchange, Topology
 
 _ENC = _core.WIRE_ENCODINGS
 
@@ -50,6 +50,12 @@ class PerLinkExchange(PeerExchange):
         weight: this rank's aggregation weight (default ``1 / size``; dynamic batching sets it).
         initial_budget_s: ``T`` before a compute time was measured.
         ewma: weight of the newest compute-time sample.
+        topology: ``"auto"`` (default): the site-aware exchange when ``dlion.sites()`` names
+            more than one site and some site has several ranks (dense inside a site; each site
+            pair carries the site's combined gradient once, as the per-link top-k of that site
+            pair, sharded over the site's ranks; see :mod:`dlion.exchange.sites`), else rank to
+            rank; ``"sites"`` or ``"ranks"`` force one (``"ranks"`` is the paper's literal
+            form, every rank a message to every peer).
         lan_allreduce: when the probe at ``dlion.init`` found every link of every rank at
             least ``lan_bandwidth_Bps`` fast (one host, a LAN), every link would carry the dense
             gradient anyway: then run as :class:`dlion.Allreduce` (weighted by ``weight``),
@@ -73,12 +79,19 @@ class PerLinkExchange(PeerExchange):
         initial_budget_s: float = 0.05,
         ewma: float = 0.3,
         bucket: int = 512,
+        topology: Topology = "auto",
         lan_allreduce: bool = True,
     ) -> None:
         if bits not in (8, 32):
             raise InvalidArgumentError(f"PerLinkExchange(bits={bits}): use 8 or 32")
         super().__init__(
-            "topk", bits=bits, staleness=staleness, weight=weight, bucket=bucket, k_ratio=1.0
+            "topk",
+            bits=bits,
+            staleness=staleness,
+            weight=weight,
+            bucket=bucket,
+            k_ratio=1.0,
+            topology=topology,
         )
         for name, value in (("budget_s", budget_s), ("initial_budget_s", initial_budget_s)):
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -95,6 +108,7 @@ class PerLinkExchange(PeerExchange):
         self.ewma = ewma
         self.compute_s: float | None = None  # EWMA of the measured compute time of a step
         self._sizes: dict[int, int] = {}
+        self._link_sizes: dict[int, dict[int, int]] = {}  # site-aware: peer -> group -> n
         self._last_done: float | None = None
         self.last_plan: dict[int, dict[int, tuple[str, int]]] = {}
         """Per group: peer -> (``"dense"`` or ``"sparse"``, entries) of the latest step."""
@@ -109,12 +123,19 @@ class PerLinkExchange(PeerExchange):
             return self.budget_s
         return self.compute_s if self.compute_s is not None else self.initial_budget_s
 
+    def _link(self, n: int, share: float, bw: float) -> tuple[LinkPlan, tuple[str, int]]:
+        """The plan of one link of measured bandwidth ``bw`` for ``share`` of the step's bytes."""
+        k = n if bw <= 0 else int(bw * self.budget() * share / self.bytes_per_entry())
+        if k * self.bytes_per_entry() >= 4 * n:
+            return (int(_ENC["dense_f32"]), 0, 0, self.bucket, True), ("dense", n)
+        k = min(n, max(self.k_min, k))
+        sparse_enc = int(_ENC["sparse_qsgd8"] if self.bits == 8 else _ENC["sparse_f32"])
+        return (sparse_enc, k, 0, self.bucket, True), ("sparse", k)
+
     def plan(self, n: int, group: int) -> list[LinkPlan]:
         self._sizes[group] = n
         share = n / max(1, sum(self._sizes.values()))
         stats = links.link_stats()
-        t = self.budget()
-        sparse_enc = int(_ENC["sparse_qsgd8"] if self.bits == 8 else _ENC["sparse_f32"])
         dense: LinkPlan = (int(_ENC["dense_f32"]), 0, 0, self.bucket, True)
         plans: list[LinkPlan] = []
         chosen: dict[int, tuple[str, int]] = {}
@@ -123,17 +144,21 @@ class PerLinkExchange(PeerExchange):
             if s is None:  # this rank
                 plans.append(dense)
                 continue
-            bw = s.bandwidth_Bps
-            k = n if bw <= 0 else int(bw * t * share / self.bytes_per_entry())
-            if k * self.bytes_per_entry() >= 4 * n:
-                plans.append(dense)
-                chosen[p] = ("dense", n)
-            else:
-                k = min(n, max(self.k_min, k))
-                plans.append((sparse_enc, k, 0, self.bucket, True))
-                chosen[p] = ("sparse", k)
+            plan, chosen[p] = self._link(n, share, s.bandwidth_Bps)
+            plans.append(plan)
         self.last_plan[group] = chosen
         return plans
+
+    def site_plan(self, n: int, group: int, peer: int, step: int) -> list[LinkPlan]:
+        """A piece of the site-aware exchange on the link to ``peer``: its ``k`` is that
+        link's bandwidth times the budget, times the piece's share of what the link carries."""
+        sizes = self._link_sizes.setdefault(peer, {})
+        sizes[group] = n
+        share = n / max(1, sum(sizes.values()))
+        stats = links.link_stats().get(peer)
+        plan, chosen = self._link(n, share, stats.bandwidth_Bps if stats else 0.0)
+        self.last_plan[group] = {peer: chosen}
+        return [plan] * runtime.size()
 
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         if self.collective:
@@ -156,6 +181,7 @@ class PerLinkExchange(PeerExchange):
         last exchange is no compute-time sample (``compute_s``, the model's, is kept)."""
         super()._new_run()
         self._sizes.clear()
+        self._link_sizes.clear()
         self.last_plan.clear()
         self._last_done = None
 
@@ -174,7 +200,11 @@ class PerLinkExchange(PeerExchange):
         if self.collective:
             return "perlink(all links fast: dense allreduce)"
         t = f"{self.budget_s:g}s" if self.budget_s is not None else "compute"
-        return f"perlink(T={t}, {self.bits} bit, staleness={self.staleness})"
+        if runtime.is_initialized():
+            where = "site-aware" if self.site_aware() else "rank to rank"
+        else:
+            where = f"topology {self.topology}"
+        return f"perlink({where}, T={t}, {self.bits} bit, staleness={self.staleness})"
 
 
 class _Timed:

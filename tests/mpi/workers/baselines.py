@@ -73,7 +73,9 @@ def select(name: str, src: int, dst: int, x: np.ndarray, step: int) -> np.ndarra
 
 
 if scenario == "gaia":
-    policy: dlion.PeerExchange = dlion.GaiaExchange(THRESHOLD, params=params, learning_rate=LR)
+    policy: dlion.PeerExchange = dlion.GaiaExchange(
+        THRESHOLD, params=params, learning_rate=LR, topology="ranks"
+    )
 else:
     policy = dlion.AkoExchange(3)
 

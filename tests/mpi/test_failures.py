@@ -126,7 +126,8 @@ def test_ranks_with_different_engine_settings_are_refused_at_init():
 STALL_S = 4
 LIVE_S = 4
 FAST = {
-    "DLION_STALL_TIMEOUT_S": str(STALL_S),
+    # Longer than the liveness timeout: a frozen rank must be found by liveness, not by a race.
+    "DLION_STALL_TIMEOUT_S": "30",
     "DLION_STALL_WARNING_S": "1",
     "DLION_LIVENESS_TIMEOUT_S": str(LIVE_S),
 }

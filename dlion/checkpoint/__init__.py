@@ -41,7 +41,8 @@ Protocol of :func:`save` (every rank calls it at the same step):
    succeeded and their files' checksums; if any failed, every rank raises and ``latest.json``
    still names the previous checkpoint.
 3. Rank 0 writes the manifest, then ``latest.json`` (each through a temporary file and
-   ``os.replace``), then removes checkpoints older than the ``keep`` newest.
+   ``os.replace``), then removes checkpoints beyond ``keep``: the one just written always
+   stays, with the ``keep - 1`` others of the highest steps.
 4. The ranks agree once more: when ``save`` returns, the checkpoint is complete on every rank.
 
 Protocol of :func:`load`:
@@ -95,8 +96,9 @@ class Checkpoint:
 def save(directory: str | os.PathLike[str], step: int, *, keep: int = 3, **state: Any) -> Path:
     """Write this rank's ``state`` entries as the checkpoint of ``step``; returns its folder.
 
-    Every rank must call it with the same step and entry names. ``keep`` newest checkpoints are
-    kept (0 keeps all). Raises ``CheckpointError`` on every rank when any rank fails.
+    Every rank must call it with the same step and entry names. ``keep`` checkpoints are kept:
+    this one and the others of the highest steps (0 keeps all). Raises ``CheckpointError`` on
+    every rank when any rank fails.
     """
     rank, size = runtime.rank(), runtime.size()
     job = _job_identity()

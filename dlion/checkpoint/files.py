@@ -153,15 +153,24 @@ def write_manifest(root: Path, folder: Path, manifest: dict[str, Any], keep: int
     atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
     latest_record = {"step": manifest["step"], "path": folder.name, "job": manifest["job"]["id"]}
     atomic_write(root / LATEST, json.dumps(latest_record).encode())
-    prune(root, keep)
+    prune(root, keep, folder)
 
 
-def prune(root: Path, keep: int) -> None:
+def prune(root: Path, keep: int, current: Path) -> None:
+    """Keep ``current`` and the ``keep - 1`` other complete checkpoints of the highest steps
+    (``keep`` 0: all). ``current`` is never removed, even when it is an older step than the
+    others (a run restarted from an earlier checkpoint)."""
     if keep == 0:
         return
-    done = sorted(p for p in root.glob("step-*") if (p / MANIFEST).exists())
-    for old in done[:-keep]:
+    done = [p for p in root.glob("step-*") if (p / MANIFEST).exists() and p != current]
+    done.sort(key=_step_of)
+    for old in done[: max(len(done) - (keep - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _step_of(folder: Path) -> int:
+    digits = folder.name.removeprefix("step-")
+    return int(digits) if digits.isdigit() else -1
 
 
 def owner(root: Path) -> dict[str, Any] | None:

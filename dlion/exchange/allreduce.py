@@ -48,6 +48,18 @@ class Allreduce(Exchange):
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         if self._weight is None:
             return ops.allreduce_async(buffer, self.op, name, signature)
+        ok = isinstance(buffer, np.ndarray) and buffer.dtype in (np.float32, np.float64)
+        if not (ok and buffer.flags.c_contiguous and buffer.flags.writeable):
+            what = (
+                f"{buffer.dtype} array" if isinstance(buffer, np.ndarray) else type(buffer).__name__
+            )
+            return Refusal(
+                InvalidArgumentError(
+                    f"rank {runtime.rank()}: Allreduce on '{name}': the buffer must be a "
+                    f"writable, C-contiguous float32 or float64 numpy array, got a {what}"
+                ),
+                name,
+            )
         with np.errstate(over="ignore"):
             weight = buffer.dtype.type(self._weight)
         if not np.isfinite(weight):

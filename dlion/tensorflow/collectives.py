@@ -89,13 +89,26 @@ def broadcast(x: Any, root_rank: int = 0, name: str = "broadcast") -> tf.Tensor:
     return _run(lambda a: ops.broadcast(a, root_rank, name), t, t.shape)
 
 
-def allgather_object(x: Any, name: str = "allgather_object") -> list[tf.Tensor]:
-    """Every rank's tensor (any shape), in rank order, as tensors of its dtype."""
+def allgather_object(x: Any, name: str = "allgather_object") -> list[Any]:
+    """Every rank's tensor (any shape), in rank order, as tensors of its dtype. What another
+    rank passed that is not an array (it passed a Python object) is returned as it is, so
+    that no rank fails where the others succeed."""
     t = tf.convert_to_tensor(x)
-    return [tf.convert_to_tensor(v) for v in ops.allgather_object(t.numpy(), name)]
+    return [_as_tensor(v) for v in ops.allgather_object(t.numpy(), name)]
 
 
-def broadcast_object(x: Any, root_rank: int = 0, name: str = "broadcast_object") -> tf.Tensor:
-    """Root's tensor (any shape and dtype) on every rank."""
+def broadcast_object(x: Any, root_rank: int = 0, name: str = "broadcast_object") -> Any:
+    """Root's tensor (any shape and dtype) on every rank (root's object as it is, if root
+    passed a Python object rather than a tensor)."""
     t = tf.convert_to_tensor(x)
-    return tf.convert_to_tensor(ops.broadcast_object(t.numpy(), root_rank, name))
+    return _as_tensor(ops.broadcast_object(t.numpy(), root_rank, name))
+
+
+def _as_tensor(value: Any) -> Any:
+    """A numeric numpy array (what a tensor travels as) as a tensor; anything else as it is."""
+    if isinstance(value, np.ndarray | np.generic) and not np.asarray(value).dtype.hasobject:
+        try:
+            return tf.convert_to_tensor(value)
+        except (TypeError, ValueError):  # a dtype TF has no tensor of (datetime64, ...)
+            return value
+    return value

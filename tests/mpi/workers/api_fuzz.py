@@ -1,0 +1,428 @@
+"""Fuzz of dlion's public Python API with generated (mostly bad) arguments on real ranks.
+
+Hypothesis runs derandomized, so every rank draws the same examples. An example is one call
+(``allreduce``, ``broadcast``, ``allgather``, the object collectives, ``barrier``,
+``allreduce_async``, a weighted ``Allreduce`` exchange, ``checkpoint.save``/``load``,
+``Config``) with arguments drawn for every rank: the same on all, one field different on one
+rank, or all different. Each rank runs its own arguments; then the ranks compare what they got
+over plain mpi4py (not through dlion's engine) and check, identically on every rank:
+
+* every error is a typed dlion error (never another exception; a crash ends the job);
+* no rank timed out or found the engine stopped (a hang would end the test by its timeout);
+* all ranks succeeded or all failed, and those that succeeded got the same result bits;
+* arguments that are valid on every rank give the correct result (numpy reference), and
+  arguments that are certainly invalid (types, dtypes, ops, roots, names that differ) fail.
+
+Nothing is asserted inside the Hypothesis test (which would make the ranks shrink apart): the
+problems are collected and reported; the test asserts there are none. DLION_FUZZ_EXAMPLES sets
+the number of examples.
+"""
+
+import os
+import pickle
+import tempfile
+
+import numpy as np
+from _report import report
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from mpi4py import MPI
+
+import dlion
+from dlion import checkpoint
+
+dlion.init()
+rank, size = dlion.rank(), dlion.size()
+comm = MPI.COMM_WORLD
+use_tf = os.environ.get("DLION_FUZZ_TF") == "1"
+if use_tf:
+    import tensorflow as tf
+EXAMPLES = int(os.environ.get("DLION_FUZZ_EXAMPLES", "800"))
+CKPT = tempfile.mkdtemp(prefix="fuzz-ckpt-", dir=os.environ.get("DLION_TEST_OUT"))
+CKPT = comm.bcast(CKPT, root=0)  # one directory for the job
+
+DTYPES = ["float32", "float64", "float16", "int32", "int64", "uint8", "bool", "complex64",
+          "<U3", "datetime64[s]", "object"]  # fmt: skip
+SHAPES = [(), (0,), (1,), (3,), (2, 3), (3, 2), (4, 1)]
+OPS = ["average", "sum", "min", "max", "product", "median", "", None, 3, "SUM"]
+ROOTS = [0, 1, size - 1, size, -1, 0.0, "0", None, True]
+NAMES = ["x", "y", "", "a" * 100, "名前", 5, None]
+WEIGHTS = [0.0, 0.5, 1.0, 3.0, 1e30, 1e39, 1e300]
+OBJECTS = ["none", "dict", "floats", "ragged", "str", "bigint", "nan", "lambda", "tuple"]
+STEPS = [0, 1, 5, -1, 1.5, "3", None, True, 2**40]
+CONFIG_VALUES = [float("inf"), float("nan"), -1, 0, 1, 1.5, 1e10, 2**40, "no", "1", True,
+                 None, "/nonexistent-dir/t.json", np.float32(2.5), np.int64(4096)]  # fmt: skip
+CONFIG_FIELDS = [f for f in dlion.Config.__dataclass_fields__ if f != "emulate"]
+FNS = ["allreduce", "allreduce", "broadcast", "broadcast", "allgather", "allgather_object",
+       "broadcast_object", "barrier", "allreduce_async", "weighted", "checkpoint",
+       "config"]  # fmt: skip
+
+arrays = st.fixed_dictionaries({
+    "kind": st.just("array"), "dtype": st.sampled_from(DTYPES), "shape": st.sampled_from(SHAPES),
+    "layout": st.sampled_from(["c", "c", "c", "strided", "readonly"]),
+    "seed": st.integers(0, 3), "special": st.sampled_from(["", "", "nan", "inf", "huge"]),
+    "tf": st.booleans() if use_tf else st.just(False),
+})  # fmt: skip
+values = st.one_of(arrays, arrays, st.fixed_dictionaries({"kind": st.sampled_from(OBJECTS)}))
+good_arrays = st.fixed_dictionaries({
+    "kind": st.just("array"), "dtype": st.sampled_from(["float32", "float64", "int64", "bool"]),
+    "shape": st.sampled_from([(3,), (2, 3)]), "layout": st.just("c"), "seed": st.integers(0, 3),
+    "special": st.just(""), "tf": st.booleans() if use_tf else st.just(False),
+})  # fmt: skip
+
+
+def mostly_good(good, anything):
+    """Half the draws valid, so that one perturbed field on one rank is the only fault."""
+    return st.one_of(good, anything)
+
+
+FIELDS = {
+    "x": mostly_good(good_arrays, values),
+    "op": mostly_good(st.sampled_from(["sum", "min", "max"]), st.sampled_from(OPS)),
+    "root": mostly_good(st.sampled_from([0, size - 1]), st.sampled_from(ROOTS)),
+    "name": mostly_good(st.just("x"), st.sampled_from(NAMES)),
+    "weight": st.sampled_from(WEIGHTS),
+    "step": mostly_good(st.sampled_from([1, 2]), st.sampled_from(STEPS)),
+    "keep": st.sampled_from([0, 1, 3, -1, "2"]),
+    "field": st.sampled_from(CONFIG_FIELDS), "value": st.sampled_from(range(len(CONFIG_VALUES))),
+}  # fmt: skip
+USES = {  # the arguments each call takes: the fields a perturbation picks from
+    "allreduce": ["x", "op", "name"], "allreduce_async": ["x", "op", "name"],
+    "broadcast": ["x", "root", "name"], "broadcast_object": ["x", "root", "name"],
+    "allgather": ["x", "name"], "allgather_object": ["x", "name"], "barrier": ["name"],
+    "weighted": ["x", "weight", "name"], "checkpoint": ["step", "keep"],
+    "config": ["field", "value"],
+}  # fmt: skip
+
+
+def materialize(spec: dict):
+    kind = spec["kind"]
+    if kind != "array":
+        return {
+            "none": None, "dict": {"lr": 0.1, "k": [1, 2]}, "floats": [1.5, -2.0, 3.25],
+            "ragged": [[1.0], [2.0, 3.0]], "str": "text", "bigint": 2**70, "nan": float("nan"),
+            "lambda": lambda: 1, "tuple": (1, "a", None),
+        }[kind]  # fmt: skip
+    dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+    rng = np.random.default_rng(spec["seed"])
+    n = int(np.prod(shape, dtype=np.int64))
+    if dtype.kind == "f" or dtype.kind == "c":
+        flat = rng.standard_normal(n) * (1e30 if spec["special"] == "huge" else 1)
+        if n and spec["special"] in ("nan", "inf"):
+            flat[0] = np.nan if spec["special"] == "nan" else np.inf
+        flat = flat.astype(dtype)
+    elif dtype.kind in "iu":
+        flat = rng.integers(0, 5, n).astype(dtype)
+    elif dtype.kind == "b":
+        flat = rng.random(n) < 0.5
+    elif dtype.kind == "U":
+        flat = np.array(["ab", "c", "xyz"] * n, dtype)[:n]
+    elif dtype.kind == "M":
+        flat = np.arange(n).astype(dtype)
+    else:
+        flat = np.empty(n, object)
+        flat[:] = [{"i": i} for i in range(n)]
+    a = flat.reshape(shape)
+    if spec["layout"] == "strided" and a.ndim:
+        a = np.stack([a, a], axis=-1)[..., 0]
+    elif spec["layout"] == "readonly":
+        a = a.copy()
+        a.flags.writeable = False
+    if spec["tf"] and dtype.kind in "fiub":
+        return tf.constant(a)
+    return a
+
+
+def run(fn: str, args: dict):
+    """This rank's call; returns a picklable result."""
+    x = materialize(args["x"]) if fn not in ("barrier", "config", "checkpoint") else None
+    name = args["name"]
+    if fn == "allreduce":
+        return dlion.allreduce(x, op=args["op"], name=name)
+    if fn == "allreduce_async":
+        dlion.allreduce_async(x, op=args["op"], name=name).wait()
+        return x
+    if fn == "broadcast":
+        return dlion.broadcast(x, root_rank=args["root"], name=name)
+    if fn == "allgather":
+        return dlion.allgather(x, name=name)
+    if fn == "allgather_object":
+        return dlion.allgather_object(x, name=name)
+    if fn == "broadcast_object":
+        return dlion.broadcast_object(x, root_rank=args["root"], name=name)
+    if fn == "barrier":
+        return dlion.barrier(name=name)
+    if fn == "weighted":
+        exchange = dlion.Allreduce(weight=args["weight"])
+        exchange.start(x, name=name).wait()
+        return x
+    if fn == "checkpoint":
+        checkpoint.save(CKPT, args["step"], keep=args["keep"], extra={"v": np.arange(3) + rank})
+        return checkpoint.load(CKPT, step=args["step"]).state["extra"]["v"]
+    value = CONFIG_VALUES[args["value"]]
+    config = dlion.Config.from_env({args["field"]: value}, environ={})
+    return getattr(config, args["field"])
+
+
+def plain(value):
+    """``value`` with TF tensors (also inside lists) as numpy arrays."""
+    if use_tf and tf.is_tensor(value):
+        return value.numpy()
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def _canon(value):
+    if isinstance(value, np.ndarray) and not value.dtype.hasobject:
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, *(_canon(v) for v in value))
+    return value
+
+
+def canonical(value) -> bytes:
+    """The result's bits, comparable across ranks (arrays by dtype, shape and bytes)."""
+    try:
+        return pickle.dumps(_canon(plain(value)))
+    except Exception:  # noqa: BLE001 - e.g. a lambda given back
+        return repr(value).encode()
+
+
+def outcome(fn: str, args: dict) -> dict:
+    try:
+        value = run(fn, args)
+    except Exception as e:  # noqa: BLE001 - the check below judges it
+        return {"ok": False, "error": type(e).__name__, "dlion": isinstance(e, dlion.DlionError),
+                "message": str(e)[:300]}  # fmt: skip
+    value = plain(value)
+    return {"ok": True, "result": canonical(value), "value": value if fn != "config" else None}
+
+
+def is_name(n) -> bool:
+    return isinstance(n, str)
+
+
+def is_root(r) -> bool:
+    return isinstance(r, int) and not isinstance(r, bool) and 0 <= r < size
+
+
+def plain_array(spec: dict) -> bool:
+    return spec["kind"] == "array" and not spec["tf"]
+
+
+def numeric(spec: dict) -> bool:
+    return spec["kind"] == "array" and spec["dtype"] != "object"
+
+
+def expectation(fn: str, every: list[dict]):
+    """("valid", reference), ("invalid", None) or ("unknown", None) for these per-rank args."""
+    same = lambda key: all(a[key] == every[0][key] for a in every)  # noqa: E731
+    if fn == "config":
+        return "unknown", None
+    names_ok = all(is_name(a["name"]) for a in every) and same("name")
+    if fn != "checkpoint" and any(not is_name(a["name"]) for a in every):
+        return "invalid", None
+    if fn == "checkpoint":
+        step, keep = every[0]["step"], every[0]["keep"]
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (step, keep))
+        valid = same("step") and same("keep") and ints and step >= 0 and keep >= 0
+        if valid:
+            return "valid", np.arange(3) + rank
+        return ("invalid", None) if not same("step") else ("unknown", None)
+    if fn == "barrier":
+        return ("valid", None) if names_ok else ("invalid", None)
+    specs = [a["x"] for a in every]
+    if fn in ("allgather_object", "broadcast_object"):
+        roots_ok = fn == "allgather_object" or (
+            all(is_root(a["root"]) for a in every) and same("root")
+        )
+        if not roots_ok and fn == "broadcast_object" and any(not is_root(a["root"]) for a in every):
+            return "invalid", None
+        if not names_ok or not roots_ok:
+            return "invalid", None
+        if any(
+            s["kind"] in ("lambda",)
+            for s in (specs if fn == "allgather_object" else [specs[every[0]["root"]]])
+        ):
+            return "invalid", None
+        if any(s.get("tf") for s in specs):
+            return "unknown", None
+        objs = [materialize(s) for s in specs]
+        return "valid", (objs if fn == "allgather_object" else objs[every[0]["root"]])
+    if not all(plain_array(s) for s in specs):
+        if fn == "broadcast" and all(s["kind"] in ("dict", "none") for s in specs):
+            r = every[0]["root"]
+            if names_ok and same("root") and is_root(r):
+                return "valid", materialize(specs[r])
+        return "unknown", None
+    arrays = [materialize(s) for s in specs]
+    layouts_c = all(a.flags.c_contiguous and a.flags.writeable for a in arrays)
+    same_type = all(a.dtype == arrays[0].dtype and a.shape == arrays[0].shape for a in arrays)
+    objects = any(a.dtype.hasobject for a in arrays)
+    if fn == "allgather":
+        if objects or any(a.ndim == 0 for a in arrays):
+            return "invalid", None
+        if not (
+            names_ok
+            and all(
+                a.dtype == arrays[0].dtype and a.shape[1:] == arrays[0].shape[1:] for a in arrays
+            )
+        ):
+            return "invalid", None
+        return "valid", np.concatenate(arrays)
+    if fn == "broadcast":
+        r = every[0]["root"]
+        if objects:
+            if all(a.dtype.hasobject for a in arrays) and names_ok and same("root") and is_root(r):
+                return "valid", arrays[r]
+            return "unknown", None
+        if not (names_ok and same_type and same("root") and is_root(r) and layouts_c):
+            return "invalid", None
+        return "valid", arrays[r]
+    # allreduce, allreduce_async, weighted
+    if objects or not layouts_c or not same_type or not names_ok:
+        return "invalid", None
+    kind = arrays[0].dtype.kind
+    if fn == "weighted":
+        if kind != "f" or arrays[0].dtype.itemsize < 4:
+            return "invalid", None
+        ws = [arrays[0].dtype.type(a["weight"]) for a in every]
+        if not all(np.isfinite(ws)):
+            return "invalid", None
+        with np.errstate(all="ignore"):
+            scaled = [a * w for a, w in zip(arrays, ws)]
+        if not all(np.isfinite(s).all() for s in scaled) or not all(
+            np.isfinite(a).all() for a in arrays
+        ):
+            return "unknown", None
+        return "valid", sum(s.astype(np.float64) for s in scaled).astype(arrays[0].dtype)
+    op = every[0]["op"]
+    if not (
+        same("op") and isinstance(op, str) and op in ("average", "sum", "min", "max", "product")
+    ):
+        return "invalid", None
+    if fn == "allreduce_async" and (
+        op not in ("average", "sum") or kind != "f" or arrays[0].dtype.itemsize < 4
+    ):
+        return "invalid", None
+    if (
+        kind not in "fiub"
+        or (kind == "b" and op not in ("min", "max"))
+        or (kind in "iu" and op == "average")
+    ):
+        return "invalid", None
+    parts = np.stack(arrays)
+    with np.errstate(all="ignore"):
+        if op in ("sum", "average"):
+            acc = parts.astype(np.float64) if kind == "f" else parts
+            ref = acc.sum(axis=0) if op == "sum" else acc.mean(axis=0)
+        elif op == "product":
+            ref = parts.prod(axis=0)
+        else:
+            ref = parts.min(axis=0) if op == "min" else parts.max(axis=0)
+        return "valid", np.asarray(ref).astype(arrays[0].dtype)
+
+
+def matches(value, ref) -> bool:
+    """``value`` equals ``ref`` (floats within a tolerance, NaN equal to NaN), recursively."""
+    if isinstance(ref, np.ndarray):
+        value = np.asarray(value)
+        if value.shape != ref.shape or value.dtype != ref.dtype:
+            return False
+        if ref.dtype.hasobject:
+            return all(matches(a, b) for a, b in zip(value.reshape(-1), ref.reshape(-1)))
+        if ref.dtype.kind in "fc":
+            with np.errstate(all="ignore"):
+                return bool(np.allclose(value, ref, rtol=1e-3, atol=1e-6, equal_nan=True))
+        return bool(np.array_equal(value, ref))
+    if isinstance(ref, list | tuple):
+        return (
+            type(value) is type(ref)
+            and len(value) == len(ref)
+            and all(matches(a, b) for a, b in zip(value, ref))
+        )
+    if isinstance(ref, dict):
+        return (
+            isinstance(value, dict)
+            and value.keys() == ref.keys()
+            and all(matches(value[k], ref[k]) for k in ref)
+        )
+    if isinstance(ref, float) and ref != ref:
+        return isinstance(value, float) and value != value
+    return type(value) is type(ref) and value == ref
+
+
+problems: list[str] = []
+cases = {"examples": 0, "all_ok": 0, "all_failed": 0, "valid": 0, "invalid": 0, "errors": {}}
+
+
+@settings(
+    derandomize=True,
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    phases=[Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+@given(data=st.data())
+def test_api(data):
+    fn = data.draw(st.sampled_from(FNS))
+    base = {k: data.draw(s) for k, s in FIELDS.items()}
+    every = [dict(base) for _ in range(size)]
+    mode = data.draw(
+        st.sampled_from(["same", "same", "one_field", "one_field", "one_field", "all"])
+    )
+    if mode == "one_field":
+        field, who = data.draw(st.sampled_from(USES[fn])), data.draw(st.integers(0, size - 1))
+        every[who][field] = data.draw(FIELDS[field])
+    elif mode == "all":
+        every = [{k: data.draw(s) for k, s in FIELDS.items()} for _ in range(size)]
+    if fn == "config":
+        every = [dict(every[0]) for _ in range(size)]  # local: the same on every rank
+    mine = outcome(fn, every[rank])
+    value = mine.pop("value", None)
+    seen = comm.allgather(mine)
+    verdict, ref = expectation(fn, every)
+    where = f"example {cases['examples']} {fn} {mode} {every}"
+    cases["examples"] += 1
+    cases[verdict] = cases.get(verdict, 0) + 1
+    for r, o in enumerate(seen):
+        if not o["ok"]:
+            cases["errors"][o["error"]] = cases["errors"].get(o["error"], 0) + 1
+            if not o["dlion"] and not (fn == "config" and o["error"] == "TypeError"):
+                problems.append(
+                    f"{where}: rank {r} raised a non-dlion {o['error']}: {o['message']}"
+                )
+            if o["error"] in ("PeerTimeoutError", "EngineShutdownError"):
+                problems.append(f"{where}: rank {r}: {o['error']}: {o['message']}")
+    oks = [o["ok"] for o in seen]
+    if all(oks):
+        cases["all_ok"] += 1
+        if fn not in ("checkpoint", "config") and any(
+            o["result"] != seen[0]["result"] for o in seen
+        ):
+            problems.append(f"{where}: ranks got different results")
+    elif not any(oks):
+        cases["all_failed"] += 1
+    else:
+        problems.append(f"{where}: some ranks succeeded, others failed: {seen}")
+    if verdict == "valid" and not mine["ok"]:
+        problems.append(f"{where}: valid arguments failed on rank {rank}: {mine}")
+    elif verdict == "valid" and ref is not None and not matches(value, ref):
+        problems.append(f"{where}: rank {rank} got {value!r:.200}, expected {ref!r:.200}")
+    if verdict == "invalid" and mine["ok"]:
+        problems.append(f"{where}: invalid arguments succeeded on rank {rank}")
+    if fn == "config" and mine["ok"]:
+        v = CONFIG_VALUES[every[0]["value"]]
+        hint = dlion.Config.__dataclass_fields__[every[0]["field"]].type
+        if hint == "bool" and not isinstance(v, bool | np.bool_):
+            problems.append(f"{where}: {v!r} taken for a bool")
+
+
+test_api()
+usable = np.ones(3)
+dlion.allreduce(usable, op="sum", name="after")
+report(rank, {"cases": cases, "problems": problems[:20], "n_problems": len(problems),
+              "usable": bool(np.all(usable == size))})  # fmt: skip
+dlion.shutdown()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -151,14 +152,10 @@ def plan(
         values = state[name]
         if kind == "stateful":
             before = obj.state()
-            restore.steps.append(
-                (lambda o=obj, v=values: o.set_state(v), lambda o=obj, b=before: o.set_state(b))
-            )
+            restore.steps.append((partial(obj.set_state, values), partial(obj.set_state, before)))
         elif kind == "arrays":
             old = dict(obj)
-            restore.steps.append(
-                (lambda o=obj, v=values: _replace(o, v), lambda o=obj, b=old: _replace(o, b))
-            )
+            restore.steps.append((partial(_replace, obj, values), partial(_replace, obj, old)))
         else:
             restore.steps.append(_variables_step(name, obj, entry, values, models, where))
     return restore

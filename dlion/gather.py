@@ -17,7 +17,9 @@ place of the operation, then raises its own error. The other ranks fail at once 
 gather-based collective with ``InvalidArgumentError`` naming this rank and its error, in an
 engine allreduce or broadcast with the engine's ``MismatchError`` (their operation meets an
 allgather). When every rank refuses the same call, the ranks stay in step and the engine
-stays usable.
+stays usable. A refusal is a collective like the call it replaces: made on one rank only (a
+collective the others never call), it waits for them up to the stall timeout, as the call would
+have.
 """
 
 from __future__ import annotations

@@ -33,11 +33,13 @@ checksum, so files of two jobs can never be loaded as one checkpoint.
 Protocol of :func:`save` (every rank calls it at the same step):
 
 1. Each rank checks its arguments and encodes its file in memory; rank 0 claims the directory
-   (see above) and removes a stale manifest of the same step. The ranks agree (an allgather):
+   (see above). The ranks agree (an allgather):
    if any failed, or the steps or entry names differ, every rank raises ``CheckpointError``
    naming the ranks and nothing is written.
-2. Each rank writes its file under a temporary name, flushes it to disk and renames it into
-   place (``os.replace``): a file is either absent or complete. The ranks exchange whether they
+2. Rank 0 removes the manifest of an older checkpoint of the same step, if any (it is rewritten
+   now, and checksums keep its old and new files apart). Each rank writes its file under a
+   temporary name, flushes it to disk and renames it into place (``os.replace``): a file is
+   either absent or complete. The ranks exchange whether they
    succeeded and their files' checksums; if any failed, every rank raises and ``latest.json``
    still names the previous checkpoint.
 3. Rank 0 writes the manifest, then ``latest.json`` (each through a temporary file and
@@ -113,12 +115,13 @@ def save(directory: str | os.PathLike[str], step: int, *, keep: int = 3, **state
         if rank == 0:
             files.ensure_dir(root)
             files.claim(root, job, _resumed_from.get(_key(root)))
-            (folder / MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete meanwhile
     except Exception as e:  # noqa: BLE001 - every rank must learn of it, not only this one
         error = _describe(e)
     _agree(error, f"checkpoint.save step {step!r}", same=(repr(step), sorted(state)))
     try:
         files.ensure_dir(folder)
+        if rank == 0:  # rewriting a step: incomplete until the new manifest is in place
+            (folder / MANIFEST).unlink(missing_ok=True)
         files.atomic_write(folder / files.rank_file(rank), data)
     except OSError as e:
         error = _describe(e)

@@ -117,7 +117,7 @@ def save(directory: str | os.PathLike[str], step: int, *, keep: int = 3, **state
             files.claim(root, job, _resumed_from.get(_key(root)))
     except Exception as e:  # noqa: BLE001 - every rank must learn of it, not only this one
         error = _describe(e)
-    _agree(error, f"checkpoint.save step {step!r}", same=(repr(step), sorted(state)))
+    _agree(error, f"checkpoint.save step {step!r}", "save", same=(repr(step), sorted(state)))
     try:
         files.ensure_dir(folder)
         if rank == 0:  # rewriting a step: incomplete until the new manifest is in place
@@ -125,7 +125,7 @@ def save(directory: str | os.PathLike[str], step: int, *, keep: int = 3, **state
         files.atomic_write(folder / files.rank_file(rank), data)
     except OSError as e:
         error = _describe(e)
-    digests = _agree(error, f"checkpoint.save step {step}", each=files.checksum(data))
+    digests = _agree(error, f"checkpoint.save step {step}", "write", each=files.checksum(data))
     if rank == 0:
         manifest = {
             "format": FORMAT,
@@ -142,7 +142,7 @@ def save(directory: str | os.PathLike[str], step: int, *, keep: int = 3, **state
             files.write_manifest(root, folder, manifest, keep)
         except OSError as e:
             error = _describe(e)
-    _agree(error, f"checkpoint.save step {step} (manifest)")
+    _agree(error, f"checkpoint.save step {step} (manifest)", "commit")
     return folder
 
 
@@ -178,13 +178,13 @@ def load(directory: str | os.PathLike[str], step: int | None = None, **targets: 
     except Exception as e:  # noqa: BLE001 - every rank must learn of it, not only this one
         error = _describe(e)
     what = f"checkpoint.load from {root}"
-    _agree(error, what, same=(found, owner))
+    _agree(error, what, "load", same=(found, owner))
     try:
         restore.apply()
     except Exception as e:  # noqa: BLE001
         error = _describe(e)
     try:
-        _agree(error, f"{what} (restore)")
+        _agree(error, f"{what} (restore)", "restore")
     except CheckpointError:
         restore.undo()  # every rank puts its previous state back
         raise
@@ -241,12 +241,13 @@ def _describe(e: BaseException) -> str:
     return str(e) if isinstance(e, CheckpointError) else f"{type(e).__name__}: {e}"
 
 
-def _agree(error: str, what: str, *, same: Any = None, each: Any = None) -> list[Any]:
-    """Every rank learns every rank's ``error``, ``same`` and ``each``: all raise
+def _agree(error: str, what: str, phase: str, *, same: Any = None, each: Any = None) -> list[Any]:
+    """Every rank learns every rank's ``error``, ``same`` and ``each`` (an allgather named after
+    the ``phase`` only, so that arguments that differ by rank are named here): all raise
     ``CheckpointError`` if any rank failed, or if ``same`` differs between ranks (the step and
     entries of a save; the step and job of the checkpoint a load found). Returns every rank's
     ``each``, in rank order."""
-    records = ops.allgather_object((error, same, each), f"{what}.agree")
+    records = ops.allgather_object((error, same, each), f"dlion.checkpoint.{phase}")
     bad = [(r, rec[0]) for r, rec in enumerate(records) if rec[0]]
     if bad:
         detail = "; ".join(f"rank {r}: {e}" for r, e in bad)

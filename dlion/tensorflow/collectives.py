@@ -105,8 +105,9 @@ def broadcast_object(x: Any, root_rank: int = 0, name: str = "broadcast_object")
 
 
 def _as_tensor(value: Any) -> Any:
-    """A numeric numpy array (what a tensor travels as) as a tensor; anything else as it is."""
-    if isinstance(value, np.ndarray | np.generic) and not np.asarray(value).dtype.hasobject:
+    """A numeric numpy array or scalar (what a tensor travels as) as a tensor; anything else
+    (strings too: TF would turn them into bytes) as it is."""
+    if isinstance(value, np.ndarray | np.generic) and np.asarray(value).dtype.kind in "biufc":
         try:
             return tf.convert_to_tensor(value)
         except (TypeError, ValueError):  # a dtype TF has no tensor of (datetime64, ...)

@@ -59,7 +59,9 @@ def plain_array(spec: dict) -> bool:
 
 def expectation(fn: str, every: list[dict], size: int, rank: int, tf=None):
     """("valid", reference), ("invalid", None) or ("unknown", None) for these per-rank args."""
-    same = lambda key: all(a[key] == every[0][key] for a in every)  # noqa: E731
+    same = lambda key: all(  # noqa: E731 - True == 1, but not as an argument
+        a[key] == every[0][key] and type(a[key]) is type(every[0][key]) for a in every
+    )
     if fn == "config":
         return "unknown", None
     names_ok = all(is_name(a["name"]) for a in every) and same("name")
@@ -147,7 +149,9 @@ def expectation(fn: str, every: list[dict], size: int, rank: int, tf=None):
             np.isfinite(a).all() for a in arrays
         ):
             return "unknown", None
-        return "valid", sum(s.astype(np.float64) for s in scaled).astype(arrays[0].dtype)
+        return "valid", np.asarray(sum(s.astype(np.float64) for s in scaled)).astype(
+            arrays[0].dtype
+        )
     op = every[0]["op"]
     if not (
         same("op") and isinstance(op, str) and op in ("average", "sum", "min", "max", "product")

@@ -3,8 +3,13 @@
 numpy arrays go to :mod:`dlion.ops` (``allreduce`` and ``broadcast`` work in place and return
 the same array); TF tensors and variables go to :mod:`dlion.tensorflow.collectives`, which
 returns new tensors of the same dtype and works eagerly and inside ``tf.function``. Anything
-else (Python numbers, lists) is converted with ``np.array`` and a numpy array is returned.
-TensorFlow is never imported here: a tensor can only exist if the program already imported it.
+else that numpy turns into a numeric array (Python numbers, lists of them) is converted with
+``np.array`` and a numpy array is returned. Python objects that are not numeric (dicts,
+``None``, strings in lists of mixed types, ragged lists) and numpy arrays of dtype ``object``
+never reach the engine as bytes (those would be pointers): ``broadcast`` pickles them (root's
+value on every rank, as ``broadcast_object``), the reductions and ``allgather`` refuse them with
+``InvalidArgumentError`` on every rank. TensorFlow is never imported here: a tensor can only
+exist if the program already imported it.
 """
 
 from __future__ import annotations
@@ -37,21 +42,45 @@ def allreduce(x: Any, op: AnyReduceOp = "average", name: str = "allreduce") -> A
     """
     if _is_tf(x):
         return _tf_ops().allreduce(x, op=op, name=name)
-    return ops.allreduce(x if isinstance(x, np.ndarray) else np.array(x), op=op, name=name)
+    return ops.allreduce(_numeric(x, copy=True), op=op, name=name)
 
 
 def allgather(x: Any, name: str = "allgather") -> Any:
     """Every rank's ``x`` concatenated along the first dimension (which may differ by rank)."""
     if _is_tf(x):
         return _tf_ops().allgather(x, name=name)
-    return ops.allgather(np.asarray(x), name=name)
+    return ops.allgather(_numeric(x, copy=False), name=name)
 
 
 def broadcast(x: Any, root_rank: int = 0, name: str = "broadcast") -> Any:
-    """Root's value of ``x`` on every rank (numpy: in place; TF: a new tensor)."""
+    """Root's value of ``x`` on every rank (numpy: in place; TF: a new tensor).
+
+    dtype and shape must agree on every rank. Python objects that are not numeric, and numpy
+    arrays of dtype ``object``, are pickled instead: every rank gets root's value (non-root
+    ranks may pass ``None``); an object array of root's shape is also filled in place.
+    """
     if _is_tf(x):
         return _tf_ops().broadcast(x, root_rank=root_rank, name=name)
-    return ops.broadcast(x if isinstance(x, np.ndarray) else np.array(x), root_rank, name)
+    array = _numeric(x, copy=True)
+    if isinstance(array, np.ndarray) and not array.dtype.hasobject:
+        return ops.broadcast(array, root_rank, name)
+    value = ops.broadcast_object(x, root_rank, name)
+    if isinstance(x, np.ndarray) and isinstance(value, np.ndarray) and x.flags.writeable:
+        if x.shape == value.shape and x.dtype == value.dtype:
+            x[...] = value
+            return x
+    return value
+
+
+def _numeric(x: Any, *, copy: bool) -> Any:
+    """``x`` as a numpy array (an object array when numpy finds no numeric dtype: the
+    collectives refuse or pickle those); ``x`` itself when numpy cannot convert it at all."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.array(x) if copy else np.asarray(x)
+    except (ValueError, TypeError, OverflowError):  # ragged lists and the like
+        return x
 
 
 def allgather_object(obj: Any, name: str = "allgather_object") -> list[Any]:

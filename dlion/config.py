@@ -4,16 +4,28 @@ Every knob is a field of :class:`Config` with its default. The environment varia
 is derived mechanically, ``DLION_<FIELD NAME IN UPPER CASE>`` (e.g. ``DLION_STALL_TIMEOUT_S``),
 and read in one place, :meth:`Config.from_env`. Keyword arguments to ``dlion.init`` win over the
 environment; an unknown keyword is a ``TypeError``.
+
+Every value is checked once, when the ``Config`` is made (:meth:`Config.validate`): its type from
+the field's annotation, durations (``*_s``; ``inf`` means never), paths to write (fields with
+``metadata={"path": "write"}``) and the engine's C++ ranges generically (see
+:mod:`dlion.option_checks`), then the ranges of particular options. A field added here is
+checked by its type without more code. Errors name the option and its environment variable
+and say what is accepted.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from collections.abc import Mapping
 from typing import Any
 
 import dlion_core as _core
+
+from . import option_checks
+from .errors import InvalidArgumentError
+from .option_checks import NEVER_S, label
 
 ENV_PREFIX = "DLION_"
 
@@ -38,11 +50,13 @@ class Config:
 
     stall_warning_s: float = 15.0
     """Warn on stderr, naming the ranks not there yet (and where they are), when an operation
-    waits this long; repeated every ``stall_warning_s``."""
+    waits this long; repeated every ``stall_warning_s`` (``inf``: never; stored as
+    ``option_checks.NEVER_S``)."""
     stall_timeout_s: float = 300.0
     """Fail a stalled operation with ``PeerTimeoutError`` after this long; the engine then stops.
     This is for ranks that are alive but do not keep up; a dead one is caught much sooner by
-    ``liveness_timeout_s``."""
+    ``liveness_timeout_s``. ``inf``: never time out (stored as ``option_checks.NEVER_S``, about
+    31.7 years, which the engine's int64-nanosecond deadlines hold)."""
     liveness_timeout_s: float = 20.0
     """A rank from which no heartbeat arrived for this long is lost (its process died, was frozen
     or is cut off): every other rank raises ``RankLostError`` naming it and its site. Heartbeats
@@ -74,9 +88,10 @@ class Config:
     abort_on_exception: bool = True
     """An uncaught exception on any rank aborts the whole job (MPI_Abort) after its traceback
     is printed, so the other ranks do not wait for it until the stall timeout."""
-    timeline: str = ""
+    timeline: str = dataclasses.field(default="", metadata={"path": "write"})
     """Write a Chrome-trace of compute, pack, exchange, wait and apply spans to this path, one
-    file per rank (``trace.json`` -> ``trace.rank0.json``); empty: off. See dlion.timeline."""
+    file per rank (``trace.json`` -> ``trace.rank0.json``); empty: off. See dlion.timeline.
+    Its folder must exist and be writable (checked at ``dlion.init``)."""
     site: str = ""
     """This rank's site (micro-cloud), ``DLION_SITE``; empty: the host name. Ranks of one site
     share fast links; ``shared/tools/microcloud`` sets it per rank."""
@@ -88,6 +103,9 @@ class Config:
     the CPU has it) or ``"baseline"`` (SSE2); both give identical bits. Applied by
     ``dlion.init`` until ``dlion.shutdown``; ``dlion_core.set_simd`` sets it directly."""
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     @classmethod
     def from_env(
         cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
@@ -98,40 +116,60 @@ class Config:
         unknown = sorted(set(overrides or {}) - set(fields))
         if unknown:
             raise TypeError(f"unknown dlion option(s) {unknown}; the options are {sorted(fields)}")
+        hints = _hints(cls)
         values: dict[str, Any] = {}
-        for name, field in fields.items():
+        for name in fields:
             var = ENV_PREFIX + name.upper()
             if var in environ:
-                values[name] = _parse(var, environ[var], type(field.default))
+                values[name] = _parse(var, environ[var], hints[name])
         values.update(overrides or {})
-        config = cls(**values)
-        config.validate()
-        return config
+        return cls(**values)  # __post_init__ validates
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first option out of range."""
+        """Check every option: type, range, paths (see the module docstring); normalises the
+        values in place (``inf`` durations to ``NEVER_S``, numpy scalars to Python ones).
+
+        Raises ``OptionTypeError`` (a ``TypeError``) for a value of the wrong type and
+        ``InvalidArgumentError`` (a ``ValueError``) for one out of range, naming the option.
+        """
+        hints = _hints(type(self))
+        for field in dataclasses.fields(self):
+            value = option_checks.coerce(field.name, hints[field.name], getattr(self, field.name))
+            if hints[field.name] is float and field.name.endswith("_s"):
+                value = option_checks.duration(field.name, value)
+            object.__setattr__(self, field.name, value)  # frozen: normalise in place
+        for field in dataclasses.fields(self):
+            if field.metadata.get("path") == "write" and getattr(self, field.name):
+                option_checks.check_writable(field.name, getattr(self, field.name))
+        self._check_ranges()
+        probe = _core.EngineConfig()
+        for name in ENGINE_FIELDS:
+            option_checks.fits_engine(name, getattr(self, name), probe)
+
+    def _check_ranges(self) -> None:
+        """The ranges of particular options (beyond their types)."""
         for name in ("stall_warning_s", "stall_timeout_s", "liveness_timeout_s"):
             if not getattr(self, name) > 0:
-                value = getattr(self, name)
-                raise ValueError(f"dlion option {name} must be > 0 seconds, got {value}")
+                _out_of_range(name, getattr(self, name), f"> 0 seconds (inf: never, {NEVER_S:g})")
         if self.ring_segment_bytes < 1024:
-            raise ValueError(f"ring_segment_bytes must be >= 1024, got {self.ring_segment_bytes}")
+            _out_of_range("ring_segment_bytes", self.ring_segment_bytes, ">= 1024")
         if self.probe_bytes < 0 or self.probe_bytes % 4 or self.probe_bytes > 1 << 30:
-            raise ValueError(
-                f"probe_bytes must be a multiple of 4 in [0, 2**30], got {self.probe_bytes}"
-            )
+            _out_of_range("probe_bytes", self.probe_bytes, "a multiple of 4 in [0, 2**30]")
         if not self.lan_bandwidth_Bps >= 0:
-            raise ValueError(f"lan_bandwidth_Bps must be >= 0, got {self.lan_bandwidth_Bps}")
+            _out_of_range("lan_bandwidth_Bps", self.lan_bandwidth_Bps, ">= 0 (0: off)")
         if self.idle_poll_us < 1:
-            raise ValueError(f"idle_poll_us must be >= 1, got {self.idle_poll_us}")
+            _out_of_range("idle_poll_us", self.idle_poll_us, ">= 1")
+        for name, low in (
+            ("ring_threshold_bytes", 0),
+            ("backoff_spin_us", 0),
+            ("backoff_max_us", 1),
+        ):
+            if getattr(self, name) < low:
+                _out_of_range(name, getattr(self, name), f">= {low}")
         if self.emulate:
             from .emulate_spec import parse
 
             parse(self.emulate)
-        if self.ring_threshold_bytes < 0 or self.backoff_spin_us < 0 or self.backoff_max_us < 1:
-            raise ValueError(
-                "ring_threshold_bytes and backoff_spin_us must be >= 0, backoff_max_us >= 1"
-            )
 
     def engine_config(self) -> _core.EngineConfig:
         """The C++ engine's view of these settings."""
@@ -141,7 +179,17 @@ class Config:
         return ec
 
 
-def _parse(var: str, text: str, kind: type) -> Any:
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _out_of_range(name: str, value: Any, accepted: str) -> None:
+    raise InvalidArgumentError(f"{label(name)} must be {accepted}, got {value!r}")
+
+
+def _parse(var: str, text: str, hint: Any) -> Any:
+    """The text of environment variable ``var`` as a value of the field type ``hint``."""
+    kind = hint if hint in (bool, int, float) else str
     if kind is str:
         return text
     if kind is bool:
@@ -149,11 +197,16 @@ def _parse(var: str, text: str, kind: type) -> Any:
             return True
         if text.strip().lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"environment variable {var}={text!r} is not a boolean (1/0, true/false)")
+        raise InvalidArgumentError(
+            f"environment variable {var}={text!r} is not a boolean "
+            "(1/0, true/false, yes/no, on/off)"
+        )
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if value != value or (kind is int and not value.is_integer()):
-        raise ValueError(f"environment variable {var}={text!r} is not a valid {kind.__name__}")
-    return kind(value)
+        raise InvalidArgumentError(
+            f"environment variable {var}={text!r} is not a valid {kind.__name__}"
+        )
+    return value if kind is float else int(value)

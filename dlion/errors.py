@@ -13,6 +13,8 @@
 * ``MpiError``: an MPI call failed.
 * ``ProtocolError``: a peer's wire message failed validation (bad magic, field, size, index or
   checksum); the message names the sender rank and the field, and was not applied.
+* ``OptionTypeError`` (Python only, an ``InvalidArgumentError`` and a ``TypeError``): a
+  ``dlion.Config`` option of the wrong type.
 * ``CheckpointError`` (Python only): ``dlion.checkpoint`` could not save or load, on some rank.
 * ``NotInitializedError`` (Python only): a call that needs the runtime came before
   ``dlion.init()``.
@@ -48,6 +50,12 @@ class NonFiniteGradientError(DlionError, ArithmeticError):
     """
 
 
+class OptionTypeError(InvalidArgumentError, TypeError):
+    """A dlion option was given a value of the wrong type (an ``InvalidArgumentError`` and a
+    ``TypeError``); the message names the option, its environment variable and what it
+    accepts (``dlion.Config``)."""
+
+
 class CheckpointError(DlionError):
     """A checkpoint could not be written or read (``dlion.checkpoint``); raised on every rank,
     naming the ranks that failed and why (e.g. a checkpoint of another world size)."""
@@ -68,6 +76,7 @@ __all__ = [
     "NonFiniteGradientError",
     "NonFiniteGradientWarning",
     "NotInitializedError",
+    "OptionTypeError",
     "PeerTimeoutError",
     "ProtocolError",
     "RankLostError",

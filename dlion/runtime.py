@@ -33,15 +33,25 @@ from mpi4py import MPI
 import dlion_core as _core
 
 from . import timeline
-from .config import ENGINE_FIELDS, Config
+from .config import Config
 from .emulate_spec import Spec
 from .emulate_spec import parse as parse_emulation
 from .errors import InvalidArgumentError, NotInitializedError
 
 T = TypeVar("T")
 
-# Engine settings that pick algorithms: every rank must use the same values.
-_MUST_AGREE = ("ring_threshold_bytes", "ring_segment_bytes", "hierarchical", "probe_bytes")
+# Settings that change which operations run (the engine's algorithms, the LAN decision of
+# PerLinkExchange, the emulated links): every rank must use the same values, else init refuses
+# on every rank, naming the settings and the ranks.
+_MUST_AGREE = (
+    "ring_threshold_bytes",
+    "ring_segment_bytes",
+    "hierarchical",
+    "probe_bytes",
+    "lan_bandwidth_Bps",
+    "emulate",
+    "liveness_timeout_s",  # heartbeats go out at a rate the others' timeout expects
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +91,15 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     global _state, _atexit_registered
     if _state is not None:
         return
-    config = Config.from_env(options)
-    _core.set_simd(config.simd)
+    refused: Exception | None = None
+    try:
+        config = Config.from_env(options)
+        _core.set_simd(config.simd)
+    except (InvalidArgumentError, TypeError) as e:
+        # Still take part in init's collectives (with the defaults), so that the other ranks
+        # learn of this rank's bad option at once instead of waiting for it until their stall
+        # timeout; _discover then raises on every rank.
+        config, refused = Config(), e
     comm = MPI.COMM_WORLD if comm is None else comm
     if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
         raise TypeError(f"comm must be a valid mpi4py.MPI.Comm, got {comm!r}")
@@ -91,7 +108,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     try:
         peers = _core.PeerEngine(comm, config.engine_config())
         engine.watch_liveness(peers)  # the peer engine's heartbeats name lost and late ranks
-        topology = _discover(engine, config)
+        topology = _discover(engine, config, refused)
         peers.set_site_names(list(topology.sites))
         labels = _site_labels(topology)
         engine.set_sites([labels[s] for s in topology.sites])
@@ -133,26 +150,30 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         sys.excepthook = _abort_on_exception
 
 
-def _discover(engine: _core.Engine, config: Config) -> _Topology:
-    """Every rank's site and host; checks that all ranks run the engine with the same settings."""
+def _discover(engine: _core.Engine, config: Config, refused: Exception | None) -> _Topology:
+    """Every rank's site and host; checks that every rank's options were valid (``refused``:
+    this rank's were not) and that all ranks run with the same settings (``_MUST_AGREE``)."""
     site = config.site or socket.gethostname()
     host = MPI.Get_processor_name()
-    settings = {name: getattr(config, name) for name in ENGINE_FIELDS if name in _MUST_AGREE}
-    settings["emulate"] = config.emulate
+    settings = {name: getattr(config, name) for name in _MUST_AGREE}
+    why = f"{type(refused).__name__}: {refused}" if refused is not None else ""
     # Rank 0's name for the shared wires is the job's (unique to this job and communicator).
     wires = f"/dlion-{os.getuid()}-{os.getpid()}-{secrets.token_hex(8)}"
-    handle = engine.allgather(pickle.dumps((site, host, settings, wires)), "dlion.init.topology")
+    handle = engine.allgather(
+        pickle.dumps((site, host, settings, why, wires)), "dlion.init.topology"
+    )
     handle.wait()
     gathered = [pickle.loads(b) for b in handle.result()]
-    for r, (_, _, theirs, _) in enumerate(gathered):
-        differ = sorted(k for k in settings if theirs.get(k) != gathered[0][2].get(k))
-        if differ:
-            detail = ", ".join(f"{k}={theirs[k]!r} (rank 0: {gathered[0][2][k]!r})" for k in differ)
-            raise InvalidArgumentError(
-                f"rank {engine.rank}: rank {r} runs dlion with other settings than rank 0: "
-                f"{detail}. These choose the algorithms every rank must run together; set them "
-                "the same everywhere (same DLION_* environment or dlion.init keywords)."
-            )
+    if refused is not None:
+        raise type(refused)(f"rank {engine.rank}: {refused}") from refused
+    bad = [(r, g[3]) for r, g in enumerate(gathered) if g[3]]
+    if bad:
+        detail = "; ".join(f"rank {r}: {w}" for r, w in bad)
+        raise InvalidArgumentError(
+            f"rank {engine.rank}: dlion.init failed on {_ranks(r for r, _ in bad)}, whose "
+            f"options are invalid ({detail})"
+        )
+    _check_same_settings(engine.rank, settings, [g[2] for g in gathered])
     sites = tuple(g[0] for g in gathered)
     hosts = tuple(g[1] for g in gathered)
     same_host = [r for r, h in enumerate(hosts) if h == host]
@@ -163,7 +184,7 @@ def _discover(engine: _core.Engine, config: Config) -> _Topology:
         local_size=len(same_host),
         sites=sites,
         hosts=hosts,
-        wires=gathered[0][3],
+        wires=gathered[0][4],
     )
 
 
@@ -202,6 +223,35 @@ def _site_wires(engine: _core.Engine, topology: _Topology) -> _core.SiteClocks:
             stacklevel=3,
         )
     return clocks
+
+
+def _check_same_settings(me: int, mine: dict[str, Any], every: list[dict[str, Any]]) -> None:
+    """InvalidArgumentError on every rank when some rank's ``_MUST_AGREE`` settings differ from
+    rank 0's, naming the settings (with their environment variables) and the ranks."""
+    ref = every[0]
+    differ = {r: sorted(k for k in mine if s.get(k) != ref.get(k)) for r, s in enumerate(every)}
+    ranks = [r for r, keys in differ.items() if keys]
+    if not ranks:
+        return
+    detail = "; ".join(
+        f"rank {r}: "
+        + ", ".join(
+            f"{k}={every[r].get(k)!r} (DLION_{k.upper()}; rank 0: {ref.get(k)!r})"
+            for k in differ[r]
+        )
+        for r in ranks
+    )
+    verb = "runs" if len(ranks) == 1 else "run"
+    raise InvalidArgumentError(
+        f"rank {me}: {_ranks(ranks)} {verb} dlion with other settings than rank 0: {detail}. "
+        "These choose which operations every rank runs (algorithms, the LAN decision, emulated "
+        "links); set them the same everywhere (same DLION_* environment or dlion.init keywords)."
+    )
+
+
+def _ranks(ranks: Any) -> str:
+    rs = list(ranks)
+    return ("rank " if len(rs) == 1 else "ranks ") + ", ".join(str(r) for r in rs)
 
 
 # Variables through which launchers announce the job size: Open MPI's mpirun, PMI (Hydra/MPICH).

@@ -21,16 +21,21 @@ OpMeta make_meta(std::uint64_t seq, const OpRequest& req) {
   m.root = req.kind == OpKind::Broadcast ? req.root : 0;
   std::size_t n = std::min(req.name.size(), sizeof(m.name) - 1);
   std::memcpy(m.name, req.name.data(), n);
+  const std::size_t l = std::min(req.layout.size(), sizeof(m.layout) - 1);
+  std::memcpy(m.layout, req.layout.data(), l);
   return m;
 }
 
 std::string describe(const OpMeta& m) {
   std::ostringstream out;
-  out << to_string(static_cast<OpKind>(m.kind)) << " '" << m.name << "' (op #" << m.seq << ", "
+  const std::string name(m.name, std::find(m.name, m.name + sizeof(m.name), '\0'));
+  out << to_string(static_cast<OpKind>(m.kind)) << " '" << name << "' (op #" << m.seq << ", "
       << to_string(static_cast<DType>(m.dtype)) << " x " << m.count;
   if (static_cast<OpKind>(m.kind) == OpKind::Allreduce)
     out << ", " << to_string(static_cast<ReduceOp>(m.reduce));
   if (static_cast<OpKind>(m.kind) == OpKind::Broadcast) out << ", root " << m.root;
+  const char* layout_end = std::find(m.layout, m.layout + sizeof(m.layout), '\0');
+  if (layout_end != m.layout) out << ", " << std::string(m.layout, layout_end);
   if (m.signature != 0) out << ", layout " << std::hex << m.signature << std::dec;
   out << ")";
   return out.str();
@@ -107,7 +112,8 @@ void Negotiation::validate() const {
     bool same = m.seq == ref.seq && m.kind == ref.kind && m.dtype == ref.dtype &&
                 std::strncmp(m.name, ref.name, sizeof(m.name)) == 0;
     if (kind == OpKind::Allreduce || kind == OpKind::Broadcast)
-      same = same && m.count == ref.count && m.signature == ref.signature;
+      same = same && m.count == ref.count && m.signature == ref.signature &&
+             std::strncmp(m.layout, ref.layout, sizeof(m.layout)) == 0;
     if (kind == OpKind::Allreduce) same = same && m.reduce == ref.reduce;
     if (kind == OpKind::Broadcast) same = same && m.root == ref.root;
     if (same) continue;
@@ -119,7 +125,8 @@ void Negotiation::validate() const {
       "rank ", rank_, ": ranks submitted different operations as op #", mine_.seq,
       ":\n  rank 0 submitted ", describe(ref), diffs.str(),
       "\nEvery rank must submit the same operations, in the same order, with the same names, "
-      "dtypes and sizes (for allreduce and broadcast). The operation was dropped on every rank."));
+      "dtypes, shapes and sizes (for allreduce and broadcast). The operation was dropped on "
+      "every rank."));
 }
 
 std::vector<std::uint64_t> Negotiation::counts() const {

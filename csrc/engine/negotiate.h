@@ -8,7 +8,9 @@
 //   2. Isend our OpMeta to every peer;
 //   3. when all have arrived, validate: every field that must agree is compared with the
 //      lowest rank's; every rank sees the same set of metas, so all decide the same way and
-//      the operation is dropped everywhere on a mismatch (the engine stays usable).
+//      the operation is dropped everywhere on a mismatch (the engine stays usable). For
+//      allreduce and broadcast the layout (dtype and shape, as the caller states it) is one
+//      of those fields: equal byte counts of other dtypes or shapes are a mismatch too.
 #pragma once
 
 #include <mpi.h>
@@ -31,6 +33,7 @@ struct OpMeta {
   std::uint32_t reduce;
   std::int32_t root;
   char name[64];
+  char layout[kLayoutChars + 1];  // OpRequest::layout, truncated, NUL-terminated
 };
 
 constexpr int kMetaTag = 7;

@@ -33,6 +33,12 @@ struct OpRequest {
   int root = 0;               // Broadcast only
   std::string name;           // names the operation in errors and stall warnings
   std::uint64_t signature = 0;  // caller-defined hash of the layout (e.g. fused tensor shapes)
+  // What the caller passed, in words (e.g. "int32[4]"): shown in mismatch errors, and for
+  // allreduce and broadcast compared across ranks (so int32[4] and int64[2], both 16 bytes,
+  // do not pass as the same broadcast). At most kLayoutChars characters are negotiated.
+  std::string layout;
 };
+
+constexpr std::size_t kLayoutChars = 47;
 
 }  // namespace dlion

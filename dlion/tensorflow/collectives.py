@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from .. import ops, runtime
 from ..errors import InvalidArgumentError
+from ..gather import check_name, refuse
 from ..ops import AnyReduceOp
 
 _WIDENED = {tf.float16: tf.float32, tf.bfloat16: tf.float32}
@@ -31,12 +32,23 @@ _SUPPORTED = {
 
 
 def _check(x: Any, what: str, name: str) -> tf.Tensor:
+    """``x`` as a tensor of a supported dtype; else this rank refuses the call (the other
+    ranks, in the same collective, fail at once too: see dlion.gather)."""
     t = tf.convert_to_tensor(x)
-    if t.dtype not in _SUPPORTED:
-        raise InvalidArgumentError(
-            f"rank {runtime.rank()}: {what} '{name}': dtype {t.dtype.name} is not supported "
-            f"(supported: {sorted(d.name for d in _SUPPORTED)})"
-        )
+    try:
+        check_name(name, what)
+        if t.dtype not in _SUPPORTED:
+            raise InvalidArgumentError(
+                f"rank {runtime.rank()}: {what} '{name}': dtype {t.dtype.name} is not supported "
+                f"(supported: {sorted(d.name for d in _SUPPORTED)})"
+            )
+        if what == "allgather" and t.shape.rank == 0:
+            raise InvalidArgumentError(
+                f"rank {runtime.rank()}: allgather '{name}': a scalar has no first dimension; "
+                "pass tf.reshape(x, [1])"
+            )
+    except InvalidArgumentError as e:
+        refuse(e, name)
     return t
 
 
@@ -64,33 +76,40 @@ def allreduce(x: Any, op: AnyReduceOp = "average", name: str = "allreduce") -> t
 def allgather(x: Any, name: str = "allgather") -> tf.Tensor:
     """Every rank's ``x`` concatenated along the first dimension (sizes may differ by rank)."""
     t = _check(x, "allgather", name)
-    if t.shape.rank == 0:
-        raise InvalidArgumentError(
-            f"rank {runtime.rank()}: allgather '{name}': a scalar has no first dimension; "
-            "pass tf.reshape(x, [1])"
-        )
     return _run(lambda a: ops.allgather(a, name=name), t, [None, *t.shape[1:]])
 
 
 def broadcast(x: Any, root_rank: int = 0, name: str = "broadcast") -> tf.Tensor:
     """Root's value of ``x`` on every rank (shape and dtype must agree)."""
     t = _check(x, "broadcast", name)
-    size = runtime.size()
-    if not 0 <= root_rank < size:
-        raise InvalidArgumentError(
-            f"rank {runtime.rank()}: broadcast '{name}' from root {root_rank}, but there are "
-            f"{size} ranks (valid roots: 0..{size - 1})"
-        )
+    try:
+        root_rank = ops.check_root(root_rank, f"rank {runtime.rank()}: broadcast '{name}'")
+    except InvalidArgumentError as e:
+        refuse(e, name)
     return _run(lambda a: ops.broadcast(a, root_rank, name), t, t.shape)
 
 
-def allgather_object(x: Any, name: str = "allgather_object") -> list[tf.Tensor]:
-    """Every rank's tensor (any shape), in rank order, as tensors of its dtype."""
+def allgather_object(x: Any, name: str = "allgather_object") -> list[Any]:
+    """Every rank's tensor (any shape), in rank order, as tensors of its dtype. What another
+    rank passed that is not an array (it passed a Python object) is returned as it is, so
+    that no rank fails where the others succeed."""
     t = tf.convert_to_tensor(x)
-    return [tf.convert_to_tensor(v) for v in ops.allgather_object(t.numpy(), name)]
+    return [_as_tensor(v) for v in ops.allgather_object(t.numpy(), name)]
 
 
-def broadcast_object(x: Any, root_rank: int = 0, name: str = "broadcast_object") -> tf.Tensor:
-    """Root's tensor (any shape and dtype) on every rank."""
+def broadcast_object(x: Any, root_rank: int = 0, name: str = "broadcast_object") -> Any:
+    """Root's tensor (any shape and dtype) on every rank (root's object as it is, if root
+    passed a Python object rather than a tensor)."""
     t = tf.convert_to_tensor(x)
-    return tf.convert_to_tensor(ops.broadcast_object(t.numpy(), root_rank, name))
+    return _as_tensor(ops.broadcast_object(t.numpy(), root_rank, name))
+
+
+def _as_tensor(value: Any) -> Any:
+    """A numeric numpy array or scalar (what a tensor travels as) as a tensor; anything else
+    (strings too: TF would turn them into bytes) as it is."""
+    if isinstance(value, np.ndarray | np.generic) and np.asarray(value).dtype.kind in "biufc":
+        try:
+            return tf.convert_to_tensor(value)
+        except (TypeError, ValueError):  # a dtype TF has no tensor of (datetime64, ...)
+            return value
+    return value

@@ -13,7 +13,7 @@ from typing import Any
 import tensorflow as tf
 
 from .. import joining, links, ops, runtime, timeline
-from ..errors import EngineShutdownError, MismatchError, PeerTimeoutError
+from ..errors import EngineShutdownError, InvalidArgumentError, MismatchError, PeerTimeoutError
 from ..exchange import Exchange, PerLinkExchange
 from . import fusion
 from .nonfinite import StepVerdict
@@ -64,6 +64,7 @@ class GradientExchanger:
                 "but call it outside"
             )
         joining.register(self)
+        _check_gradients(grads, names, f"{self.caller} at step {self.steps}")
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         layout = fusion.layout_of(grads, names)
         if not self.collective:
@@ -216,6 +217,18 @@ def _record_exchange(
             bytes=int(buffer.nbytes),
             policy=policy,
             **extra,
+        )
+
+
+def _check_gradients(grads: list[Any], names: list[str], caller: str) -> None:
+    """Gradients must be TF tensors (or ``None``); name the first that is not, and its variable."""
+    for i, (g, n) in enumerate(zip(grads, names, strict=False)):
+        if g is None or isinstance(g, tf.Tensor | tf.Variable | tf.IndexedSlices):
+            continue
+        raise InvalidArgumentError(
+            f"rank {runtime.rank()}: {caller}: gradient {i} (for {n!r}) is a "
+            f"{type(g).__module__}.{type(g).__name__}, not a TF tensor; pass what "
+            "tape.gradient returns, or convert it with tf.convert_to_tensor(g)"
         )
 
 

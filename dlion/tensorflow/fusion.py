@@ -10,6 +10,7 @@ can be reused next step). No Python loop runs over elements.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,10 +62,25 @@ class FusionPlan:
             out[s.index] = tf.cast(tf.convert_to_tensor(view), s.dtype)
 
 
+_AUTO_NUMBER = re.compile(r"_\d+(?=[/:]|$)")
+
+
+def structural_name(name: str) -> str:
+    """``name`` without Keras' auto-numbering (``sequential_1/dense_2/kernel`` ->
+    ``sequential/dense/kernel``): the same architecture built after a throwaway model has other
+    numbers on one rank than on another, yet the same variables in the same order."""
+    return _AUTO_NUMBER.sub("", name)
+
+
 def layout_of(grads: list[tf.Tensor | None], names: list[str]) -> tuple:
-    """(name, shape, dtype) of every gradient; ``None`` gradients are listed as such."""
+    """(structural name, shape, dtype) of every gradient, in order; ``None`` gradients are
+    listed as such. This is what ranks compare, so it holds no Keras auto-numbers."""
     return tuple(
-        (n, tuple(g.shape) if g is not None else (), g.dtype.name if g is not None else "none")
+        (
+            structural_name(n),
+            tuple(g.shape) if g is not None else (),
+            g.dtype.name if g is not None else "none",
+        )
         for g, n in zip(grads, names, strict=False)
     )
 

@@ -28,9 +28,23 @@ using dlion::ReduceOp;
 
 namespace {
 
+// "int32[4, 2]": the dtype and shape, which ranks must agree on (negotiated as the layout).
+std::string layout_of(const py::array& arr) {
+  std::string out = py::str(arr.dtype()).cast<std::string>() + "[";
+  for (py::ssize_t i = 0; i < arr.ndim(); ++i)
+    out += (i ? "," : "") + std::to_string(arr.shape(i));
+  return out + "]";
+}
+
 // A writable, C-contiguous numpy array viewed as (pointer, element count, dtype). Float32 and
-// float64 keep their dtype; any other dtype travels as raw bytes when allow_bytes.
+// float64 keep their dtype; any other dtype travels as raw bytes when allow_bytes, except
+// dtypes that hold Python objects: their bytes are pointers, meaningless on another rank.
 OpRequest view_array(py::array arr, const std::string& name, bool allow_bytes) {
+  if (arr.dtype().attr("hasobject").cast<bool>())
+    throw dlion::InvalidArgument("'" + name + "': dtype " +
+                                 py::str(arr.dtype()).cast<std::string>() +
+                                 " holds Python objects, which cannot travel as bytes; use "
+                                 "dlion.broadcast_object / allgather_object");
   if (!(arr.flags() & py::array::c_style))
     throw dlion::InvalidArgument("'" + name +
                                  "': the array is not C-contiguous; pass np.ascontiguousarray(x)");
@@ -40,6 +54,7 @@ OpRequest view_array(py::array arr, const std::string& name, bool allow_bytes) {
                                  "place, so pass a writable array (e.g. x.copy())");
   OpRequest req;
   req.name = name;
+  req.layout = layout_of(arr);
   req.data = arr.mutable_data();
   if (arr.dtype().equal(py::dtype::of<float>())) {
     req.dtype = DType::Float32;
@@ -131,11 +146,13 @@ void bind_engine(py::module_& m) {
           py::arg("signature") = 0, "In-place broadcast of a numpy array from root.")
       .def(
           "allgather",
-          [](Engine& e, const py::bytes& data, const std::string& name) {
+          [](Engine& e, const py::bytes& data, const std::string& name,
+             const std::string& layout) {
             OpRequest req;
             req.kind = OpKind::Allgather;
             req.dtype = DType::Byte;
             req.name = name;
+            req.layout = layout;
             char* ptr = nullptr;
             Py_ssize_t len = 0;
             if (PyBytes_AsStringAndSize(data.ptr(), &ptr, &len) != 0)
@@ -144,8 +161,9 @@ void bind_engine(py::module_& m) {
             req.count = static_cast<std::size_t>(len);
             return submit(e, std::move(req), data);
           },
-          py::arg("data"), py::arg("name") = "allgather",
-          "Gather every rank's bytes (any length) on every rank; result() after wait().")
+          py::arg("data"), py::arg("name") = "allgather", py::arg("layout") = "",
+          "Gather every rank's bytes (any length) on every rank; result() after wait(). "
+          "layout says in words what the bytes hold (shown in mismatch errors, not compared).")
       .def(
           "barrier",
           [](Engine& e, const std::string& name) {

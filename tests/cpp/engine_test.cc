@@ -1,6 +1,7 @@
 // The engine on its own, without Python: run under mpiexec with 1..N ranks (and sanitizers).
 // Checks allreduce (collective and ring paths, many segments, paced on emulated links),
-// broadcast, allgather, barrier, a mismatch that every rank detects, and a clean shutdown.
+// broadcast, allgather, barrier, mismatches that every rank detects (count, layout), and a clean
+// shutdown.
 #include <mpi.h>
 
 #include <cstdio>
@@ -102,6 +103,26 @@ int main(int argc, char** argv) {
                    std::string::npos;
       }
       CHECK(mismatch, "no MismatchError naming rank 1");
+
+      // The same 16 bytes as int32[4] on rank 0 and int64[2] elsewhere: the layouts differ.
+      std::vector<unsigned char> raw(16, static_cast<unsigned char>(e.rank()));
+      OpRequest layout;
+      layout.kind = OpKind::Broadcast;
+      layout.data = raw.data();
+      layout.count = raw.size();
+      layout.name = "layout";
+      layout.layout = e.rank() == 0 ? "int32[4]" : "int64[2]";
+      bool named = false;
+      try {
+        e.submit(layout)->wait(30.0);
+      } catch (const MismatchError& err) {
+        const std::string what = err.what();
+        named = what.find("int32[4]") != std::string::npos &&
+                what.find("rank 1 submitted broadcast 'layout'") != std::string::npos &&
+                what.find("int64[2]") != std::string::npos;
+      }
+      CHECK(named, "no MismatchError naming both layouts");
+      CHECK(raw[0] == static_cast<unsigned char>(e.rank()), "a mismatched broadcast wrote data");
     }
     OpRequest barrier;
     barrier.kind = OpKind::Barrier;

@@ -29,10 +29,14 @@ def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path, kind):
     before = killed.records()
     assert len(before) == 2 and all(sorted(r["saved"]) == ["3", "6"] for r in before)
     latest = json.loads((tmp_path / "ckpt" / "latest.json").read_text())
-    assert latest == {"step": 6, "path": "step-00000006"}
+    assert latest == {"step": 6, "path": "step-00000006", "job": latest["job"]}
+    owner = json.loads((tmp_path / "ckpt" / "owner.json").read_text())
+    assert owner["job"] == latest["job"] and owner["resumed_from"] is None
     manifest = json.loads((tmp_path / "ckpt" / "step-00000006" / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and len(manifest["sites"]) == 2
-    assert manifest["dlion_version"] and manifest["step"] == 6
+    assert manifest["dlion_version"] and manifest["step"] == 6 and manifest["format"] == 2
+    assert manifest["job"]["id"] == latest["job"]
+    assert sorted(manifest["files"]) == ["rank-00000.npz", "rank-00001.npz"]
     entries = ["data", "extra", "model", "optimizer"] + (["exchange"] if kind == "peer" else [])
     assert sorted(manifest["entries"]) == sorted(entries)
 
@@ -57,7 +61,11 @@ def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path, kind):
     assert after[0]["final"]["data"] != after[1]["final"]["data"]  # each rank its own shard
     # keep=3: step 3, 6, 9 remain (and no temporary files)
     names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert names == ["latest.json", "step-00000003", "step-00000006", "step-00000009"], names
+    want = ["latest.json", "owner.json", "step-00000003", "step-00000006", "step-00000009"]
+    assert names == want, names
+    # the resumed job took the directory over from the job it resumed
+    owner_after = json.loads((tmp_path / "ckpt" / "owner.json").read_text())
+    assert owner_after["resumed_from"] == latest["job"] != owner_after["job"]
 
 
 def test_resuming_with_another_world_size_is_a_clear_error(tmp_path):

@@ -1,10 +1,14 @@
 """Config: defaults, DLION_<FIELD> environment variables, overrides, validation."""
 
 import dataclasses
+from typing import Literal
 
+import numpy as np
 import pytest
 
 from dlion.config import ENGINE_FIELDS, Config
+from dlion.errors import InvalidArgumentError, OptionTypeError
+from dlion.option_checks import NEVER_S
 
 
 def test_defaults_and_engine_view():
@@ -69,3 +73,84 @@ def test_site_data_and_simd_are_options_with_their_variables():
     assert (c.site, c.data, c.simd) == ("eu-west", "/data/fmnist", "baseline")
     assert (Config().site, Config().data, Config().simd) == ("", "", "auto")
     assert Config.from_env({"site": "B"}, environ=env).site == "B"
+
+
+# --- every option checked by its declared type (issue 18) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, accepted",
+    [
+        ({"abort_on_exception": "no"}, "True or False"),  # not taken for True
+        ({"hierarchical": 1}, "True or False"),
+        ({"stall_timeout_s": "5"}, "a real number"),
+        ({"stall_warning_s": True}, "a real number"),
+        ({"ring_segment_bytes": 1.5}, "an int"),
+        ({"probe_bytes": None}, "an int"),
+        ({"timeline": b"trace.json"}, "a str"),
+        ({"lan_bandwidth_Bps": float("nan")}, "not NaN"),
+    ],
+)
+def test_wrong_types_name_the_option_and_what_it_takes(overrides, accepted):
+    (name,) = overrides
+    with pytest.raises(OptionTypeError, match=f"{name} \\(DLION_{name.upper()}\\) takes") as e:
+        Config.from_env(overrides, environ={})
+    assert accepted in str(e.value)
+    assert isinstance(e.value, TypeError) and isinstance(e.value, InvalidArgumentError)
+
+
+def test_values_are_normalised_to_the_field_types():
+    c = Config.from_env(
+        {"ring_segment_bytes": 1e6, "stall_timeout_s": np.float32(2.5), "probe_bytes": np.int64(8)},
+        environ={},
+    )
+    assert c.ring_segment_bytes == 1_000_000 and type(c.ring_segment_bytes) is int
+    assert c.stall_timeout_s == 2.5 and type(c.stall_timeout_s) is float
+    assert type(c.probe_bytes) is int
+
+
+@pytest.mark.parametrize("value", [float("inf"), 2e10, 1e300])
+def test_infinite_and_huge_durations_mean_never_without_overflow(value):
+    c = Config.from_env({"stall_timeout_s": value, "stall_warning_s": value}, environ={})
+    assert c.stall_timeout_s == c.stall_warning_s == NEVER_S
+    assert c.engine_config().stall_timeout_s == NEVER_S
+    assert Config.from_env(environ={"DLION_STALL_TIMEOUT_S": "inf"}).stall_timeout_s == NEVER_S
+
+
+def test_values_beyond_the_engines_cpp_types_are_refused():
+    with pytest.raises(InvalidArgumentError, match="backoff_spin_us.*engine's C\\+\\+ setting"):
+        Config.from_env({"backoff_spin_us": 2**40}, environ={})
+
+
+def test_paths_to_write_are_checked_when_given(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="timeline.*does not exist"):
+        Config.from_env({"timeline": str(tmp_path / "missing" / "t.json")}, environ={})
+    with pytest.raises(InvalidArgumentError, match="timeline.*is a folder"):
+        Config.from_env({"timeline": str(tmp_path)}, environ={})
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InvalidArgumentError, match="timeline.*does not exist"):
+        Config.from_env({"timeline": str(tmp_path / "file" / "t.json")}, environ={})
+    ok = Config.from_env({"timeline": tmp_path / "trace.json"}, environ={})  # a PathLike
+    assert ok.timeline == str(tmp_path / "trace.json") and list(tmp_path.iterdir()) == [
+        tmp_path / "file"
+    ]  # the probe file is gone
+
+
+@dataclasses.dataclass(frozen=True)
+class _Extended(Config):
+    """Fields added later get the same checks, with no code of their own."""
+
+    liveness_timeout_s: float = 10.0
+    simd: Literal["auto", "baseline"] = "auto"
+    trace_dir: str = dataclasses.field(default="", metadata={"path": "write"})
+
+
+def test_fields_added_later_are_checked_by_their_types(tmp_path):
+    c = _Extended.from_env(environ={"DLION_LIVENESS_TIMEOUT_S": "inf", "DLION_SIMD": "baseline"})
+    assert c.liveness_timeout_s == NEVER_S and c.simd == "baseline"
+    with pytest.raises(OptionTypeError, match="simd.*one of 'auto', 'baseline'"):
+        _Extended.from_env({"simd": "avx"}, environ={})
+    with pytest.raises(InvalidArgumentError, match="liveness_timeout_s.*>= 0"):
+        _Extended.from_env({"liveness_timeout_s": -1.0}, environ={})
+    with pytest.raises(InvalidArgumentError, match="trace_dir.*does not exist"):
+        _Extended.from_env({"trace_dir": str(tmp_path / "no" / "x")}, environ={})

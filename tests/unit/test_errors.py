@@ -16,6 +16,7 @@ from dlion import errors
         (errors.EngineShutdownError, (errors.DlionError,)),
         (errors.MpiError, (errors.DlionError,)),
         (errors.NotInitializedError, (errors.DlionError,)),
+        (errors.OptionTypeError, (errors.InvalidArgumentError, TypeError)),
         (errors.NonFiniteGradientError, (errors.DlionError, ArithmeticError)),
         (errors.NonFiniteGradientWarning, (RuntimeWarning,)),
     ],

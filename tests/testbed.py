@@ -53,12 +53,12 @@ class MicroCloud:
         self.path = path
         self.sh("up", *up_args)
 
-    def sh(self, *args: str) -> str:
-        """Run ``microcloud ARGS``; fail the test with its output if it fails."""
+    def sh(self, *args: str, check: bool = True) -> str:
+        """Run ``microcloud ARGS``; fail the test with its output if it fails (``check``)."""
         res = subprocess.run(
             [str(self.path), *args], capture_output=True, text=True, timeout=120, check=False
         )
-        if res.returncode != 0:
+        if res.returncode != 0 and check:
             pytest.fail(f"microcloud {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
         return res.stdout + res.stderr
 

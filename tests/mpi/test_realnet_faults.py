@@ -94,8 +94,12 @@ def test_cut_wan_link_is_named_in_time_and_training_resumes(testbed, tmp_path):
 
 
 def test_frozen_site_is_named_within_the_liveness_timeout(testbed, tmp_path):
+    # Thawing afterwards may find no process left in B (the job already ended): not an error.
     _, text, took = _fault_ends_the_job(
-        testbed, tmp_path, lambda: testbed.sh("freeze", "B"), lambda: testbed.sh("thaw", "B")
+        testbed,
+        tmp_path,
+        lambda: testbed.sh("freeze", "B"),
+        lambda: testbed.sh("thaw", "B", check=False),
     )
     assert re.search(r"lost rank 2 \(site B\): no heartbeat for", text), text[-6000:]
     assert took < LIVE_S + 30, (took, text[-3000:])

@@ -1,107 +1,230 @@
-"""Results of the micro-cloud benchmark: summary numbers, markdown table, JSON, plots."""
+"""Results of the micro-cloud benchmark: per-run summaries, seed statistics, tables, plots.
+
+One *run* is one policy trained once (one seed) on one scenario in one mode; a *cell* is every
+seed of one (mode, scenario, policy). A cell reports the median and the range (min-max) over its
+seeds; a time to target that was not reached within the budget counts as longer than any that
+was (so the median of 3 seeds is "not reached" when 2 of the 3 did not reach it).
+
+    python benchmarks/microcloud_report.py benchmarks/results/microcloud.json   # table again
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
 POLICY_NAMES = {
-    "allreduce": "Allreduce",
+    "allreduce": "Allreduce (dlion, site-aware)",
+    "horovod": "Horovod-like flat allreduce",
     "gaia": "Gaia",
     "ako": "Ako",
     "dlion": "DLion",
-    "horovod": "Horovod-like (flat allreduce)",
     "dlion-ranks": "DLion, rank to rank",
     "dlion-nobatch": "DLion, no dynamic batching",
     "dlion-nokt": "DLion, no knowledge transfer",
-    "dlion-overlap": "DLion, overlapped WAN",
+    "dlion-overlap": "DLion, overlapped WAN (staleness 1)",
 }
+MODE_NAMES = {"microcloud": "real network", "inprocess": "in-process emulation"}
+#: Baselines the headline ratios compare DLion with.
+VERSUS = ("allreduce", "horovod", "gaia", "ako", "dlion-ranks")
 
 
-def time_to_target(curve: list[dict[str, float]], target: float) -> float | None:
-    """Training seconds of the first evaluation at or above ``target`` (None: never)."""
+def time_to_target(curve: list[dict[str, float]], target: float) -> tuple[float, int] | None:
+    """(training seconds, step) of the first evaluation at or above ``target``; None: never."""
     for point in curve:
         if point["accuracy"] >= target:
-            return float(point["t"])
+            return float(point["t"]), int(point["step"])
     return None
 
 
-def summarize(raw: dict[str, Any], target: float, budget: float) -> dict[str, Any]:
-    """Per policy: time to target, accuracy at budget, speedup vs Allreduce, MB per link."""
-    out: dict[str, Any] = {}
-    for name, run in raw["policies"].items():
-        out[name] = {
-            "time_to_target_s": time_to_target(run["curve"], target),
-            "accuracy_at_budget": run["final_accuracy"],
-            "steps_per_s": run["steps_per_s"],
-            "mb_per_link": run["mb_per_link"],
-            "mb_per_wan_link": run["mb_per_wan_link"],
-            "mb_per_site_link": run["mb_per_site_link"],
-            "steps": run["steps"],
-            "train_s": run["train_s"],
-            "describe": run["describe"],
-            "batch_split": run["batch_split"],
-            "transfers": run["transfers"],
-            "charged_collective_s": run["charged_collective_s"],
-            "curve": run["curve"],
-        }
-    base = out.get("allreduce", {}).get("time_to_target_s")
-    for s in out.values():
-        t = s["time_to_target_s"]
-        s["speedup_vs_allreduce"] = base / t if base is not None and t is not None else None
-        # When Allreduce never reached the target, the budget bounds its time from below.
-        s["speedup_vs_allreduce_at_least"] = (
-            budget / t if base is None and t is not None and "allreduce" in out else None
-        )
-    return out
+def summarize_run(run: dict[str, Any], targets: list[float]) -> dict[str, Any]:
+    """One run's figures: time and steps to each target, accuracy at budget, rates, bytes."""
+    reached = {f"{t:.2f}": time_to_target(run["curve"], t) for t in targets}
+    return {
+        "time_to": {k: (v[0] if v else None) for k, v in reached.items()},
+        "steps_to": {k: (v[1] if v else None) for k, v in reached.items()},
+        "accuracy_at_budget": run["final_accuracy"],
+        "best_accuracy": max(p["accuracy"] for p in run["curve"]),
+        "steps_per_s": run["steps_per_s"],
+        "steps": run["steps"],
+        "train_s": run["train_s"],
+        "mb_per_link": run["mb_per_link"],
+        "mb_per_wan_link": run["mb_per_wan_link"],
+        "mb_per_site_link": run["mb_per_site_link"],
+        "charged_collective_s": run["charged_collective_s"],
+        "describe": run["describe"],
+        "batch_split": run["batch_split"],
+        "transfers": run["transfers"],
+        "curve": run["curve"],
+    }
 
 
-def _fmt_s(t: float | None) -> str:
-    return "not reached" if t is None else f"{t:.1f}"
+def spread(values: list[float | None]) -> dict[str, Any]:
+    """Median, min and max of ``values`` (None = not reached: larger than any number)."""
+    if not values:
+        return {"median": None, "min": None, "max": None, "reached": 0, "n": 0}
+    keyed = sorted(values, key=lambda v: math.inf if v is None else v)
+    n, mid = len(keyed), len(keyed) // 2
+    if n % 2:
+        median = keyed[mid]
+    else:
+        lo, hi = keyed[mid - 1], keyed[mid]
+        median = None if lo is None or hi is None else (lo + hi) / 2
+    return {
+        "median": median,
+        "min": keyed[0],
+        "max": keyed[-1],
+        "reached": sum(v is not None for v in values),
+        "n": n,
+    }
 
 
-def _fmt_speedup(s: dict[str, Any]) -> str:
-    if s["speedup_vs_allreduce"] is not None:
-        return f"{s['speedup_vs_allreduce']:.2f}x"
-    if s["speedup_vs_allreduce_at_least"] is not None:
-        return f">{s['speedup_vs_allreduce_at_least']:.2f}x"
-    return "-"
+def aggregate(runs: dict[int, dict[str, Any]], targets: list[float]) -> dict[str, Any]:
+    """A cell's statistics over its seeds (``runs``: seed -> summarize_run output)."""
+    seeds = sorted(runs)
+
+    def field(name: str) -> list[Any]:
+        return [runs[s][name] for s in seeds]
+
+    def num(name: str) -> dict[str, Any]:
+        return spread([v for v in field(name) if v is not None])
+
+    keys = [f"{t:.2f}" for t in targets]
+    return {
+        "seeds": seeds,
+        "time_to": {k: spread([runs[s]["time_to"][k] for s in seeds]) for k in keys},
+        "steps_to": {k: spread([runs[s]["steps_to"][k] for s in seeds]) for k in keys},
+        "accuracy_at_budget": num("accuracy_at_budget"),
+        "steps_per_s": num("steps_per_s"),
+        "mb_per_wan_link": num("mb_per_wan_link"),
+        "mb_per_link": num("mb_per_link"),
+        "describe": runs[seeds[0]]["describe"],
+    }
 
 
-def _fmt_mb(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1f}"
+def speedup(cell: dict[str, Any], base: dict[str, Any], key: str, budget: float) -> str:
+    """How many times sooner ``cell`` reached target ``key`` than ``base`` (medians)."""
+    mine, theirs = cell["time_to"][key]["median"], base["time_to"][key]["median"]
+    if mine is None or mine <= 0:
+        return "-"
+    if theirs is None:
+        return f">{budget / mine:.1f}x"
+    return f"{theirs / mine:.2f}x"
+
+
+def _s(v: float | None, budget: float) -> str:
+    return f">{budget:g}" if v is None else f"{v:.1f}"
+
+
+def _cell_time(sp: dict[str, Any], budget: float) -> str:
+    if sp["n"] == 0:
+        return "-"
+    med = "not reached" if sp["median"] is None else f"{sp['median']:.1f}"
+    return f"{med} [{_s(sp['min'], budget)}, {_s(sp['max'], budget)}]"
+
+
+def _cell_num(sp: dict[str, Any], fmt: str) -> str:
+    if sp["n"] == 0 or sp["median"] is None:
+        return "-"
+    if sp["n"] == 1:
+        return format(sp["median"], fmt)
+    return f"{format(sp['median'], fmt)} [{format(sp['min'], fmt)}, {format(sp['max'], fmt)}]"
 
 
 def table(results: dict[str, Any]) -> str:
-    """The markdown table: rows scenario x policy."""
-    target = results["target_accuracy"]
-    lines = [
-        f"| scenario | policy | time to {target:.0%} (s) | accuracy at budget | speedup vs "
-        "Allreduce | MB per link | MB per WAN link | steps/s | steps |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for key, sc in results["scenarios"].items():
-        for name, s in sc["policies"].items():
+    """Markdown: one table per (mode, scenario), then DLion's ratios and the fidelity table."""
+    keys = [f"{t:.2f}" for t in results["targets"]]
+    head = " | ".join(f"time to {float(k):.0%} (s)" for k in keys)
+    lines: list[str] = []
+    for cell in results["cells"].values():
+        budget = cell["budget_s"]
+        lines += [
+            f"**{MODE_NAMES.get(cell['mode'], cell['mode'])}, {cell['scenario']}**: "
+            f"`{cell['topology']}`, {len(cell['seeds'])} seeds, budget {budget:g} s",
+            "",
+            f"| policy | {head} | steps to {float(keys[-1]):.0%} | accuracy at budget | "
+            "steps/s | MB per WAN link |",
+            "|---|" + "---|" * (len(keys) + 4),
+        ]
+        for name, agg in cell["policies"].items():
+            times = " | ".join(_cell_time(agg["time_to"][k], budget) for k in keys)
             lines.append(
-                f"| {key} | {POLICY_NAMES.get(name, name)} | {_fmt_s(s['time_to_target_s'])} | "
-                f"{s['accuracy_at_budget']:.4f} | {_fmt_speedup(s)} | {_fmt_mb(s['mb_per_link'])} "
-                f"| {_fmt_mb(s['mb_per_wan_link'])} | {s['steps_per_s']:.2f} | {s['steps']} |"
+                f"| {POLICY_NAMES.get(name, name)} | {times} | "
+                f"{_cell_num(agg['steps_to'][keys[-1]], '.0f')} | "
+                f"{_cell_num(agg['accuracy_at_budget'], '.3f')} | "
+                f"{_cell_num(agg['steps_per_s'], '.2f')} | "
+                f"{_cell_num(agg['mb_per_wan_link'], '.1f')} |"
             )
-    budgets = ", ".join(f"{k}: {sc['budget_s']:g} s" for k, sc in results["scenarios"].items())
-    lines += [
+        lines.append("")
+    lines += ratios(results) + fidelity(results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def ratios(results: dict[str, Any]) -> list[str]:
+    """DLion's speedup to each target against each baseline present, per cell (medians)."""
+    keys = [f"{t:.2f}" for t in results["targets"]]
+    rows = []
+    for cell in results["cells"].values():
+        pols = cell["policies"]
+        if "dlion" not in pols:
+            continue
+        for base in VERSUS:
+            if base in pols:
+                sp = [speedup(pols["dlion"], pols[base], k, cell["budget_s"]) for k in keys]
+                rows.append(
+                    f"| {MODE_NAMES.get(cell['mode'], cell['mode'])} | {cell['scenario']} | "
+                    f"{POLICY_NAMES.get(base, base)} | " + " | ".join(sp) + " |"
+                )
+    if not rows:
+        return []
+    head = " | ".join(f"to {float(k):.0%}" for k in keys)
+    return [
+        "DLion reaches the target this many times sooner (ratio of medians; `>` when the "
+        "baseline's median run did not reach it, bounded by the budget):",
         "",
-        f"Budgets (training seconds, evaluation excluded): {budgets}. Target {target:.0%} test "
-        f"accuracy on {results['test_samples']} test samples, evaluated about "
-        f"{results['evals_per_run']} times per run. MB per link: mean megabytes of gradient "
-        "messages sent per directed link over the run (- : not measured, e.g. the collective "
-        "Allreduce under --microcloud).",
+        f"| mode | scenario | against | {head} |",
+        "|---|---|---|" + "---|" * len(keys),
+        *rows,
+        "",
     ]
-    return "\n".join(lines) + "\n"
+
+
+def fidelity(results: dict[str, Any]) -> list[str]:
+    """Steps/s in-process against the real network, per scenario and policy run in both."""
+    by_scenario: dict[str, dict[str, dict[str, Any]]] = {}
+    for cell in results["cells"].values():
+        by_scenario.setdefault(cell["scenario"], {})[cell["mode"]] = cell
+    rows = []
+    for scenario, modes in by_scenario.items():
+        if set(modes) < {"inprocess", "microcloud"}:
+            continue
+        emu, real = modes["inprocess"]["policies"], modes["microcloud"]["policies"]
+        for name in real:
+            if name not in emu:
+                continue
+            a, b = emu[name]["steps_per_s"]["median"], real[name]["steps_per_s"]["median"]
+            if a and b:
+                rows.append(
+                    f"| {scenario} | {POLICY_NAMES.get(name, name)} | {a:.2f} | {b:.2f} | "
+                    f"{a / b:.2f} |"
+                )
+    if not rows:
+        return []
+    return [
+        "Emulation fidelity (median steps/s; goal: in-process within 25% of the real network):",
+        "",
+        "| scenario | policy | in-process | real network | ratio |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def plot(results: dict[str, Any], folder: Path) -> list[str]:
-    """One PNG per scenario (test accuracy vs training wall time); [] without matplotlib."""
+    """One PNG per cell (test accuracy vs training time, every seed); [] without matplotlib."""
     try:
         import matplotlib
 
@@ -111,20 +234,28 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
         print("[microcloud] matplotlib is not installed: no plots (pip install '.[bench]')")
         return []
     paths = []
-    for key, sc in results["scenarios"].items():
+    for cid, cell in results["cells"].items():
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for name, s in sc["policies"].items():
-            ts = [p["t"] for p in s["curve"]]
-            accs = [p["accuracy"] for p in s["curve"]]
-            ax.plot(ts, accs, marker=".", label=POLICY_NAMES.get(name, name))
-        ax.axhline(results["target_accuracy"], color="gray", ls="--", lw=0.8, label="target")
+        for i, (name, per_seed) in enumerate(cell["runs"].items()):
+            for j, seed in enumerate(sorted(per_seed, key=int)):
+                curve = per_seed[seed]["curve"]
+                ax.plot(
+                    [p["t"] for p in curve],
+                    [p["accuracy"] for p in curve],
+                    color=f"C{i}",
+                    lw=1.0,
+                    alpha=0.8,
+                    label=POLICY_NAMES.get(name, name) if j == 0 else None,
+                )
+        for t in results["targets"]:
+            ax.axhline(t, color="gray", ls="--", lw=0.6)
         ax.set_xlabel("training wall time (s, evaluation excluded)")
         ax.set_ylabel("test accuracy")
-        ax.set_ylim(0.0, 1.0)
-        ax.set_title(sc["title"], fontsize=10)
+        ax.set_ylim(0.4, 1.0)
+        ax.set_title(f"{MODE_NAMES.get(cell['mode'], cell['mode'])}: {cell['title']}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-        path = folder / f"{key}.png"
+        ax.legend(loc="lower right", fontsize=7)
+        path = folder / f"{cid.replace('/', '-')}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -132,15 +263,46 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
     return paths
 
 
-def write(results: dict[str, Any], folder: Path) -> dict[str, str]:
-    """Write results.json, results.md and the plots into ``folder``; returns their paths."""
+def markdown(results: dict[str, Any]) -> str:
+    """The whole report: provenance line, tables."""
+    dirty = " (with uncommitted changes)" if results.get("dirty") else ""
+    return (
+        f"Produced by commit `{results['commit'][:12]}`{dirty} with\n`{results['command']}`\n"
+        f"({results['seconds_total'] / 60:.0f} min on {results['machine']}; evaluation every "
+        f"{results['eval_every_s']:g} s of training on {results['test_samples']} test samples; "
+        "policy order rotated between seeds; cells: median [min, max] over seeds).\n\n"
+        + table(results)
+    )
+
+
+def write(results: dict[str, Any], folder: Path, stem: str = "microcloud") -> dict[str, str]:
+    """Write ``{stem}.json``, ``{stem}.md`` and the plots into ``folder``; returns the paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    js = folder / "microcloud.json"
+    js = folder / f"{stem}.json"
     js.write_text(json.dumps(results, indent=1))
-    md = folder / "microcloud.md"
-    head = f"# Micro-cloud benchmark ({results['mode']})\n\n`{results['command']}`\n\n"
-    md.write_text(head + table(results))
+    md = folder / f"{stem}.md"
+    md.write_text(f"# Micro-cloud benchmark\n\n{markdown(results)}")
     paths = {"json": str(js), "markdown": str(md)}
     for i, p in enumerate(plot(results, folder)):
         paths[f"plot{i}"] = p
     return paths
+
+
+BEGIN, END = "<!-- microcloud-results:begin -->", "<!-- microcloud-results:end -->"
+
+
+def update_readme(readme: Path, results: dict[str, Any], images: list[str]) -> None:
+    """Replace the text between the README's result markers with this report."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to replace")
+    pics = "".join(f"![{Path(p).stem}]({p})\n" for p in images)
+    body = f"{BEGIN}\n{markdown(results)}\n{pics}{END}"
+    head, rest = text.split(BEGIN, 1)
+    readme.write_text(head + body + rest.split(END, 1)[1])
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python benchmarks/microcloud_report.py RESULTS.json")
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))

@@ -38,11 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gaia-threshold", type=float, default=0.01)
+    p.add_argument("--gaia-bits", type=int, default=8, help="8 (like DLion's values) or 32")
     p.add_argument("--ako-partitions", type=int, default=4)
     p.add_argument("--kt-every", type=int, default=100)
     p.add_argument("--staleness", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop a policy after N steps (0: off)")
-    p.add_argument("--collective-allreduce", action="store_true", help="dlion.Allreduce()")
     p.add_argument("--charge-collectives", type=int, default=1)
     p.add_argument("--sites", default=None, help="site of each rank, e.g. A,A,B,B")
     p.add_argument("--data", default=None)
@@ -290,9 +290,9 @@ def make_exchange(policy: str, args: argparse.Namespace, model: Any, dlion: Any)
     """The exchange of ``policy`` (names: allreduce, gaia, ako, dlion)."""
     s = args.staleness
     if policy == "allreduce":
-        # In-process emulation paces only peer messages: the dense peer exchange computes the
-        # same average as dlion.Allreduce and is paced like every other policy.
-        return dlion.Allreduce() if args.collective_allreduce else dlion.PeerExchange("dense")
+        # The site-aware hierarchical allreduce; in-process its ring between sites is paced on
+        # the shared site links like every peer message.
+        return dlion.Allreduce()
     if policy == "gaia":
         # Gaia's threshold is on accumulated updates; momentum SGD's steady-state step is
         # lr / (1 - momentum) times the gradient, the learning rate the filter is given.
@@ -300,6 +300,7 @@ def make_exchange(policy: str, args: argparse.Namespace, model: Any, dlion: Any)
             args.gaia_threshold,
             params=model.trainable_variables,
             learning_rate=args.lr / (1 - 0.9),
+            bits=args.gaia_bits,
             staleness=s,
         )
     if policy == "ako":

@@ -48,6 +48,18 @@ void add_qsgd(const Decoded& m, float w, float* out) {
 }
 
 void add_sparse_qsgd8(const Decoded& m, float w, float* out) {
+  if (m.contiguous()) {
+    // One run of k entries: decode it in place of out[first, first + k), chunk by chunk (a
+    // chunk starts on a bucket; 8-bit levels are whole bytes).
+    const std::uint8_t* levels = m.packed().data;
+    const float* scales = m.scales().data;
+    const std::size_t bucket = m.bucket();
+    chunked_add(m.k(), std::min(bucket, m.k()), w, out + m.first(),
+                [&](std::size_t start, std::size_t count, float* dst) {
+                  qsgd_decode(levels + start, scales + start / bucket, count, 8, bucket, dst);
+                });
+    return;
+  }
   std::vector<float> values(m.k());
   qsgd_decode(m.packed().data, m.scales().data, m.k(), 8, m.bucket(), values.data());
   add_sparse(m.idx().data, values.data(), m.k(), w, out);
@@ -64,7 +76,10 @@ void apply_add(const Decoded& m, float* out, std::size_t n, float weight) {
       add_scaled(out, m.values().data, n, w);
       break;
     case Encoding::kSparseF32:
-      add_sparse(m.idx().data, m.values().data, m.k(), w, out);
+      if (m.contiguous())
+        add_scaled(out + m.first(), m.values().data, m.k(), w);
+      else
+        add_sparse(m.idx().data, m.values().data, m.k(), w, out);
       break;
     case Encoding::kSparseQsgd8:
       add_sparse_qsgd8(m, w, out);

@@ -73,9 +73,16 @@ void check_header(const Header& h, const Rejector& reject, std::uint32_t group, 
   } else if (h.bits != required_bits(enc, 0)) {
     reject("bits", int{h.bits}, required_bits(enc, 0));
   }
-  if (h.flags != 0) reject("flags", int{h.flags}, 0);
+  const bool contiguous = (h.flags & kFlagContiguous) != 0;
+  if ((h.flags & ~kKnownFlags) != 0)
+    reject("flags", int{h.flags}, "0 or 1 (bit 0 is CONTIGUOUS; no other bit is defined)");
+  if (contiguous && !is_sparse(enc))
+    reject("flags", int{h.flags},
+           detail::concat("0 for encoding ", h.encoding,
+                          " (CONTIGUOUS is for the sparse encodings 2 and 3 only)"));
   if (is_sparse(enc) && h.k > h.n) reject("k", h.k, detail::concat("<= n = ", h.n));
   if (!is_sparse(enc) && h.k != h.n) reject("k", h.k, detail::concat("n = ", h.n));
+  if (contiguous && h.k == 0) reject("k", h.k, ">= 1 with flags CONTIGUOUS");
   if (!std::isfinite(h.weight) || h.weight < 0.0f)
     reject("weight", h.weight, "a finite value >= 0");
 }
@@ -93,11 +100,11 @@ std::uint32_t check_sizes(const Header& h, const std::uint8_t* payload, std::siz
     std::memcpy(&bucket, payload, sizeof bucket);
     if (bucket == 0) reject("bucket", bucket, ">= 1");
   }
-  const std::size_t want = payload_bytes(enc, h.n, h.k, h.bits, bucket);
+  const std::size_t want = payload_bytes(enc, h.n, h.k, h.bits, bucket, h.flags);
   if (h.payload_bytes != want)
     reject("payload_bytes", h.payload_bytes,
            detail::concat(want, " for encoding ", h.encoding, ", n = ", h.n, ", k = ", h.k,
-                          ", bits = ", int{h.bits}));
+                          ", bits = ", int{h.bits}, ", flags = ", int{h.flags}));
   return bucket;
 }
 
@@ -191,6 +198,14 @@ void check_indices(View<std::uint32_t> idx, std::uint64_t n, const Rejector& rej
   }
 }
 
+// CONTIGUOUS: entries first .. first + k - 1 all lie in [0, n) (k >= 1 was checked).
+void check_first(std::uint32_t first, std::uint64_t k, std::uint64_t n, const Rejector& reject) {
+  if (std::uint64_t{first} + k > n)
+    reject("first", first,
+           detail::concat("<= n - k = ", n - k, " (entries first .. first + k - 1 are < n = ", n,
+                          ")"));
+}
+
 template <typename T>
 View<T> view_at(const std::uint8_t* payload, std::size_t offset, std::size_t count) {
   if (offset == kAbsent) return {};
@@ -224,8 +239,8 @@ int required_bits(Encoding encoding, int qsgd_bits) {
 bool is_sparse(Encoding e) { return e == Encoding::kSparseF32 || e == Encoding::kSparseQsgd8; }
 bool is_bucketed(Encoding e) { return e == Encoding::kQsgd || e == Encoding::kSparseQsgd8; }
 
-Layout layout(Encoding encoding, std::uint64_t n, std::uint64_t k, int bits,
-              std::uint64_t bucket) {
+Layout layout(Encoding encoding, std::uint64_t n, std::uint64_t k, int bits, std::uint64_t bucket,
+              std::uint8_t flags) {
   const int want = required_bits(encoding, bits);
   DLION_CHECK(bits == want && bits != 0, InvalidArgument, "wire: encoding ",
               static_cast<int>(encoding), " carries ", want, "-bit values, not bits = ", bits);
@@ -235,17 +250,26 @@ Layout layout(Encoding encoding, std::uint64_t n, std::uint64_t k, int bits,
               " with n = ", n, "; k must be <= n (sparse) or == n (dense encodings)");
   DLION_CHECK(!is_bucketed(encoding) || bucket >= 1, InvalidArgument, "wire: bucket = ", bucket,
               "; use >= 1");
+  DLION_CHECK((flags & ~kKnownFlags) == 0, InvalidArgument, "wire: flags = ", int{flags},
+              "; the only flag is kFlagContiguous (1)");
+  const bool contiguous = (flags & kFlagContiguous) != 0;
+  DLION_CHECK(!contiguous || (is_sparse(encoding) && k >= 1), InvalidArgument,
+              "wire: flags CONTIGUOUS with encoding ", static_cast<int>(encoding), " and k = ", k,
+              "; it needs a sparse encoding and k >= 1");
   const auto nn = static_cast<std::size_t>(n), kk = static_cast<std::size_t>(k);
+  const std::size_t idx_bytes = contiguous ? 4 : 4 * kk;  // u32 first, or u32 idx[k]
   Layout l;
   switch (encoding) {
     case Encoding::kDenseF32:
       l.values = 0, l.total = 4 * nn;
       break;
     case Encoding::kSparseF32:
-      l.idx = 0, l.values = 4 * kk, l.total = 8 * kk;
+      (contiguous ? l.first : l.idx) = 0;
+      l.values = idx_bytes, l.total = idx_bytes + 4 * kk;
       break;
     case Encoding::kSparseQsgd8:
-      l.bucket_word = 0, l.idx = 4, l.scales = 4 + 4 * kk, l.n_scales = ceil_div(k, bucket);
+      l.bucket_word = 0, (contiguous ? l.first : l.idx) = 4;
+      l.scales = 4 + idx_bytes, l.n_scales = ceil_div(k, bucket);
       l.packed = l.scales + 4 * l.n_scales, l.packed_bytes = kk, l.total = l.packed + kk;
       break;
     case Encoding::kQsgd:
@@ -266,12 +290,20 @@ Layout layout(Encoding encoding, std::uint64_t n, std::uint64_t k, int bits,
 }
 
 std::size_t payload_bytes(Encoding encoding, std::uint64_t n, std::uint64_t k, int bits,
-                          std::uint64_t bucket) {
-  return layout(encoding, n, k, bits, bucket).total;
+                          std::uint64_t bucket, std::uint8_t flags) {
+  return layout(encoding, n, k, bits, bucket, flags).total;
+}
+
+bool consecutive(const std::uint32_t* idx, std::size_t k) {
+  if (k == 0) return false;
+  const std::size_t first = idx[0];
+  bool run = true;
+  for (std::size_t i = 0; i < k; ++i) run &= std::size_t{idx[i]} == first + i;  // vectorizes
+  return run;
 }
 
 void encode_header(const Fields& f, std::uint8_t* msg, std::size_t len) {
-  const Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket);
+  const Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket, f.flags);
   DLION_CHECK(len >= kHeaderBytes && len - kHeaderBytes == l.total, InvalidArgument,
               "wire: message of ", len, " bytes; this one needs 64 + ", l.total);
   Header h{};
@@ -281,6 +313,7 @@ void encode_header(const Fields& f, std::uint8_t* msg, std::size_t len) {
   h.sender = f.sender, h.group = f.group, h.step = f.step;
   h.encoding = static_cast<std::uint16_t>(f.encoding);
   h.bits = static_cast<std::uint8_t>(f.bits);
+  h.flags = f.flags;
   h.weight = f.weight, h.n = f.n, h.k = f.k, h.payload_bytes = l.total;
   std::memcpy(msg, &h, kHeaderBytes);
   if (l.bucket_word != kAbsent)
@@ -309,9 +342,10 @@ Decoded validate(const std::uint8_t* msg, std::size_t len, int expected_sender,
   if (h.checksum != sum) reject("checksum", hex(h.checksum), hex(sum));
 
   const auto enc = static_cast<Encoding>(h.encoding);
-  const Layout l = layout(enc, h.n, h.k, h.bits, d.bucket_);
+  const Layout l = layout(enc, h.n, h.k, h.bits, d.bucket_, h.flags);
   const auto n = static_cast<std::size_t>(h.n), k = static_cast<std::size_t>(h.k);
   d.idx_ = view_at<std::uint32_t>(payload, l.idx, k);
+  if (l.first != kAbsent) std::memcpy(&d.first_, payload + l.first, sizeof d.first_);
   if (enc == Encoding::kFp16 || enc == Encoding::kBf16)
     d.halves_ = view_at<std::uint16_t>(payload, l.values, n);
   else
@@ -322,6 +356,7 @@ Decoded validate(const std::uint8_t* msg, std::size_t len, int expected_sender,
   if (enc == Encoding::kQsgd || enc == Encoding::kSign) check_tail_bits(d.packed_, n, h.bits, reject);
   check_payload_values(d, reject);
   check_indices(d.idx_, h.n, reject);
+  if (d.contiguous()) check_first(d.first_, h.k, h.n, reject);
   return d;
 }
 

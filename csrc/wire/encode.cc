@@ -13,29 +13,20 @@ namespace dlion::wire {
 
 namespace {
 
-// The entries a sparse message carries, sorted: top-k, above a threshold, or a range.
+// The entries a sparse message carries, sorted: top-k or above a threshold (a range is one run
+// of consecutive indices, written as such by encode_sparse).
 void select(const float* x, std::size_t n, std::size_t k, const Codec& codec,
             const float* reference, std::uint32_t* idx, float* values) {
-  switch (codec.select) {
-    case Select::kTopK:
-      topk_fast(x, n, k, idx, values);
-      return;
-    case Select::kThreshold: {
-      std::size_t j = 0;
-      for (std::size_t i = 0; i < n && j < k; ++i) {
-        if (std::fabs(x[i]) > codec.threshold * std::fabs(reference[i])) {
-          idx[j] = static_cast<std::uint32_t>(i);
-          values[j++] = x[i];
-        }
-      }
-      return;
+  if (codec.select == Select::kTopK) {
+    topk_fast(x, n, k, idx, values);
+    return;
+  }
+  std::size_t j = 0;
+  for (std::size_t i = 0; i < n && j < k; ++i) {
+    if (std::fabs(x[i]) > codec.threshold * std::fabs(reference[i])) {
+      idx[j] = static_cast<std::uint32_t>(i);
+      values[j++] = x[i];
     }
-    case Select::kRange:
-      for (std::size_t j = 0; j < k; ++j) {
-        idx[j] = static_cast<std::uint32_t>(codec.offset + j);
-        values[j] = x[codec.offset + j];
-      }
-      return;
   }
 }
 
@@ -63,6 +54,48 @@ std::size_t sparse_count(const float* x, std::size_t n, const Codec& codec,
   return 0;
 }
 
+// Lays out the sparse message of f (its k already counted) in msg and fills its payload but the
+// bucket word. Indices that form one run of consecutive ones (always for a range, when they
+// happen to for top-k and threshold) go as CONTIGUOUS: the first one only (format.h, 5). The
+// explicit layout's idx[0] lies where the CONTIGUOUS layout's `first` does, so compacting
+// moves only the float32 values (the 8-bit levels are written after the choice).
+void encode_sparse(const float* x, std::size_t n, const Codec& codec, const float* reference,
+                   std::uint64_t seed, Fields& f, Message& msg) {
+  const auto k = static_cast<std::size_t>(f.k);
+  const bool range = codec.select == Select::kRange;
+  f.flags = range && k >= 1 ? kFlagContiguous : 0;
+  Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket, f.flags);
+  msg.reset(kHeaderBytes + l.total);
+  std::uint8_t* p = msg.data() + kHeaderBytes;
+  const float* src = x + (range ? codec.offset : 0);  // the run's values (range)
+  std::vector<float> picked;                           // the selected values (SPARSE_QSGD8)
+  if (range) {
+    const auto first = static_cast<std::uint32_t>(codec.offset);
+    if (k >= 1) std::memcpy(p + l.first, &first, sizeof first);
+    if (f.encoding == Encoding::kSparseF32 && k >= 1)
+      std::memcpy(p + l.values, src, k * sizeof(float));
+  } else {
+    auto* idx = reinterpret_cast<std::uint32_t*>(p + l.idx);
+    float* values = reinterpret_cast<float*>(p + l.values);
+    if (f.encoding == Encoding::kSparseQsgd8) {
+      picked.resize(k);
+      values = picked.data();
+    }
+    select(x, n, k, codec, reference, idx, values);
+    if (consecutive(idx, k)) {
+      f.flags = kFlagContiguous;
+      const Layout packed = layout(f.encoding, f.n, f.k, f.bits, f.bucket, f.flags);
+      if (f.encoding == Encoding::kSparseF32)
+        std::memmove(p + packed.values, p + l.values, k * sizeof(float));
+      l = packed;
+      msg.reset(kHeaderBytes + l.total);  // shrinks: the storage stays
+    }
+    src = picked.data();
+  }
+  if (f.encoding == Encoding::kSparseQsgd8)
+    qsgd_encode(src, k, 8, f.bucket, seed, p + l.packed, reinterpret_cast<float*>(p + l.scales));
+}
+
 }  // namespace
 
 Message encode(const float* x, std::size_t n, const Codec& codec, Fields f, std::uint64_t seed,
@@ -72,12 +105,16 @@ Message encode(const float* x, std::size_t n, const Codec& codec, Fields f, std:
   f.n = n;
   f.k = is_sparse(codec.encoding) ? sparse_count(x, n, codec, reference) : n;
   f.bucket = is_bucketed(codec.encoding) ? codec.bucket : 0;
-  const Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket);
+  f.flags = 0;
   Message msg = std::move(storage);
+  if (is_sparse(f.encoding)) {
+    encode_sparse(x, n, codec, reference, seed, f, msg);
+    encode_header(f, msg.data(), msg.size());
+    return msg;
+  }
+  const Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket, f.flags);
   msg.reset(kHeaderBytes + l.total);
   std::uint8_t* p = msg.data() + kHeaderBytes;
-  const auto k = static_cast<std::size_t>(f.k);
-  auto* idx = reinterpret_cast<std::uint32_t*>(p + (l.idx == kAbsent ? 0 : l.idx));
   auto* values = reinterpret_cast<float*>(p + (l.values == kAbsent ? 0 : l.values));
   auto* scales = reinterpret_cast<float*>(p + (l.scales == kAbsent ? 0 : l.scales));
   std::uint8_t* packed = p + (l.packed == kAbsent ? 0 : l.packed);
@@ -87,14 +124,8 @@ Message encode(const float* x, std::size_t n, const Codec& codec, Fields f, std:
       if (n > 0) std::memcpy(values, x, n * sizeof(float));
       break;
     case Encoding::kSparseF32:
-      select(x, n, k, codec, reference, idx, values);
-      break;
-    case Encoding::kSparseQsgd8: {
-      std::vector<float> picked(k);
-      select(x, n, k, codec, reference, idx, picked.data());
-      qsgd_encode(picked.data(), k, 8, f.bucket, seed, packed, scales);
-      break;
-    }
+    case Encoding::kSparseQsgd8:
+      break;  // encode_sparse
     case Encoding::kQsgd:
       qsgd_encode(x, n, f.bits, f.bucket, seed, packed, scales);
       break;

@@ -1,4 +1,4 @@
-// The dlion wire format, version 1: one message per per-link peer transfer (a gradient, a set of
+// The dlion wire format, version 2: one message per per-link peer transfer (a gradient, a set of
 // parameters or a probe for one tensor group). This comment is the contract; codec.h encodes and
 // validates it, and both sides of a link must agree on it byte for byte.
 //
@@ -11,7 +11,7 @@
 //      offset size type   field          rule (validate() checks each, in this order)
 //      ------ ---- ------ -------------- -------------------------------------------------------
 //       0     4   u8[4]  magic          "DLN1" (0x44 0x4C 0x4E 0x31)
-//       4     2   u16    version        1 (kWireVersion)
+//       4     2   u16    version        2 (kWireVersion)
 //       6     2   u16    kind           Kind: GRADIENT = 1, PARAMETERS = 2, PROBE = 3, ACK = 4,
 //                                        HEARTBEAT = 5
 //       8     4   u32    sender         the sender's rank; == the MPI source of the message
@@ -19,20 +19,24 @@
 //      16     8   u64    step           the sender's training step (free; not checked)
 //      24     2   u16    encoding       Encoding, see 3
 //      26     1   u8     bits           bits per carried value; fixed per encoding, see 3
-//      27     1   u8     flags          reserved, 0
+//      27     1   u8     flags          bit 0 CONTIGUOUS (kFlagContiguous, see 5): only with a
+//                                       sparse encoding; the other bits are 0
 //      28     4   f32    weight         aggregation weight; finite and >= 0
 //      32     8   u64    n              elements of the dense tensor; == registered n, < 2^32
-//      40     8   u64    k              entries carried; == n for dense encodings, <= n else
-//      48     8   u64    payload_bytes  == payload_bytes(encoding, n, k, bits, bucket) (see 4)
-//                                       and == len(message) - 64
+//      40     8   u64    k              entries carried; == n for dense encodings, <= n else;
+//                                       >= 1 when flags has CONTIGUOUS
+//      48     8   u64    payload_bytes  == payload_bytes(encoding, n, k, bits, bucket, flags)
+//                                       (see 4) and == len(message) - 64
 //      56     8   u64    checksum       XXH64 (seed 0) of the whole message with bytes 56..63
 //                                       read as zero (checksum.h)
 //
 // 3. Encodings (value of `encoding`, required `bits`, what the payload carries):
 //      1 DENSE_F32     32      n float32 values
-//      2 SPARSE_F32    32      k (u32 index, f32 value) pairs, as two arrays
-//      3 SPARSE_QSGD8   8      k u32 indices, and the k values QSGD-quantized to int8 levels
-//                              with one f32 scale per bucket of the k values
+//      2 SPARSE_F32    32      k (u32 index, f32 value) pairs, as two arrays (CONTIGUOUS: the
+//                              first index of k consecutive ones, and the k values)
+//      3 SPARSE_QSGD8   8      k u32 indices (CONTIGUOUS: the first of k consecutive ones), and
+//                              the k values QSGD-quantized to int8 levels with one f32 scale
+//                              per bucket of the k values
 //      4 QSGD          2/4/8   n values QSGD-quantized (compress/quantize.h), one f32 scale per
 //                              bucket
 //      5 SIGN           1      n sign bits and one f32 scale (compress/quantize.h)
@@ -44,8 +48,10 @@
 //    multiple of its element size because every earlier section is a multiple of 4 bytes.
 //    nb(m) = ceil(m / bucket) is the number of buckets of m values.
 //      DENSE_F32     f32 values[n]
-//      SPARSE_F32    u32 idx[k], f32 values[k]
-//      SPARSE_QSGD8  u32 bucket, u32 idx[k], f32 scales[nb(k)], i8 levels[k]
+//      SPARSE_F32    u32 idx[k], f32 values[k]                        (flags 0)
+//                    u32 first, f32 values[k]                         (flags CONTIGUOUS)
+//      SPARSE_QSGD8  u32 bucket, u32 idx[k], f32 scales[nb(k)], i8 levels[k]   (flags 0)
+//                    u32 bucket, u32 first, f32 scales[nb(k)], i8 levels[k]    (CONTIGUOUS)
 //      QSGD          u32 bucket, f32 scales[nb(n)], u8 packed[ceil(n * bits / 8)]
 //      SIGN          f32 scale, u8 signs[ceil(n / 8)]
 //      FP16, BF16    u16 values[n]
@@ -57,6 +63,13 @@
 // 5. Sparse indices are 32-bit, every one < n, and strictly increasing (so distinct): the top-k
 //    and random-k kernels emit them sorted, and the receiver relies on it (a message with an
 //    index out of range, repeated or out of order is rejected even with a correct checksum).
+//    CONTIGUOUS (flags bit 0) replaces the idx[k] section by the one word `first`: entry j is at
+//    index first + j, for j < k, and first + k <= n (else rejected, even with a correct
+//    checksum). So a run of consecutive indices costs 4 bytes instead of 4 * k: a range
+//    selection (Ako's partition) carries its values only. The encoder (encode.h, and the
+//    wire_encode binding) sets CONTIGUOUS whenever k >= 1 and the selected indices are
+//    idx[0], idx[0] + 1, ..., idx[0] + k - 1, whatever selected them; a receiver accepts such
+//    indices as an idx[k] section too (flags 0). k == 0 never has CONTIGUOUS.
 //
 // 6. Values. Scales (QSGD, SPARSE_QSGD8, SIGN) are finite and >= 0. Carried values are finite:
 //    no float32 (DENSE_F32, SPARSE_F32), binary16 (FP16) or bfloat16 (BF16) value has an
@@ -83,8 +96,12 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the wire format is little-endian and the codec copies fields as they are");
 
 inline constexpr std::size_t kHeaderBytes = 64;
-inline constexpr std::uint16_t kWireVersion = 1;
+inline constexpr std::uint16_t kWireVersion = 2;
 inline constexpr std::uint8_t kMagic[4] = {'D', 'L', 'N', '1'};
+// Header flags (section 5). Version 1 had none (flags 0): a version-1 receiver refuses a
+// version-2 message at its version field, naming both versions.
+inline constexpr std::uint8_t kFlagContiguous = 1;
+inline constexpr std::uint8_t kKnownFlags = kFlagContiguous;
 
 // ACK: the receiver's acknowledgement of one message (header only, n = 0, DENSE_F32, weight
 // 0); its group and step are those of the message acknowledged. The sender times links by them.

@@ -17,9 +17,10 @@ peer engine:
 Faithfulness: Ako is asynchronous (workers never wait for each other) and chooses ``p`` from the
 network and compute capacity; here ``p`` is given, and synchronization is the engine's
 ``staleness`` (0: synchronous; ``s > 0``: bounded-staleness, closer to Ako). Ako's own wire format
-sends a partition as a dense slice; the engine's range selection sends (index, value) pairs, so a
-message is about twice Ako's (8 instead of 4 bytes per entry with float values). Ako treats all
-links alike: links inside a site send partitions too.
+sends a partition as a dense slice, and so does this one: a range is one run of consecutive
+indices, which the wire format carries as flags CONTIGUOUS with the first index alone
+(csrc/wire/format.h), so a message is its values only (64 + 4 + 4 * length bytes with float
+values). Ako treats all links alike: links inside a site send partitions too.
 """
 
 from __future__ import annotations

@@ -117,6 +117,8 @@ def scatter_add(idx: np.ndarray, values: np.ndarray, out: np.ndarray) -> None: .
 WIRE_ENCODINGS: dict[str, int]
 WIRE_KINDS: dict[str, int]
 WIRE_HEADER_BYTES: int
+WIRE_FLAG_CONTIGUOUS: int
+WIRE_VERSION: int
 
 def wire_encode(
     kind: int,
@@ -129,6 +131,7 @@ def wire_encode(
     *arrays: np.ndarray,
     bits: int = 0,
     bucket: int = 512,
+    contiguous: bool | None = None,
 ) -> bytes: ...
 def wire_apply(
     msg: bytes | bytearray | memoryview,
@@ -137,6 +140,8 @@ def wire_apply(
     n: int,
     out: np.ndarray,
     weight: float | None = None,
-) -> dict[str, int | float]: ...
+) -> dict[str, int | float | None]: ...
 def wire_checksum(data: bytes | bytearray | memoryview | np.ndarray, seed: int = 0) -> int: ...
-def wire_payload_bytes(encoding: int, n: int, k: int, bits: int, bucket: int = 0) -> int: ...
+def wire_payload_bytes(
+    encoding: int, n: int, k: int, bits: int, bucket: int = 0, flags: int = 0
+) -> int: ...

@@ -1,4 +1,5 @@
-"""Writes the wire fuzzer's seed corpus: small valid messages of every encoding and kind.
+"""Writes the wire fuzzer's seed corpus: small valid messages of every encoding and kind, the
+sparse ones also as runs of consecutive indices (flags CONTIGUOUS, named <encoding>_run-...).
 
 Run from the repository root with the extension installed; the files it writes are committed:
     .venv/bin/python tests/fuzz/make_corpus.py tests/fuzz/corpus/wire
@@ -54,6 +55,11 @@ def messages_of(i: int, n: int, bucket: int) -> dict[str, bytes]:
     put("sparse_f32", "sparse_f32", idx, val, kk=k)
     levels, scales = dc.qsgd_encode(val, 8, i, bucket)
     put("sparse_qsgd8", "sparse_qsgd8", idx, levels, scales, kk=k, bucket=bucket)
+    if n:  # a run of k consecutive indices from n // 3: CONTIGUOUS, its first index only
+        run = np.arange(n // 3, n // 3 + k, dtype=np.uint32)
+        put("sparse_f32_run", "sparse_f32", run, x[run], kk=k)
+        levels, scales = dc.qsgd_encode(x[run], 8, i, bucket)
+        put("sparse_qsgd8_run", "sparse_qsgd8", run, levels, scales, kk=k, bucket=bucket)
     for bits in (2, 4, 8):
         packed, scales = dc.qsgd_encode(x, bits, i, bucket)  # type: ignore[arg-type]
         put(f"qsgd{bits}", "qsgd", packed, scales, bits=bits, bucket=bucket)
@@ -73,7 +79,9 @@ def main(folder: str) -> None:
         sender = int.from_bytes(msg[8:12], "little")
         group = int.from_bytes(msg[12:16], "little")
         n = int.from_bytes(msg[32:40], "little")
-        dc.wire_apply(msg, sender, group, n, np.zeros(n, np.float32))
+        h = dc.wire_apply(msg, sender, group, n, np.zeros(n, np.float32))
+        run = name.startswith("sparse") and ("_run-" in name or "-k1-" in name)
+        assert (h["flags"] == dc.WIRE_FLAG_CONTIGUOUS) == run, name  # both sparse forms are seeds
     print(f"wrote {len(messages())} messages to {path}")
 
 

@@ -10,11 +10,12 @@
 // Whenever validate() accepts, the harness checks what format.h promises about an accepted
 // message and aborts (a fuzzer "crash") when a promise is broken:
 //   a. re-encoding the decoded header fields gives back the same 64 header bytes (validate()
-//      accepts only canonical headers: flags 0, the encoding's bits, exact payload_bytes);
+//      accepts only canonical headers: known flags, the encoding's bits, exact payload_bytes);
 //   b. apply_add() with weight 1 into zeros writes only finite values, and for the QSGD
 //      encodings |value| <= the scale of its bucket (up to float32 rounding), for SIGN
 //      |value| == scale;
-//   c. apply_add() touches only the carried indices of a sparse message.
+//   c. apply_add() touches only the carried indices of a sparse message (first .. first + k - 1
+//      for a CONTIGUOUS one).
 // ProtocolError is the expected rejection; any other exception is a bug (abort).
 // Build and run: tests/fuzz/run_fuzz.sh (clang++ -fsanitize=fuzzer,address,undefined).
 #include <cmath>
@@ -60,6 +61,7 @@ void check_canonical(const wire::Decoded& d, const std::uint8_t* msg, std::size_
   f.kind = static_cast<wire::Kind>(h.kind);
   f.sender = h.sender, f.step = h.step, f.group = h.group, f.encoding = d.encoding();
   f.bits = d.bits(), f.n = h.n, f.k = h.k, f.weight = h.weight, f.bucket = d.bucket();
+  f.flags = h.flags;
   std::vector<std::uint64_t> copy((len + 7) / 8);
   auto* c = reinterpret_cast<std::uint8_t*>(copy.data());
   std::memcpy(c, msg, len);
@@ -75,7 +77,7 @@ void check_applied(const wire::Decoded& d) {
   std::vector<char> carried;
   if (wire::is_sparse(d.encoding())) {
     carried.assign(n, 0);
-    for (std::size_t i = 0; i < d.idx().size; ++i) carried[d.idx().data[i]] = 1;
+    for (std::size_t j = 0; j < d.k(); ++j) carried[d.index(j)] = 1;
   }
   const Encoding e = d.encoding();
   for (std::size_t i = 0; i < n; ++i) {
@@ -89,7 +91,7 @@ void check_applied(const wire::Decoded& d) {
   }
   if (e == Encoding::kSparseQsgd8) {
     for (std::size_t j = 0; j < d.k(); ++j) {
-      const float v = out[d.idx().data[j]];
+      const float v = out[d.index(j)];
       if (!within_scale(v, d.scales().data[j / d.bucket()], 8))
         fail("SPARSE_QSGD8 value above its bucket's scale", j, v);
     }

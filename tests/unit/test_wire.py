@@ -1,5 +1,7 @@
 """Wire format (csrc/wire): round trips of every encoding against numpy references, and
 rejection of every corrupted, truncated, misaddressed or malformed message, leaving out untouched.
+Sparse encodings are tested in both forms: explicit indices, and CONTIGUOUS (one run of
+consecutive indices sent as its first one only, format.h section 5).
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from dlion.errors import DlionError, ProtocolError
 ENC = dc.WIRE_ENCODINGS
 GRADIENT = dc.WIRE_KINDS["gradient"]
 SENDER, GROUP, STEP = 3, 11, 42
-# (encoding name, qsgd bits) for every encoding the format has.
+CONTIGUOUS = dc.WIRE_FLAG_CONTIGUOUS
+# (encoding name, qsgd bits) for every encoding the format has; ":run" is a sparse encoding
+# carrying one run of consecutive indices (flags CONTIGUOUS).
 CASES = [
     ("dense_f32", 0),
     ("sparse_f32", 0),
     ("sparse_qsgd8", 0),
+    ("sparse_f32:run", 0),
+    ("sparse_qsgd8:run", 0),
     ("qsgd", 8),
     ("qsgd", 4),
     ("qsgd", 2),
@@ -38,7 +44,12 @@ def make(name: str, bits: int, n: int, seed: int, weight: float = 0.5, bucket: i
     x = rng.standard_normal(n).astype(np.float32)
     k = max(n // 3, min(n, 1))
     ref = np.zeros(n, np.float32)
+    name, _, form = name.partition(":")
     enc = ENC[name]
+    if form == "run":  # entries n // 3 .. n // 3 + k - 1, with n // 3 + k <= n
+        first = n // 3 if n // 3 + k <= n else 0
+        idx = np.arange(first, first + k, dtype=np.uint32)
+        return make_sparse(name, n, idx, x[idx], weight, seed, bucket)
 
     def encode(*arrays, **kw):
         return dc.wire_encode(GRADIENT, SENDER, STEP, GROUP, enc, n, weight, *arrays, **kw)
@@ -66,6 +77,30 @@ def make(name: str, bits: int, n: int, seed: int, weight: float = 0.5, bucket: i
     return encode(h), back(h)
 
 
+def make_sparse(name, n, idx, val, weight=0.5, seed=0, bucket=7, contiguous=None):
+    """A sparse message carrying (idx, val) and its decoded dense reference (numpy)."""
+    ref = np.zeros(n, np.float32)
+    arrays: tuple = (idx, val)
+    if name == "sparse_qsgd8":
+        levels, scales = dc.qsgd_encode(val, 8, seed, bucket)
+        val = dc.qsgd_decode(levels, scales, idx.size, 8, bucket)
+        arrays = (idx, levels, scales)
+    ref[idx] = val
+    msg = dc.wire_encode(
+        GRADIENT,
+        SENDER,
+        STEP,
+        GROUP,
+        ENC[name],
+        n,
+        weight,
+        *arrays,
+        bucket=bucket,
+        contiguous=contiguous,
+    )
+    return msg, ref
+
+
 def apply(
     msg: bytes,
     out: np.ndarray,
@@ -87,10 +122,15 @@ def test_round_trip(name, bits, n):
     h = apply(msg, out)
     np.testing.assert_allclose(out, base + np.float32(0.5) * ref, rtol=1e-6, atol=1e-6)
     assert (h["kind"], h["sender"], h["step"], h["group"]) == (GRADIENT, SENDER, STEP, GROUP)
-    assert (h["encoding"], h["n"], h["weight"], h["flags"]) == (ENC[name], n, 0.5, 0)
+    base_name, _, form = name.partition(":")
+    assert (h["encoding"], h["n"], h["weight"]) == (ENC[base_name], n, 0.5)
+    if form == "run" or (base_name.startswith("sparse") and n <= 5):  # k <= 1: a run too
+        assert h["flags"] == (CONTIGUOUS if h["k"] else 0), h
+    else:
+        assert h["flags"] == 0 and h["first"] is None, h
     assert len(msg) == dc.WIRE_HEADER_BYTES + h["payload_bytes"]
     assert h["payload_bytes"] == dc.wire_payload_bytes(
-        h["encoding"], n, h["k"], h["bits"], h["bucket"]
+        h["encoding"], n, h["k"], h["bits"], h["bucket"], h["flags"]
     )
     out2 = base.copy()
     apply(msg, out2, weight=2.0)  # an explicit weight overrides the header's
@@ -100,9 +140,29 @@ def test_round_trip(name, bits, n):
 def test_header_layout():
     msg, _ = make("dense_f32", 0, 4, seed=0, weight=0.25)
     fields = struct.unpack_from("<4sHHIIQHBBfQQQQ", msg)
-    assert fields[:-1] == (b"DLN1", 1, GRADIENT, SENDER, GROUP, STEP, 1, 32, 0, 0.25, 4, 4, 16)
+    assert fields[:-1] == (b"DLN1", 2, GRADIENT, SENDER, GROUP, STEP, 1, 32, 0, 0.25, 4, 4, 16)
+    assert dc.WIRE_VERSION == 2
     zeroed = msg[:56] + bytes(8) + msg[64:]
     assert fields[-1] == dc.wire_checksum(zeroed)
+
+
+def test_contiguous_header_and_payload_layout():
+    # sparse_f32, n = 10, entries 4, 5, 6: header flags 1, payload u32 first, f32 values[3]
+    idx = np.array([4, 5, 6], np.uint32)
+    val = np.array([1.5, -2.0, 0.25], np.float32)
+    msg, _ = make_sparse("sparse_f32", 10, idx, val)
+    fields = struct.unpack_from("<4sHHIIQHBBfQQQQ", msg)
+    assert fields[:-1] == (b"DLN1", 2, GRADIENT, SENDER, GROUP, STEP, 2, 32, 1, 0.5, 10, 3, 16)
+    assert struct.unpack_from("<I3f", msg, 64) == (4, 1.5, -2.0, 0.25) and len(msg) == 64 + 16
+    # sparse_qsgd8, bucket 2: u32 bucket, u32 first, f32 scales[2], i8 levels[3]
+    msg, _ = make_sparse("sparse_qsgd8", 10, idx, val, bucket=2)
+    fields = struct.unpack_from("<4sHHIIQHBBfQQQQ", msg)
+    assert fields[6:9] == (3, 8, 1) and fields[12] == 4 + 4 + 8 + 3 == len(msg) - 64
+    assert struct.unpack_from("<II2f", msg, 64) == (2, 4, 2.0, 0.25)
+    # the same indices as an explicit idx[3] section (flags 0): 4 * 3 bytes more
+    explicit, _ = make_sparse("sparse_f32", 10, idx, val, contiguous=False)
+    assert explicit[27] == 0 and len(explicit) == 64 + 24
+    assert struct.unpack_from("<3I3f", explicit, 64) == (4, 5, 6, 1.5, -2.0, 0.25)
 
 
 def test_checksum_reference_vectors():
@@ -271,3 +331,107 @@ def test_sparse_qsgd8_level_minus_128_is_rejected():
             assert out[4] == -1.0
         else:
             assert_rejected(msg, out, "packed levels byte [1]", "a level -128")
+
+
+def reseal(msg: bytes, **header: int) -> bytes:
+    """msg with these header fields (flags, k) overwritten and its checksum recomputed."""
+    b = bytearray(msg)
+    for field, value in header.items():
+        offset, fmt = {"flags": (27, "<B"), "k": (40, "<Q"), "payload_bytes": (48, "<Q")}[field]
+        struct.pack_into(fmt, b, offset, value)
+    b[56:64] = bytes(8)
+    struct.pack_into("<Q", b, 56, dc.wire_checksum(bytes(b)))
+    return bytes(b)
+
+
+def reference_payload_bytes(name: str, k: int, contiguous: bool, bucket: int) -> int:
+    """format.h section 4, written out: what a sparse message's payload must weigh."""
+    idx_bytes = 4 if contiguous else 4 * k
+    if name == "sparse_f32":
+        return idx_bytes + 4 * k
+    return 4 + idx_bytes + 4 * -(-k // bucket) + k
+
+
+def index_sets(n: int) -> st.SearchStrategy[list[int]]:
+    """Sorted distinct indices < n: a run of consecutive ones (any first, any length) or any set."""
+    run = st.integers(0, n).flatmap(
+        lambda k: st.integers(0, n - k).map(lambda first: list(range(first, first + k)))
+    )
+    return st.one_of(run, st.sets(st.integers(0, n - 1), max_size=n).map(sorted))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    name=st.sampled_from(["sparse_f32", "sparse_qsgd8"]),
+    n=st.integers(1, 300),
+    bucket=st.integers(1, 40),
+    contiguous=st.sampled_from([None, False]),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_sparse_forms_against_numpy(name, n, bucket, contiguous, seed, data):
+    idx_list = data.draw(index_sets(n), label="idx")
+    idx = np.array(idx_list, np.uint32)
+    k = idx.size
+    rng = np.random.default_rng(seed)
+    val = rng.standard_normal(k).astype(np.float32)
+    msg, dense = make_sparse(name, n, idx, val, 0.5, seed, bucket, contiguous)
+    # numpy reference: consecutive indices travel as CONTIGUOUS unless contiguous=False
+    run = k >= 1 and idx_list == list(range(idx_list[0], idx_list[0] + k))
+    as_run = run and contiguous is None
+    assert len(msg) == 64 + reference_payload_bytes(name, k, as_run, bucket)
+    base = rng.standard_normal(n).astype(np.float32)
+    out = base.copy()
+    h = apply(msg, out)
+    assert h["flags"] == (CONTIGUOUS if as_run else 0)
+    assert h["first"] == (idx_list[0] if as_run else None)
+    want = base.copy()
+    want[idx] += np.float32(0.5) * dense[idx]  # dense: the values (decoded 8-bit) at idx
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+    outside = np.ones(n, bool)
+    outside[idx] = False
+    assert out[outside].tobytes() == base[outside].tobytes()  # nothing else is touched
+
+
+def test_contiguous_true_needs_consecutive_indices():
+    v = np.ones(2, np.float32)
+    with pytest.raises(dlion.InvalidArgumentError, match="not consecutive"):
+        make_sparse("sparse_f32", 10, np.array([1, 3], np.uint32), v, contiguous=True)
+    msg, _ = make_sparse("sparse_f32", 10, np.array([1, 2], np.uint32), v, contiguous=True)
+    assert msg[27] == CONTIGUOUS
+    with pytest.raises(dlion.InvalidArgumentError, match="sparse encoding"):
+        dc.wire_encode(GRADIENT, 0, 0, 0, ENC["dense_f32"], 2, 1.0, v, contiguous=True)
+    with pytest.raises(dlion.InvalidArgumentError):
+        dc.wire_payload_bytes(ENC["dense_f32"], 4, 4, 32, 0, CONTIGUOUS)
+    with pytest.raises(dlion.InvalidArgumentError):
+        dc.wire_payload_bytes(ENC["sparse_f32"], 4, 0, 32, 0, CONTIGUOUS)  # k = 0
+    with pytest.raises(dlion.InvalidArgumentError):
+        dc.wire_payload_bytes(ENC["sparse_f32"], 4, 2, 32, 0, 2)  # an unknown flag
+    assert dc.wire_payload_bytes(ENC["sparse_f32"], 4, 2, 32, 0, CONTIGUOUS) == 12
+
+
+@pytest.mark.parametrize("name", ["sparse_f32", "sparse_qsgd8"])
+def test_bad_flags_and_first_rejected_despite_checksum(name):
+    out = np.zeros(10, np.float32)
+    run = sparse_msg(name, [4, 5, 6])  # CONTIGUOUS, first 4
+    explicit = sparse_msg(name, [1, 5])
+    assert run[27] == CONTIGUOUS and explicit[27] == 0
+    for bad in (2, 0x80, 0xFF):  # unknown bits, with or without CONTIGUOUS
+        assert_rejected(reseal(run, flags=bad), out, f"flags is {bad}", "expected 0 or 1")
+    # CONTIGUOUS on an explicit message (or cleared on a run): the payload no longer fits
+    assert_rejected(reseal(explicit, flags=CONTIGUOUS), out, "payload_bytes", "flags = 1")
+    assert_rejected(reseal(run, flags=0), out, "payload_bytes", "flags = 0")
+    # CONTIGUOUS with k = 0
+    empty = sparse_msg(name, [])
+    assert_rejected(reseal(empty, flags=CONTIGUOUS), out, "k is 0", ">= 1 with flags CONTIGUOUS")
+    # a run past the end: first + k > n
+    assert_rejected(sparse_msg(name, [8, 9, 10]), out, "first is 8", "<= n - k = 7")
+    assert_rejected(sparse_msg(name, [2**32 - 1]), out, "first is 4294967295", "<= n - k = 9")
+    apply(sparse_msg(name, [7, 8, 9]), out)  # the last possible run applies
+    assert out[7] == out[8] == out[9] == 1 and out.sum() == 3
+
+
+def test_contiguous_flag_on_a_dense_encoding_is_rejected():
+    msg, _ = make("dense_f32", 0, 4, seed=0)
+    out = np.zeros(4, np.float32)
+    assert_rejected(reseal(msg, flags=CONTIGUOUS), out, "flags is 1", "sparse encodings 2 and 3")

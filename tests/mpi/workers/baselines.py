@@ -7,6 +7,8 @@ each link's residual and what it sends (the policy's selection rule), so it can 
   * the engine's residual of each of its links == the simulated one (what is kept);
   * sum over steps of what it received + its peers' residuals for it == the sum of its peers'
     gradients (nothing lost), from the engine's values alone.
+Ako also reports the bytes each link sent per step (dlion.link_stats), with float and with
+8-bit values, for the test to hold against the wire format's values-only size.
 Scenario (argv[1]): "gaia" (two fused buffers; parameters change every step) or "ako".
 DLION_TEST_SITES="A,A,B,B" sets each rank's site.
 """
@@ -91,7 +93,11 @@ sent_log: dict = {}
 received = {n: np.zeros(SIZES[n], np.float64) for n in SIZES}
 grads_sum = {n: np.zeros(SIZES[n], np.float64) for n in SIZES}
 counts = {"cross_fraction": [], "intra_dense": True}
+peers = [d for d in range(size) if d != rank]
+bytes_per_step: list[dict[int, int]] = []  # per step: {peer: bytes sent on that link}
+msgs_per_step: list[dict[int, int]] = []
 for step in range(STEPS):
+    before = dlion.link_stats()
     set_params(step)
     if step == STEPS - 1:
         policy.synchronize_next()
@@ -100,8 +106,12 @@ for step in range(STEPS):
         g = grad(n, rank, step)
         buf = g.copy()
         pending.append((n, g, buf, policy.start(buf, name=names[n])))
-    for n, g, buf, h in pending:
+    for *_, h in pending:
         assert h.wait(60)
+    after = dlion.link_stats()  # messages count when queued, so a step's are all in
+    bytes_per_step.append({d: after[d].bytes_sent - before[d].bytes_sent for d in peers})
+    msgs_per_step.append({d: after[d].messages_sent - before[d].messages_sent for d in peers})
+    for n, g, buf, _ in pending:
         expected = W * g
         for s in range(size):
             if s != rank:
@@ -154,6 +164,33 @@ for n in SIZES:
     lost = max(lost, float(np.abs(received[n] + owed - grads_sum[n]).max()))
     scale = max(scale, float(np.abs(grads_sum[n]).max()))
 
+# Ako with 8-bit values: the bytes of each step's message, and the aggregate: exact outside the
+# partition, within the quantization error of its bucket's scale inside (step 0: no residual).
+ako8: dict = {"bytes_per_step": [], "msgs_per_step": [], "outside_exact": True, "inside_err": 0.0}
+if scenario == "ako":
+    policy8 = dlion.AkoExchange(3, bits=8, bucket=100)
+    for step in range(3):
+        before = dlion.link_stats()
+        g = grad("g0", rank, 100 + step)
+        buf = g.copy()
+        assert policy8.start(buf, name="ako8.g0").wait(60)
+        after = dlion.link_stats()
+        ako8["bytes_per_step"].append(
+            {d: after[d].bytes_sent - before[d].bytes_sent for d in peers}
+        )
+        ako8["msgs_per_step"].append(
+            {d: after[d].messages_sent - before[d].messages_sent for d in peers}
+        )
+        off, k = partition(g.size, 3, step % 3)
+        if step == 0:
+            peer_sum = sum(grad("g0", s, 100) for s in peers)
+            outside = np.ones(g.size, bool)
+            outside[off : off + k] = False
+            ako8["outside_exact"] = bool(np.array_equal(buf[outside], (W * g)[outside]))
+            got = (buf[off : off + k] - W * g[off : off + k]) / W
+            bound = sum(np.abs(grad("g0", s, 100)[off : off + k]).max() for s in peers) / 127
+            ako8["inside_err"] = float(np.abs(got - peer_sum[off : off + k]).max() / bound)
+
 # Ako: the partition sent at step t carries the sum of that partition's last p gradients.
 ako_sum_error = 0.0
 if scenario == "ako":
@@ -178,6 +215,9 @@ report(
         "cross_fraction": counts["cross_fraction"],
         "intra_dense": bool(counts["intra_dense"]),
         "ako_sum_error": ako_sum_error,
+        "bytes_per_step": bytes_per_step,
+        "msgs_per_step": msgs_per_step,
+        "ako8": ako8,
         "residual_nonzero": int(
             sum(
                 np.count_nonzero(residual[(n, rank, d)])

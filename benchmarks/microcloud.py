@@ -105,12 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gaia-bits", type=int, choices=(8, 32), default=8, help="Gaia's values")
     p.add_argument("--ako-partitions", type=int, default=4)
     p.add_argument("--staleness", type=int, default=0, help="for every peer policy")
-    p.add_argument(
-        "--no-charge",
-        action="store_true",
-        help="in-process: do not charge the "
-        "batcher's and knowledge transfer's collectives WAN time",
-    )
     p.add_argument("--timeout", type=float, default=0, help="seconds per launch (0: auto)")
     p.add_argument("--out", default=str(HERE / "results"), help="results folder")
     p.add_argument("--stem", default="microcloud", help="file names in --out")

@@ -88,7 +88,6 @@ def worker_args(
         f"--ako-partitions={args.ako_partitions}",
         f"--staleness={args.staleness}",
         f"--max-steps={args.max_steps}",
-        f"--charge-collectives={0 if args.no_charge or mode == 'microcloud' else 1}",
         f"--result={result}",
     ]
     if mode == "inprocess":

@@ -54,7 +54,6 @@ def summarize_run(run: dict[str, Any], targets: list[float]) -> dict[str, Any]:
         "mb_per_link": run["mb_per_link"],
         "mb_per_wan_link": run["mb_per_wan_link"],
         "mb_per_site_link": run["mb_per_site_link"],
-        "charged_collective_s": run["charged_collective_s"],
         "describe": run["describe"],
         "batch_split": run["batch_split"],
         "transfers": run["transfers"],

@@ -6,12 +6,12 @@ and trains until the *training* wall time (evaluation excluded) reaches the budg
 decides, every ``CHECK`` steps, whether to evaluate or stop (one small broadcast), so every
 rank evaluates and stops at the same step. Rank 0 writes the curves to ``--result`` (JSON).
 
-Costs the in-process emulation does not pace: ``DLION_EMULATE`` paces peer messages and the
-collective engine's ring allreduces only, so the collectives DLion's own techniques add on top of
-the exchange (the dynamic batcher's allgather of speeds, knowledge transfer's score allgather and
-parameter broadcast) are charged the emulated wide-area time explicitly (``--charge-collectives``,
-on by default): every rank sleeps ``rounds * latency + bytes / bandwidth`` of the slowest link. The
-benchmark's own control broadcast is not charged (it is harness, the same for every policy).
+Nothing is charged by hand: under the in-process emulation every collective the policies run
+(the exchange, the dynamic batcher's and knowledge transfer's rounds, the optimizer's control
+rounds) takes its emulated wide-area time inside dlion (``dlion.emulate_collectives``), and on the
+real network the links are real. The harness's own evaluation and control rounds take it too,
+but outside the training clock (evaluation) or equally for every policy (the control broadcast
+every ``CHECK`` steps).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kt-every", type=int, default=100)
     p.add_argument("--staleness", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop a policy after N steps (0: off)")
-    p.add_argument("--charge-collectives", type=int, default=1)
     p.add_argument("--sites", default=None, help="site of each rank, e.g. A,A,B,B")
     p.add_argument("--data", default=None)
     p.add_argument("--result", required=True)
@@ -73,7 +72,6 @@ def main(argv: list[str] | None = None) -> None:
     held_out = (ds.x_train[n_train:], ds.y_train[n_train:])
     test_idx = data.shard(min(args.test_samples, len(ds.y_test)), rank, size, shuffle=False)
     x_test, y_test = ds.x_test[test_idx], ds.y_test[test_idx]
-    wan = _wan_cap(dlion)
     out: dict[str, Any] = {
         "ranks": size,
         "sites": dlion.sites(),
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         "policies": {},
     }
     for policy in args.policies.split(","):
-        ctx = _Run(args, policy, ds, n_train, held_out, x_test, y_test, wan, dlion, keras, tf)
+        ctx = _Run(args, policy, ds, n_train, held_out, x_test, y_test, dlion, keras, tf)
         result = ctx.train()
         if rank == 0:
             out["policies"][policy] = result
@@ -100,25 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     dlion.shutdown()
 
 
-def _wan_cap(dlion: Any) -> tuple[float, float]:
-    """(bandwidth bytes/s, latency s) of this rank's slowest emulated link; (0, 0) if none."""
-    caps = [
-        (s.emulated_bandwidth_Bps, s.emulated_latency_s)
-        for s in dlion.link_stats().values()
-        if s.emulated_bandwidth_Bps > 0 or s.emulated_latency_s > 0
-    ]
-    if not caps:
-        return 0.0, 0.0
-    bws = [c[0] for c in caps if c[0] > 0]
-    return (min(bws) if bws else 0.0), max(c[1] for c in caps)
-
-
 class _Run:
     """One policy's training run on this rank."""
 
-    def __init__(self, args, policy, ds, n_train, held_out, x_test, y_test, wan, dlion, keras, tf):
+    def __init__(self, args, policy, ds, n_train, held_out, x_test, y_test, dlion, keras, tf):
         self.args, self.policy, self.dlion, self.tf = args, policy, dlion, tf
-        self.wan = wan
         self.x_test, self.y_test = x_test, y_test
         rank, size = dlion.rank(), dlion.size()
         from dlion import data
@@ -162,7 +146,6 @@ class _Run:
             return tf.argmax(model(x, training=False), axis=1)
 
         self.grads_of, self.predict = grads_of, predict
-        self.charged_s = 0.0
 
     # -- pieces -------------------------------------------------------------------------------
     def accuracy(self) -> float:
@@ -171,15 +154,6 @@ class _Run:
         )
         self.dlion.allreduce(correct, op="sum", name=f"mc.{self.policy}.accuracy")
         return float(correct[0] / correct[1])
-
-    def charge(self, rounds: int, nbytes: int) -> None:
-        """Sleep what ``rounds`` latencies and ``nbytes`` over the emulated WAN would take."""
-        bw, lat = self.wan
-        if not self.args.charge_collectives or (bw <= 0 and lat <= 0):
-            return
-        pause = rounds * lat + (nbytes / bw if bw > 0 else 0.0)
-        self.charged_s += pause
-        time.sleep(pause)
 
     def step(self, step: int, last: bool) -> None:
         dlion, b = self.dlion, self.batcher
@@ -195,12 +169,8 @@ class _Run:
         self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
         if b is not None:
             b.step_done(len(y))
-            if b.step % b.check_every == 0:
-                self.charge(2, 16 * dlion.size())  # allgather of (rate, step) per rank
         if self.kt is not None:
-            report = self.kt.maybe_transfer(step + 1, self.model)
-            if report is not None:
-                self.charge(2 + (1 if report.bytes_broadcast else 0), report.bytes_broadcast)
+            self.kt.maybe_transfer(step + 1, self.model)
 
     def control(self, train_s: float, next_eval: float, steps: int) -> tuple[bool, bool]:
         """Rank 0's decision, broadcast: (evaluate now, stop now)."""
@@ -263,7 +233,6 @@ class _Run:
             "mb_per_link": float(np.mean([mb for _, mb, _ in links])) if links else None,
             "mb_per_wan_link": float(np.mean(wan)) if wan else None,
             "mb_per_site_link": float(np.mean(lan)) if lan else None,
-            "charged_collective_s": self.charged_s,
             "batch_split": list(self.batcher.batches) if self.batcher else None,
             "transfers": len(self.kt.history) if self.kt else None,
         }

@@ -25,8 +25,9 @@ real only when the emulated link would have delivered it (``csrc/engine/link.h``
 pair's cap is one wire shared by every rank pair that crosses it (the ranks of one host share
 it through a table in shared memory, ``csrc/engine/site_clocks.h``); a rank-pair item is a link
 of its own. The collective engine's ring allreduces (``dlion.Allreduce`` above
-``ring_threshold_bytes``) are paced on the same links; MPI's own collectives (small
-allreduces, broadcasts, allgathers) are not.
+``ring_threshold_bytes``) are paced on the same links; the operations that run on MPI's own
+collectives (small allreduces, allgathers, broadcasts, barriers, every operation's negotiation)
+are held for the wide-area latencies they take on a real network (:mod:`dlion.emulate_collectives`).
 """
 
 from __future__ import annotations

@@ -64,8 +64,9 @@ def exchange(kind: str, payload: bytes, name: str, layout: str = "") -> list[byt
     Raises ``InvalidArgumentError`` when some rank refused this call (naming it and its
     error) and ``MismatchError`` when some rank made another call under this name.
     """
-    handle = runtime.engine().allgather(frame(kind, payload), name, layout or kind)
-    handle.wait()
+    framed = frame(kind, payload)
+    handle = runtime.engine().allgather(framed, name, layout or kind)
+    runtime.emulated(handle, "allgather", len(framed)).wait()
     chunks = [_unframe(c) for c in handle.result()]
     me = runtime.rank()
     refused = [(r, p.decode("utf-8", "replace")) for r, (k, p) in enumerate(chunks) if k == REFUSED]

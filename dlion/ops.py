@@ -41,7 +41,8 @@ def allreduce_async(
     """Start an in-place allreduce of ``array``; ``handle.wait()`` completes it."""
     try:
         check_name(name, "allreduce")
-        return runtime.engine().allreduce(array, op, name, signature)
+        handle = runtime.engine().allreduce(array, op, name, signature)
+        return runtime.emulated(handle, "allreduce", array.nbytes)
     except (InvalidArgumentError, TypeError) as e:
         refuse(_invalid(e, "allreduce", name), name)
 
@@ -64,7 +65,9 @@ def allreduce(
             raise InvalidArgumentError(f"{where}: op must be one of {REDUCE_OPS}, not {op!r:.60}")
         _check_array(array, where, "allreduce", writable=True)
         if array.dtype in _ENGINE_DTYPES and op in ("average", "sum"):
-            handle = runtime.engine().allreduce(array, op, name, 0)
+            handle = runtime.emulated(
+                runtime.engine().allreduce(array, op, name, 0), "allreduce", array.nbytes
+            )
         else:
             _check_gather_reduction(array, op, where)
             handle = None
@@ -192,7 +195,9 @@ def broadcast(array: np.ndarray, root_rank: int = 0, name: str = "broadcast") ->
         where = f"rank {runtime.rank()}: broadcast '{name}'"
         root = check_root(root_rank, where)
         _check_array(array, where, "broadcast", writable=True)
-        handle = runtime.engine().broadcast(array, root, name, 0)
+        handle = runtime.emulated(
+            runtime.engine().broadcast(array, root, name, 0), "broadcast", array.nbytes
+        )
     except InvalidArgumentError as e:
         refuse(e, name)
     handle.wait()
@@ -272,7 +277,7 @@ def barrier(name: str = "barrier") -> None:
         check_name(name, "barrier")
     except InvalidArgumentError as e:
         refuse(e, name)
-    runtime.engine().barrier(name).wait()
+    runtime.emulated(runtime.engine().barrier(name), "barrier", 0).wait()
 
 
 def _invalid(error: Exception, what: str, name: Any) -> Exception:

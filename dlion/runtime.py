@@ -34,6 +34,7 @@ import dlion_core as _core
 
 from . import timeline
 from .config import Config
+from .emulate_collectives import CollectiveCost, DelayedHandle, cost_of
 from .emulate_spec import Spec
 from .emulate_spec import parse as parse_emulation
 from .errors import InvalidArgumentError, NotInitializedError
@@ -74,6 +75,7 @@ class _State:
     topology: _Topology
     emulation: Spec
     lan: bool = False
+    collective_cost: CollectiveCost | None = None  # emulated cost of MPI's own collectives
     parts: dict[Callable[[], Any], Any] = field(default_factory=dict)  # see run_state()
 
 
@@ -138,6 +140,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         topology=topology,
         emulation=emulation,
         lan=lan,
+        collective_cost=_collective_cost(emulation, topology, config),
     )
     if config.timeline:
         timeline.start(config.timeline, topology.rank, topology.size)
@@ -390,6 +393,26 @@ def _set_emulation(spec: Spec) -> None:
     state.peers.set_caps(caps)
     state.engine.set_caps(caps)
     state.emulation = spec
+    state.collective_cost = _collective_cost(spec, state.topology, state.config)
+
+
+def _collective_cost(spec: Spec, topology: _Topology, config: Config) -> CollectiveCost | None:
+    sites = list(topology.sites)
+    caps = [
+        [(c.bandwidth_Bps, c.latency_s) for c in spec.caps(r, sites)] for r in range(len(sites))
+    ]
+    return cost_of(caps, sites, config.ring_threshold_bytes)
+
+
+def emulated(handle: _core.Handle, kind: str, nbytes: int) -> _core.Handle:
+    """``handle`` of a collective operation of ``kind`` moving ``nbytes`` per rank, held until
+    the emulated links would have carried it (:mod:`dlion.emulate_collectives`); as it is when
+    no link is emulated."""
+    cost = _require().collective_cost
+    if cost is None:
+        return handle
+    release = time.monotonic() + cost.delay(kind, nbytes)
+    return DelayedHandle(handle, release)  # type: ignore[return-value]
 
 
 def _emulation() -> Spec:

@@ -65,3 +65,24 @@ def test_dense_allreduce_is_paced_on_the_site_links(hierarchical):
         wan_bytes = 6 * N_ALLREDUCE * 4 / 4
     rate = wan_bytes / rec["seconds"]
     assert abs(rate - RATE) < 0.25 * RATE, (rate, rec)
+
+
+LATENCY = 0.05  # s, A-B:20mbit:50ms
+
+
+def test_small_collectives_take_the_wide_area_latencies_they_take_on_a_real_network():
+    """MPI's own collectives cannot be paced message by message; each is held for the rounds
+    measured on the real-network testbed (dlion.emulate_collectives.ROUNDS)."""
+    from dlion.emulate_collectives import ROUNDS
+
+    res = run_mpi(
+        "sitelinks", 4, "control", str(RATE), timeout=180, env={"DLION_EMULATE": "A-B:20mbit:50ms"}
+    )
+    assert res.returncode == 0, res.explain()
+    for rec in res.records():
+        for kind, rounds in ROUNDS.items():
+            assert rec[kind] >= rounds * LATENCY, (kind, rec)
+        assert rec["allreduce_result"] == [6.0] * 4, rec
+        assert rec["allgather_result"] == [0, 1, 2, 3], rec
+        assert rec["broadcast_result"] == [3.0] * 4, rec
+        assert rec["early_wait"] is False and rec["late_wait"] is True, rec

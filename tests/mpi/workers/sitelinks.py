@@ -15,6 +15,10 @@ flows
 allreduce
     A dense ``dlion.allreduce`` (sum) of ``N_ALLREDUCE`` floats, paced on the same links:
     reports its seconds (slowest rank) and whether the result is exact.
+control
+    Small operations on MPI's own collectives (allreduce, allgather, broadcast, barrier):
+    reports each one's seconds (the fastest of 3), whether their results are right, and
+    whether a wait with a timeout shorter than the emulated latency returns False first.
 """
 
 import os
@@ -118,5 +122,29 @@ def allreduce() -> dict:
     }
 
 
-report(rank, flows() if SCENARIO == "flows" else allreduce())
+def control() -> dict:
+    """Small operations across the emulated sites: timed, results checked."""
+    x = np.full(4, float(rank), np.float32)
+    ops = {
+        "allreduce": lambda: dlion.allreduce(x.copy(), op="sum", name="c.ar"),
+        "allgather": lambda: dlion.allgather_object(rank, name="c.ag"),
+        "broadcast": lambda: dlion.broadcast(x.copy(), root_rank=3, name="c.bc"),
+        "barrier": lambda: dlion.barrier("c.barrier"),
+    }
+    out: dict = {}
+    for kind, op in ops.items():
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            result = op()
+            times.append(time.perf_counter() - start)
+        out[kind] = min(times)
+        out[kind + "_result"] = None if result is None else np.asarray(result).tolist()
+    handle = dlion.allreduce_async(np.ones(4, np.float32), "sum", "c.async")
+    out["early_wait"] = handle.wait(0.01)
+    out["late_wait"] = handle.wait()
+    return out
+
+
+report(rank, {"flows": flows, "allreduce": allreduce, "control": control}[SCENARIO]())
 dlion.shutdown()

@@ -6,6 +6,8 @@ seeds; a time to target that was not reached within the budget counts as longer 
 was (so the median of 3 seeds is "not reached" when 2 of the 3 did not reach it).
 
     python benchmarks/microcloud_report.py benchmarks/results/microcloud.json   # table again
+    python benchmarks/microcloud_report.py --out benchmarks/results --readme README.md \
+        benchmarks/results/realnet.json benchmarks/results/inprocess.json        # merged
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ def _cell_time(sp: dict[str, Any], budget: float) -> str:
     if sp["n"] == 0:
         return "-"
     med = "not reached" if sp["median"] is None else f"{sp['median']:.1f}"
+    if sp["n"] == 1:
+        return med
     return f"{med} [{_s(sp['min'], budget)}, {_s(sp['max'], budget)}]"
 
 
@@ -262,15 +266,50 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
     return paths
 
 
+def parts(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where the cells of ``results`` come from: one entry per command that produced some."""
+    if "parts" in results:
+        return list(results["parts"])
+    keys = ("commit", "dirty", "command", "seconds_total", "machine")
+    return [{**{k: results.get(k) for k in keys}, "cells": list(results["cells"])}]
+
+
+def merge(many: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report of the cells of several results (same targets and evaluation settings)."""
+    first = many[0]
+    for other in many[1:]:
+        for key in ("targets", "eval_every_s", "test_samples"):
+            if other[key] != first[key]:
+                raise SystemExit(
+                    f"cannot merge results with different {key}: {first[key]} and {other[key]}"
+                )
+    cells: dict[str, Any] = {}
+    for r in many:
+        cells.update(r["cells"])
+    return {
+        "targets": first["targets"],
+        "eval_every_s": first["eval_every_s"],
+        "test_samples": first["test_samples"],
+        "parts": [p for r in many for p in parts(r)],
+        "cells": cells,
+    }
+
+
 def markdown(results: dict[str, Any]) -> str:
-    """The whole report: provenance line, tables."""
-    dirty = " (with uncommitted changes)" if results.get("dirty") else ""
+    """The whole report: where it comes from, then the tables."""
+    lines = []
+    for part in parts(results):
+        dirty = " (with uncommitted changes)" if part.get("dirty") else ""
+        lines.append(
+            f"- {', '.join(part['cells'])}: commit `{str(part['commit'])[:12]}`{dirty}, "
+            f"`{part['command']}` ({(part.get('seconds_total') or 0) / 60:.0f} min on "
+            f"{part['machine']})"
+        )
     return (
-        f"Produced by commit `{results['commit'][:12]}`{dirty} with\n`{results['command']}`\n"
-        f"({results['seconds_total'] / 60:.0f} min on {results['machine']}; evaluation every "
-        f"{results['eval_every_s']:g} s of training on {results['test_samples']} test samples; "
-        "policy order rotated between seeds; cells: median [min, max] over seeds).\n\n"
-        + table(results)
+        "Produced by\n\n" + "\n".join(lines) + "\n\n"
+        f"Evaluation every {results['eval_every_s']:g} s of training on "
+        f"{results['test_samples']} test samples; policy order rotated between seeds; cells: "
+        "median [min, max] over seeds.\n\n" + table(results)
     )
 
 
@@ -301,7 +340,30 @@ def update_readme(readme: Path, results: dict[str, Any], images: list[str]) -> N
     readme.write_text(head + body + rest.split(END, 1)[1])
 
 
+def main(argv: list[str] | None = None) -> None:
+    """Print (and with --readme write) the report of one or more results files."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("results", nargs="+", help="microcloud JSON files (their cells are merged)")
+    p.add_argument("--out", default=None, help="write the merged JSON, markdown and plots here")
+    p.add_argument("--stem", default="microcloud")
+    p.add_argument("--readme", default=None, help="rewrite this README's Results block")
+    args = p.parse_args(argv)
+    results = merge([json.loads(Path(f).read_text()) for f in args.results])
+    images: list[str] = []
+    if args.out:
+        paths = write(results, Path(args.out), args.stem)
+        images = [v for k, v in paths.items() if k.startswith("plot")]
+    if args.readme:
+        readme = Path(args.readme)
+        update_readme(
+            readme,
+            results,
+            [str(Path(i).resolve().relative_to(readme.resolve().parent)) for i in images],
+        )
+    print(markdown(results))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python benchmarks/microcloud_report.py RESULTS.json")
-    print(markdown(json.loads(Path(sys.argv[1]).read_text())))
+    main(sys.argv[1:])

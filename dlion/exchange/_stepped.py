@@ -15,26 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-import dlion_core as _core
-
 from .. import runtime
 from .peer import LinkPlan, PeerExchange, last_step
-
-#: A link plan with a selection rule: (encoding, k, bits, bucket, error_feedback, select,
-#: threshold, offset); select 0 top-k, 1 threshold, 2 range (csrc/wire/encode.h).
-SelectPlan = tuple[int, int, int, int, bool, int, float, int]
-SELECT_TOPK, SELECT_THRESHOLD, SELECT_RANGE = 0, 1, 2
-
-
-def sparse_encoding(bits: int) -> int:
-    """The wire encoding of sparse values as float32 (``bits=32``) or 8-bit QSGD (``bits=8``)."""
-    enc = _core.WIRE_ENCODINGS
-    return int(enc["sparse_qsgd8"] if bits == 8 else enc["sparse_f32"])
-
-
-def dense_plan(bucket: int) -> SelectPlan:
-    """A link that carries the dense float32 gradient (no residual)."""
-    return (int(_core.WIRE_ENCODINGS["dense_f32"]), 0, 0, bucket, False, SELECT_TOPK, 0.0, 0)
+from .plans import SELECT_THRESHOLD, SelectPlan
 
 
 class SteppedPeerExchange(PeerExchange):

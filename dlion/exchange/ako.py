@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from .. import runtime
 from ..errors import InvalidArgumentError
-from ._stepped import SELECT_RANGE, SelectPlan, SteppedPeerExchange, sparse_encoding
+from ._stepped import SteppedPeerExchange
+from .plans import SELECT_RANGE, SelectPlan, sparse_encoding
 
 
 def partition(n: int, p: int, j: int) -> tuple[int, int]:

@@ -40,14 +40,9 @@ import numpy as np
 
 from .. import runtime
 from ..errors import InvalidArgumentError
-from ._stepped import (
-    SELECT_THRESHOLD,
-    SelectPlan,
-    SteppedPeerExchange,
-    dense_plan,
-    sparse_encoding,
-)
+from ._stepped import SteppedPeerExchange
 from .peer import Topology
+from .plans import SELECT_THRESHOLD, SelectPlan, dense_plan, sparse_encoding
 
 Params = Sequence[Any] | Callable[[], Sequence[Any]]
 

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import runtime
+from .plans import dense_plan
 
-DENSE_PLAN = (1, 0, 0, 512, False, 0, 0.0, 0)  # dense float32, no error feedback, top-k rule
+DENSE_PLAN = dense_plan(512)  # dense float32, no error feedback
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,8 @@ HEADLINE = {
         "dlion,dlion-ranks,dlion-nobatch,dlion-nokt,dlion-overlap,gaia,ako,allreduce,horovod"
     ),
     ("microcloud", "3site"): "dlion,dlion-ranks,gaia,ako,allreduce,horovod",
-    ("inprocess", "wan-hetero"): "dlion,dlion-ranks,gaia,ako,allreduce",
-    ("inprocess", "3site"): "dlion,dlion-ranks,gaia,allreduce",
+    ("inprocess", "wan-hetero"): "dlion,dlion-ranks,gaia,allreduce",
+    ("inprocess", "3site"): "dlion,gaia,allreduce",
 }
 HEADLINE_BUDGET = 75.0
 

@@ -76,7 +76,7 @@ for batch, (images, labels) in enumerate(dataset.take(80 // hvd.size())):
     loss_value = training_step(images, labels, batch == 0)
     losses.append(float(loss_value))
     if batch % 10 == 0 and hvd.local_rank() == 0:
-        print("Step #%d\tLoss: %.6f" % (batch, loss_value))
+        print(f"Step #{batch}\tLoss: {float(loss_value):.6f}")
 
 weights = [v.numpy() for v in mnist_model.variables]
 test_probs = mnist_model(ds.x_test[:512], training=False).numpy()

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from dlion.quiet import import_tensorflow
+
+import_tensorflow()  # without TF's start-up notices on every rank (not in Horovod's script)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -95,7 +95,9 @@ def main() -> None:
 
     dlion.init()
     threads = args.threads or max(1, (os.cpu_count() or 1) // dlion.local_size())
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dlion.quiet import import_tensorflow
+
+    import_tensorflow()  # without TF's start-up notices on every rank
     import keras
     import numpy as np
     import tensorflow as tf
@@ -240,6 +242,12 @@ def main() -> None:
                     + (f"  transfers {transfers}" if kt is not None else ""),
                     flush=True,
                 )
+    if not exchange.replicas_identical:
+        # A decentralized exchange ends with one replica per rank: make them one model (the
+        # weighted mean, weights as in the exchange) before it is evaluated and saved.
+        dlion.average_replicas(model, weight=getattr(exchange, "weight", None))
+        if rank == 0:
+            print(f"averaged the {size} replicas into one model", flush=True)
     if args.checkpoint_dir and not (args.checkpoint_every and step % args.checkpoint_every == 0):
         save()  # the final state, unless the loop just saved it
     wall = time.perf_counter() - start

@@ -9,8 +9,6 @@ decided it, is what lets a user know whether rank 0's model is the model. ``quie
 
 from __future__ import annotations
 
-from . import runtime
-
 
 def _rate(bytes_per_s: float) -> str:
     for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
@@ -19,21 +17,24 @@ def _rate(bytes_per_s: float) -> str:
     return f"{bytes_per_s:.3g} B/s"
 
 
-def exchange_mode() -> str:
-    """The line: ranks and sites, the probe's verdict, and the mode it leads to."""
-    size, sites = runtime.size(), runtime.sites()
-    n_sites = len(set(sites))
-    lan_Bps = runtime.config().lan_bandwidth_Bps
-    slowest = runtime.slowest_link_Bps()
+def exchange_mode(
+    sites: list[str], lan_bandwidth_Bps: float, slowest_Bps: float | None, lan: bool
+) -> str:
+    """The line, from every rank's site, the LAN threshold, the slowest link the probe
+    measured (``None``: none measured) and the probe's verdict (``lan``)."""
+    size, n_sites = len(sites), len(set(sites))
     head = f"dlion: {size} ranks on {n_sites} site{'s' if n_sites != 1 else ''}"
-    if lan_Bps <= 0:
+    if lan_bandwidth_Bps <= 0:
         why = "the LAN test is off (lan_bandwidth_Bps=0)"
-    elif slowest is None:
+    elif slowest_Bps is None:
         why = "one site, no emulated links"
     else:
-        sign = ">=" if runtime.all_links_fast() else "<"
-        why = f"slowest link measured {_rate(slowest)} {sign} lan_bandwidth_Bps {_rate(lan_Bps)}"
-    if runtime.all_links_fast():
+        sign = ">=" if lan else "<"
+        why = (
+            f"slowest link measured {_rate(slowest_Bps)} {sign} lan_bandwidth_Bps "
+            f"{_rate(lan_bandwidth_Bps)}"
+        )
+    if lan:
         mode = "PerLinkExchange runs as a dense allreduce (replicas stay identical)"
     else:
         where = "site-aware" if 1 < n_sites < size else "rank to rank"

@@ -144,7 +144,8 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     if topology.rank == 0 and topology.size > 1 and not config.quiet:
         from .announce import exchange_mode
 
-        print(exchange_mode(), file=sys.stderr, flush=True)
+        line = exchange_mode(list(topology.sites), config.lan_bandwidth_Bps, slowest, lan)
+        print(line, file=sys.stderr, flush=True)
     if config.timeline:
         timeline.start(config.timeline, topology.rank, topology.size)
     if not _atexit_registered:

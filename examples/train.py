@@ -8,7 +8,8 @@
 
 Each rank trains on its own shard. The exchange is dlion's per-link prioritized exchange
 (--exchange perlink, the default: top-k per link sized to the link's measured bandwidth, dense
-on fast links) or Horovod's dense allreduce (--exchange allreduce). --batching dynamic sizes each
+on fast links) or Horovod's dense allreduce (--exchange allreduce); --compression fp16 sends the
+dense average in half precision instead (Horovod's compression=). --batching dynamic sizes each
 rank's batch to its measured speed (the global batch stays --batch x ranks); --kt N transfers the
 best replica's weights to lagging ones every N steps; --staleness S lets ranks run S steps
 ahead of the slowest; --emulate SPEC emulates links and compute speeds (DLION_EMULATE, see
@@ -47,6 +48,13 @@ def parse_args() -> argparse.Namespace:
         default="perlink",
         help="gradient exchange; dense: every link carries the dense gradient (the allreduce "
         "average over the peer engine, so emulated links apply to it)",
+    )
+    p.add_argument(
+        "--compression",
+        choices=["none", "fp16", "bf16"],
+        default="none",
+        help="Horovod's compression=: fp16/bf16 send the dense average in half precision "
+        "(dlion.CastAllreduce) instead of --exchange",
     )
     p.add_argument("--batching", choices=["fixed", "dynamic"], default="fixed")
     p.add_argument("--kt", type=int, default=0, help="knowledge transfer every N steps (0: off)")
@@ -138,7 +146,13 @@ def main() -> None:
         exchange = dlion.PeerExchange("dense", staleness=args.staleness)
     else:
         exchange = dlion.Allreduce()
-    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(args.lr, momentum=0.9), exchange=exchange)
+    sgd = keras.optimizers.SGD(args.lr, momentum=0.9)
+    if args.compression != "none":
+        compression = getattr(dlion.Compression, args.compression)
+        opt = dlion.DistributedOptimizer(sgd, compression=compression)
+        exchange = opt.exchange
+    else:
+        opt = dlion.DistributedOptimizer(sgd, exchange=exchange)
     dlion.broadcast_variables(model.variables, root_rank=0)
     batcher = None
     if args.batching == "dynamic":

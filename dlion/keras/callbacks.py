@@ -10,7 +10,6 @@ import numpy as np
 
 from .. import ops, runtime
 from ..tensorflow import broadcast_variables
-from ..tensorflow.replicas import average_replicas
 from .schedule import LearningRateScheduleCallback, momentum_of, warn_no_momentum_correction
 
 
@@ -37,9 +36,6 @@ class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
         if not self.broadcast_done:
             self._broadcast()
 
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        average_if_decentralized(self.model)
-
     def _broadcast(self) -> None:
         model = self.model
         opt = getattr(model, "optimizer", None)
@@ -52,36 +48,12 @@ class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
         self.broadcast_done = True
 
 
-def average_if_decentralized(model: Any) -> bool:
-    """When ``model`` trains with a ``dlion.keras.DistributedOptimizer`` whose exchange leaves
-    the replicas different (a decentralized exchange), make them one model
-    (:func:`dlion.average_replicas` of the model's variables); returns whether it did."""
-    from .optimizer import DistributedOptimizer
-
-    opt = getattr(model, "optimizer", None)
-    if runtime.size() == 1 or not isinstance(opt, DistributedOptimizer):
-        return False
-    if opt.exchange.replicas_identical:
-        return False
-    average_replicas(model)
-    return True
-
-
-class AverageReplicasCallback(keras.callbacks.Callback):
-    """At the end of ``model.fit``, average the replicas of a decentralized exchange into one
-    model on every rank (``BroadcastGlobalVariablesCallback`` does this too; use this one when
-    the model needs no broadcast)."""
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        average_if_decentralized(self.model)
-
-
 class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Horovod's ``BestModelCheckpoint``: ``ModelCheckpoint(save_best_only=True)`` that writes
     on rank 0 only (put it in every rank's callbacks; the others do nothing). Monitor a metric
     averaged by :class:`MetricAverageCallback` (listed before it) so that every rank agrees.
-    With a decentralized exchange it saves rank 0's replica of that epoch; the final model is
-    the average (:func:`dlion.average_replicas`, done at the end of ``fit``)."""
+    With a decentralized exchange it saves rank 0's replica of that epoch; the model at the
+    end of ``fit`` is the average of the replicas (see ``dlion.keras.DistributedOptimizer``)."""
 
     def __init__(
         self,
@@ -212,7 +184,6 @@ class LearningRateWarmupCallback(keras.callbacks.Callback):
 
 
 __all__ = [
-    "AverageReplicasCallback",
     "BestModelCheckpoint",
     "BroadcastGlobalVariablesCallback",
     "LearningRateScheduleCallback",

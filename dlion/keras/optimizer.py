@@ -24,6 +24,7 @@ from ..exchange import Exchange
 from ..tensorflow.aggregation import check_passes
 from ..tensorflow.exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
 from ..tensorflow.horovod_args import resolve
+from ..tensorflow.replicas import average_replicas
 
 
 @keras.saving.register_keras_serializable(package="dlion")
@@ -52,6 +53,8 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         model.fit(x, y, callbacks=[dlion.keras.callbacks.BroadcastGlobalVariablesCallback(0)])
 
     ``jit_compile`` must be off (the exchange is a ``py_function``, which XLA cannot compile).
+    With a decentralized exchange, ``fit`` ends with the replicas' trainable weights averaged
+    (``finalize_variable_values``).
     ``learning_rate`` and ``iterations`` are the wrapped optimizer's.
     """
 
@@ -183,12 +186,19 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         return self.inner_optimizer.scale_loss(loss)
 
     def finalize_variable_values(self, var_list: Any) -> None:
+        """Keras calls this on every rank at the end of ``model.fit``: with an exchange that
+        leaves the replicas different (decentralized), the trainable weights become their mean
+        over ranks (:func:`dlion.average_replicas`), so every rank ends with one model."""
         self.inner_optimizer.finalize_variable_values(var_list)
+        if runtime.size() > 1 and not self.exchange.replicas_identical:
+            average_replicas(list(var_list), name=f"{self.name}.average_replicas")
 
     def get_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "backward_passes_per_step": self._passes_per_step,
+            "average_aggregated_gradients": self._average_passes,
         }
 
     @classmethod

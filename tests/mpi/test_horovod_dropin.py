@@ -110,4 +110,6 @@ def test_fit_with_a_decentralized_exchange_ends_with_one_model_and_load_model_wr
     assert len({r["wrapped_digest"] for r in surface}) == 1
     for r in surface:
         assert r["loaded"] == ["DistributedOptimizer", "SGD"]
+        assert r["config"]["backward_passes_per_step"] == 3
+        assert r["config"]["average_aggregated_gradients"] is True
         assert r["wrapped"] == ["cast_allreduce(fp16)", 2]

@@ -51,6 +51,8 @@ def surface(tmp_path_factory):
     assert res.returncode == 0, res.explain()
     recs = res.records()
     assert len(recs) == 3, res.explain()
+    for r in recs:
+        r["files"] = sorted(p.name for p in folder.iterdir())
     return recs
 
 
@@ -113,3 +115,10 @@ def test_fit_with_a_decentralized_exchange_ends_with_one_model_and_load_model_wr
         assert r["config"]["backward_passes_per_step"] == 3
         assert r["config"]["average_aggregated_gradients"] is True
         assert r["wrapped"] == ["cast_allreduce(fp16)", 2]
+
+
+def test_keras_schedule_and_best_checkpoint_callbacks(surface):
+    for r in surface:
+        assert r["schedule"] == pytest.approx([0.1, 0.05, 0.025])
+        best = [f for f in r["files"] if f.startswith("best-")]
+        assert best and all(f.startswith("best-r0-") for f in best), r["files"]

@@ -180,6 +180,32 @@ m.fit(
     epochs=1,
     verbose=0,
 )
+# -- LearningRateScheduleCallback and BestModelCheckpoint ---------------------------------------
+seen_lr = []
+
+
+class SeenLr(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        seen_lr.append(float(np.asarray(self.model.optimizer.learning_rate)))
+
+
+sm = make_model()
+sm.compile(optimizer=dk.DistributedOptimizer(keras.optimizers.SGD(0.1)), loss=loss_fn)
+sm.fit(
+    xb,
+    yb,
+    batch_size=8,
+    epochs=3,
+    verbose=0,
+    validation_data=(xb, yb),
+    callbacks=[
+        dk.callbacks.LearningRateScheduleCallback(0.1, lambda e: 0.5**e, start_epoch=1),
+        SeenLr(),
+        dk.callbacks.MetricAverageCallback(),
+        dk.callbacks.BestModelCheckpoint(f"{sys.argv[1]}/best-r{rank}-{{epoch}}.keras"),
+    ],
+)
+rec["schedule"] = seen_lr
 rec["fit_digest"] = b"".join(v.numpy().tobytes() for v in m.variables).hex()[:64]
 path = f"{sys.argv[1]}/model.keras"
 if rank == 0:

@@ -42,9 +42,9 @@ def _check(x: Any, what: str, name: str) -> tf.Tensor:
                 f"rank {runtime.rank()}: {what} '{name}': dtype {t.dtype.name} is not supported "
                 f"(supported: {sorted(d.name for d in _SUPPORTED)})"
             )
-        if what == "allgather" and t.shape.rank == 0:
+        if what in ("allgather", "reducescatter", "alltoall") and t.shape.rank == 0:
             raise InvalidArgumentError(
-                f"rank {runtime.rank()}: allgather '{name}': a scalar has no first dimension; "
+                f"rank {runtime.rank()}: {what} '{name}': a scalar has no first dimension; "
                 "pass tf.reshape(x, [1])"
             )
     except InvalidArgumentError as e:
@@ -129,7 +129,7 @@ def reducescatter(x: Any, op: AnyReduceOp = "average", name: str = "reducescatte
     """``x`` reduced over ranks, this rank's share of the first dimension (dlion.scatter)."""
     from .. import scatter
 
-    t = _check(x, "allgather", name)  # same checks: a dtype we reduce, a first dimension
+    t = _check(x, "reducescatter", name)
     return _run(lambda a: scatter.reducescatter(a, op, name), t, [None, *t.shape[1:]])
 
 
@@ -138,7 +138,7 @@ def alltoall(x: Any, splits: Any = None, name: str = "alltoall") -> Any:
     ``splits`` given, also the rows received from each rank (an int32 tensor)."""
     from .. import scatter
 
-    t = _check(x, "allgather", name)
+    t = _check(x, "alltoall", name)
     counts = None if splits is None else tf.convert_to_tensor(splits)
     wire = _WIDENED.get(t.dtype, t.dtype)
 

@@ -23,7 +23,7 @@ from ..compression import Compressor
 from ..exchange import Exchange
 from ..tensorflow.aggregation import check_passes
 from ..tensorflow.exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
-from ..tensorflow.horovod_args import resolve
+from ..tensorflow.horovod_args import refuse_not_offered, resolve
 from ..tensorflow.replicas import average_replicas
 
 
@@ -71,6 +71,7 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         average_aggregated_gradients: bool = False,
         op: str = "average",
         sparse_as_dense: bool = True,
+        **horovod_only: Any,
     ) -> None:
         if isinstance(optimizer, DistributedOptimizer):
             raise TypeError("the optimizer is already a DistributedOptimizer; wrap it only once")
@@ -81,6 +82,7 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=0.0, name=name or f"Distributed{optimizer.name}")
         self.inner_optimizer = optimizer
         caller = "dlion.keras.DistributedOptimizer"
+        refuse_not_offered(horovod_only, caller)
         exchange = resolve(exchange, compression, op, sparse_as_dense, caller)
         self._passes_per_step, self._average_passes = check_passes(
             backward_passes_per_step, average_aggregated_gradients, caller

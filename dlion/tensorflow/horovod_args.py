@@ -136,6 +136,29 @@ def _compression_spec(compression: Compressor | None, where: str) -> ExchangeSpe
     )
 
 
+#: Horovod's other optimizer and tape arguments, and what to do instead.
+_NOT_OFFERED = {
+    "device_dense": "dlion runs CPU ranks and moves host memory; drop it",
+    "device_sparse": "dlion runs CPU ranks and moves host memory; drop it",
+    "num_groups": "dlion fuses gradients into buffers of fusion_bytes; use fusion_bytes=",
+    "groups": "dlion fuses gradients into buffers of fusion_bytes; use fusion_bytes=",
+    "gradient_predivide_factor": "scale the loss or the learning rate instead",
+    "process_set": "process sets are not offered; dlion.init(comm=...) takes an MPI "
+    "sub-communicator for the whole run",
+    "scale_local_gradients": "local (unsynchronized) variables are not offered; drop it",
+}
+
+
+def refuse_not_offered(extra: dict[str, object], where: str) -> None:
+    """Horovod's arguments that dlion does not offer fail with what to use instead; any other
+    unknown keyword is a ``TypeError``, as Python would raise."""
+    for key in extra:
+        if key in _NOT_OFFERED:
+            raise InvalidArgumentError(f"{where}: {key}= is Horovod's; {_NOT_OFFERED[key]}")
+    if extra:
+        raise TypeError(f"{where}: unexpected keyword argument(s) {sorted(extra)}")
+
+
 def resolve(
     exchange: Exchange | None,
     compression: Compressor | None,

@@ -19,7 +19,7 @@ from ..exchange import Exchange
 from . import fusion
 from .aggregation import LocalAggregation, check_passes
 from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, evict_oldest, var_name
-from .horovod_args import resolve
+from .horovod_args import refuse_not_offered, resolve
 from .nonfinite import NonFinitePolicy, check_policy
 
 
@@ -75,6 +75,7 @@ class DistributedOptimizer:
         average_aggregated_gradients: bool = False,
         op: str = "average",
         sparse_as_dense: bool = True,
+        **horovod_only: Any,
     ) -> None:
         if isinstance(optimizer, DistributedOptimizer):
             raise TypeError("the optimizer is already a DistributedOptimizer; wrap it only once")
@@ -84,6 +85,7 @@ class DistributedOptimizer:
             )
         self._optimizer = optimizer
         caller = "dlion.DistributedOptimizer"
+        refuse_not_offered(horovod_only, caller)
         exchange = resolve(exchange, compression, op, sparse_as_dense, caller)
         k, average = check_passes(backward_passes_per_step, average_aggregated_gradients, caller)
         self._aggregation = LocalAggregation(k, average) if k > 1 else None

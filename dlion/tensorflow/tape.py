@@ -12,7 +12,7 @@ from ..compression import Compressor
 from ..errors import InvalidArgumentError
 from ..exchange import Exchange
 from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
-from .horovod_args import ExchangeSpec, spec_of
+from .horovod_args import ExchangeSpec, refuse_not_offered, spec_of
 from .nonfinite import check_policy
 
 CALLER = "dlion.DistributedGradientTape.gradient"
@@ -55,6 +55,7 @@ class DistributedGradientTape:
         compression: Compressor | None = None,
         op: str = "average",
         sparse_as_dense: bool = True,
+        **horovod_only: Any,
     ) -> None:
         if isinstance(tape, DistributedGradientTape):
             raise TypeError("the tape is already a DistributedGradientTape; wrap it only once")
@@ -67,6 +68,7 @@ class DistributedGradientTape:
                 "the apply; use dlion.DistributedOptimizer(..., nonfinite='skip') for that)"
             )
         check_policy(nonfinite, "dlion.DistributedGradientTape", allowed=("raise",))
+        refuse_not_offered(horovod_only, "dlion.DistributedGradientTape")
         spec = spec_of(exchange, compression, op, sparse_as_dense, "dlion.DistributedGradientTape")
         self._exchanger = _exchanger_for(exchange, spec, fusion_bytes, name)
 

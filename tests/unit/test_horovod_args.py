@@ -116,3 +116,16 @@ def test_the_init_line_names_the_mode_and_why():
     assert "slowest link measured 2.5 MB/s < lan_bandwidth_Bps 50 MB/s" in slow
     assert "decentralized (site-aware top-k)" in slow and "average_replicas" in slow
     assert "LAN test is off" in exchange_mode(["a", "b"], 0.0, None, False)
+
+
+@pytest.mark.parametrize(
+    ("key", "advice"),
+    [("num_groups", "fusion_bytes="), ("device_dense", "CPU ranks"), ("process_set", "comm=")],
+)
+def test_horovod_only_arguments_say_what_to_use(key, advice):
+    import keras
+
+    with pytest.raises(InvalidArgumentError, match=f"{key}= is Horovod's; .*{advice}"):
+        dlion.DistributedOptimizer(keras.optimizers.SGD(0.1), **{key: 1})
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        dlion.DistributedOptimizer(keras.optimizers.SGD(0.1), made_up=1)

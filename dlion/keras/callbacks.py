@@ -43,7 +43,8 @@ class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
         if opt is not None:
             if not opt.built:
                 opt.build(model.trainable_variables)
-            variables += list(opt.variables)
+            local = {id(v) for v in getattr(opt, "local_variables", ())}
+            variables += [v for v in opt.variables if id(v) not in local]
         broadcast_variables(variables, root_rank=self.root_rank)
         self.broadcast_done = True
 

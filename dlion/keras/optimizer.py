@@ -106,6 +106,12 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         return self._variables + self.inner_optimizer.variables
 
     @property
+    def local_variables(self) -> list[Any]:
+        """The per-rank gradient sums of ``backward_passes_per_step`` (not to be broadcast:
+        each rank's hold its own gradients)."""
+        return list(self._sums)
+
+    @property
     def learning_rate(self) -> Any:
         return self.inner_optimizer.learning_rate
 

@@ -108,7 +108,7 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
     @property
     def local_variables(self) -> list[Any]:
         """The per-rank gradient sums of ``backward_passes_per_step`` (not to be broadcast:
-        each rank's hold its own gradients)."""
+        each rank keeps its own)."""
         return list(self._sums)
 
     @property

@@ -256,14 +256,16 @@ def main() -> None:
                     + (f"  transfers {transfers}" if kt is not None else ""),
                     flush=True,
                 )
-    if not exchange.replicas_identical:
+    averaged = not exchange.replicas_identical
+    if averaged:
         # A decentralized exchange ends with one replica per rank: make them one model (the
         # weighted mean, weights as in the exchange) before it is evaluated and saved.
         dlion.average_replicas(model, weight=getattr(exchange, "weight", None))
         if rank == 0:
             print(f"averaged the {size} replicas into one model", flush=True)
-    if args.checkpoint_dir and not (args.checkpoint_every and step % args.checkpoint_every == 0):
-        save()  # the final state, unless the loop just saved it
+    just_saved = args.checkpoint_every and step % args.checkpoint_every == 0
+    if args.checkpoint_dir and (averaged or not just_saved):
+        save()  # the final state (the averaged model), unless the loop just saved it
     wall = time.perf_counter() - start
     used = cpu.split(cpu0, cpu.thread_cpu_seconds())
     acc = test_accuracy()

@@ -5,7 +5,9 @@ passes on this rank and exchanges (and applies) them once, on the ``k``-th: ``k`
 exchanges for the same samples. With ``average_aggregated_gradients=True`` the sum is divided by
 ``k``, so ``k`` passes over batches of ``b`` samples apply what one pass over the ``k * b``
 samples would (for a loss that is a mean over the batch); with ``False`` (Horovod's default)
-the sum is applied. Passes that do not complete a group apply nothing.
+the sum is applied. Passes that do not complete a group apply nothing. The sums of a group in
+progress are not part of a ``dlion.checkpoint``: save at a group boundary (a step count that
+``backward_passes_per_step`` divides).
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ passes on this rank and exchanges (and applies) them once, on the ``k``-th: ``k`
 exchanges for the same samples. With ``average_aggregated_gradients=True`` the sum is divided by
 ``k``, so ``k`` passes over batches of ``b`` samples apply what one pass over the ``k * b``
 samples would (for a loss that is a mean over the batch); with ``False`` (Horovod's default)
-the sum is applied. Passes that do not complete a group apply nothing. The sums of a group in
-progress are not part of a ``dlion.checkpoint``: save at a group boundary (a step count that
-``backward_passes_per_step`` divides).
+the sum is applied. Passes that do not complete a group apply nothing. The custom-loop
+optimizer's sums of a group in progress are not part of a ``dlion.checkpoint``: save at a group
+boundary (a step count that ``backward_passes_per_step`` divides); ``dlion.keras`` keeps them
+in optimizer variables, which are.
 """
 
 from __future__ import annotations

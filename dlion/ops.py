@@ -66,7 +66,7 @@ def allreduce(
     try:
         check_name(name, "allreduce")
         where = f"rank {runtime.rank()}: allreduce '{name}'"
-        if op == ADASUM:
+        if isinstance(op, str) and op == ADASUM:
             raise InvalidArgumentError(f"{where}: {ADASUM_ADVICE}")
         if not (isinstance(op, str) and op in REDUCE_OPS):
             raise InvalidArgumentError(f"{where}: op must be one of {REDUCE_OPS}, not {op!r:.60}")

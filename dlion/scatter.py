@@ -31,7 +31,7 @@ def reducescatter(array: np.ndarray, op: str = "average", name: str = "reducesca
     the result along the first dimension (see :func:`scatter_counts`); a new array."""
     try:
         where = f"rank {runtime.rank()}: reducescatter '{name}'"
-        if op not in ("average", "sum"):
+        if not (isinstance(op, str) and op in ("average", "sum")):
             raise InvalidArgumentError(f"{where}: op must be 'average' or 'sum', not {op!r:.40}")
         if not isinstance(array, np.ndarray) or array.ndim == 0:
             raise InvalidArgumentError(

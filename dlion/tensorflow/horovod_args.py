@@ -76,9 +76,9 @@ def spec_of(
             f"{where}: sparse_as_dense={sparse_as_dense!r}: dlion always exchanges IndexedSlices "
             "gradients as dense tensors (Horovod's sparse_as_dense=True); drop the argument"
         )
-    if op == ADASUM:
+    if isinstance(op, str) and op == ADASUM:
         raise InvalidArgumentError(f"{where}: {ADASUM_ADVICE}")
-    if op not in ("average", "sum"):
+    if not (isinstance(op, str) and op in ("average", "sum")):
         raise InvalidArgumentError(
             f"{where}: op={op!r}: gradients are combined with op=dlion.Average or dlion.Sum"
         )

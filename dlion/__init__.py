@@ -21,7 +21,37 @@ from mpi4py import MPI  # noqa: F401  (import order matters)
 
 from . import checkpoint, emulate, errors
 from .batching import DynamicBatcher
-from .collectives import allgather, allgather_object, allreduce, broadcast, broadcast_object
+from .capabilities import (
+    ccl_built,
+    cross_rank,
+    cross_size,
+    cuda_built,
+    ddl_built,
+    gloo_built,
+    gloo_enabled,
+    mpi_built,
+    mpi_enabled,
+    mpi_threads_supported,
+    nccl_built,
+    rocm_built,
+    sycl_built,
+)
+from .collectives import (
+    Adasum,
+    Average,
+    Max,
+    Min,
+    Product,
+    Sum,
+    allgather,
+    allgather_object,
+    allreduce,
+    alltoall,
+    broadcast,
+    broadcast_object,
+    grouped_allreduce,
+    reducescatter,
+)
 from .compression import Compression, Compressor, ErrorFeedback
 from .config import Config
 from .errors import (
@@ -42,6 +72,7 @@ from .errors import (
 from .exchange import (
     AkoExchange,
     Allreduce,
+    CastAllreduce,
     Exchange,
     GaiaExchange,
     PeerExchange,
@@ -68,7 +99,13 @@ from .timeline import stop as stop_timeline
 
 __version__ = "0.1.0"
 
-_LAZY_TF = {"DistributedGradientTape", "DistributedOptimizer", "broadcast_variables"}
+_LAZY_TF = {
+    "DistributedGradientTape",
+    "DistributedOptimizer",
+    "average_replicas",
+    "broadcast_global_variables",
+    "broadcast_variables",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -80,8 +117,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Adasum",
     "AkoExchange",
     "Allreduce",
+    "Average",
+    "CastAllreduce",
     "CheckpointError",
     "Compression",
     "Compressor",
@@ -97,6 +137,8 @@ __all__ = [
     "InvalidArgumentError",
     "KnowledgeTransfer",
     "LinkStats",
+    "Max",
+    "Min",
     "MismatchError",
     "MpiError",
     "NonFiniteGradientError",
@@ -106,32 +148,52 @@ __all__ = [
     "PeerExchange",
     "PeerTimeoutError",
     "PerLinkExchange",
+    "Product",
     "ProtocolError",
     "RankLostError",
+    "Sum",
     "TransferReport",
     "allgather",
     "allgather_object",
     "allreduce",
     "allreduce_async",
+    "alltoall",
+    "average_replicas",
     "barrier",
     "broadcast",
+    "broadcast_global_variables",
     "broadcast_object",
     "broadcast_variables",
+    "ccl_built",
     "checkpoint",
     "config",
+    "cross_rank",
+    "cross_size",
+    "cuda_built",
+    "ddl_built",
     "emulate",
     "errors",
+    "gloo_built",
+    "gloo_enabled",
+    "grouped_allreduce",
     "init",
     "is_initialized",
     "join",
     "link_stats",
     "local_rank",
     "local_size",
+    "mpi_built",
+    "mpi_enabled",
+    "mpi_threads_supported",
+    "nccl_built",
     "rank",
+    "reducescatter",
+    "rocm_built",
     "shutdown",
     "site",
     "sites",
     "size",
     "start_timeline",
     "stop_timeline",
+    "sycl_built",
 ]

@@ -15,12 +15,22 @@ exist if the program already imported it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from . import ops
-from .ops import AnyReduceOp
+from . import ops, scatter
+from .ops import ADASUM, AnyReduceOp
+
+# Horovod's op constants (``hvd.Average``, ...); dlion's ops are these strings.
+Average = "average"
+Sum = "sum"
+Min = "min"
+Max = "max"
+Product = "product"
+#: Refused with advice (Adasum is not offered).
+Adasum = ADASUM
 
 
 def _is_tf(x: Any) -> bool:
@@ -34,15 +44,79 @@ def _tf_ops() -> Any:
     return collectives
 
 
-def allreduce(x: Any, op: AnyReduceOp = "average", name: str = "allreduce") -> Any:
-    """Combine ``x`` over ranks with ``op`` ("average", "sum", "min", "max", "product").
+def allreduce(
+    x: Any,
+    op: AnyReduceOp = "average",
+    name: str = "allreduce",
+    *,
+    prescale_factor: float = 1.0,
+    postscale_factor: float = 1.0,
+) -> Any:
+    """Combine ``x`` over ranks with ``op`` ("average", "sum", "min", "max", "product"; also
+    Horovod's constants ``dlion.Average`` & co).
 
     numpy arrays are reduced in place (and returned); TF tensors give a new tensor of the same
-    dtype. Every rank must pass the same shape and dtype.
+    dtype. Every rank must pass the same shape and dtype. ``prescale_factor`` multiplies ``x``
+    before the reduction and ``postscale_factor`` the result (Horovod's; floating dtypes only).
     """
     if _is_tf(x):
-        return _tf_ops().allreduce(x, op=op, name=name)
-    return ops.allreduce(_numeric(x, copy=True), op=op, name=name)
+        return _tf_ops().allreduce(
+            x, op=op, name=name, prescale_factor=prescale_factor, postscale_factor=postscale_factor
+        )
+    array = _numeric(x, copy=True)
+    if prescale_factor == 1.0 and postscale_factor == 1.0:
+        return ops.allreduce(array, op=op, name=name)
+    floating = isinstance(array, np.ndarray) and array.dtype.kind == "f"
+    ops.check_scaling(
+        floating,
+        str(getattr(array, "dtype", type(array).__name__)),
+        prescale_factor,
+        postscale_factor,
+        name,
+    )
+    array *= array.dtype.type(prescale_factor)
+    ops.allreduce(array, op=op, name=name)
+    array *= array.dtype.type(postscale_factor)
+    return array
+
+
+def grouped_allreduce(
+    xs: Sequence[Any],
+    op: AnyReduceOp = "average",
+    name: str = "grouped_allreduce",
+    *,
+    prescale_factor: float = 1.0,
+    postscale_factor: float = 1.0,
+) -> list[Any]:
+    """:func:`allreduce` of every tensor in ``xs``, in order, as one call (Horovod's
+    ``hvd.grouped_allreduce``); inside a ``tf.function`` one ``py_function`` runs them all, so
+    their order is the same on every rank."""
+    xs = list(xs)
+    if xs and all(_is_tf(x) for x in xs):
+        return _tf_ops().grouped_allreduce(
+            xs, op=op, name=name, prescale_factor=prescale_factor, postscale_factor=postscale_factor
+        )
+    kw = {"prescale_factor": prescale_factor, "postscale_factor": postscale_factor}
+    return [allreduce(x, op, f"{name}[{i}]", **kw) for i, x in enumerate(xs)]
+
+
+def reducescatter(x: Any, op: AnyReduceOp = "average", name: str = "reducescatter") -> Any:
+    """Reduce ``x`` over ranks (``"average"`` or ``"sum"``) and keep this rank's share of the
+    first dimension: ``n // size`` rows, one more on the first ``n % size`` ranks (Horovod's
+    ``hvd.reducescatter``; see :mod:`dlion.scatter` for what it costs)."""
+    if _is_tf(x):
+        return _tf_ops().reducescatter(x, op=op, name=name)
+    return scatter.reducescatter(_numeric(x, copy=False), op, name)
+
+
+def alltoall(x: Any, splits: Any = None, name: str = "alltoall") -> Any:
+    """Send ``splits[r]`` rows of ``x`` to rank ``r`` (equal shares when ``splits`` is None) and
+    return the rows every rank sent this one, concatenated in rank order; with ``splits`` given,
+    also how many rows came from each rank (Horovod's ``hvd.alltoall``)."""
+    if _is_tf(x):
+        return _tf_ops().alltoall(x, splits=splits, name=name)
+    out, received = scatter.alltoall(_numeric(x, copy=False), splits, name)
+    return out if splits is None else (out, np.asarray(received, np.int32))
 
 
 def allgather(x: Any, name: str = "allgather") -> Any:

@@ -98,6 +98,10 @@ class Config:
     data: str = ""
     """Folder holding the Fashion-MNIST files (``DLION_DATA``), searched first by
     :func:`dlion.data.load_fashion_mnist`; empty: the default folders."""
+    quiet: bool = False
+    """With more than one rank, ``dlion.init`` on rank 0 prints one line to stderr saying how
+    the default exchange (``PerLinkExchange``) will run (dense allreduce or decentralized) and
+    why (the probe's slowest link); ``True`` (``DLION_QUIET=1``) leaves it out."""
     simd: str = "auto"
     """Instruction set of the element-wise codec kernels (``DLION_SIMD``): ``"auto"`` (AVX2 when
     the CPU has it) or ``"baseline"`` (SSE2); both give identical bits. Applied by

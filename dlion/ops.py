@@ -32,6 +32,12 @@ ReduceOp = Literal["average", "sum"]
 #: engine (ring / MPI), the rest through an allgather and a numpy reduction in rank order.
 AnyReduceOp = Literal["average", "sum", "min", "max", "product"]
 REDUCE_OPS: tuple[str, ...] = ("average", "sum", "min", "max", "product")
+#: Horovod's ``hvd.Adasum``: named so that it fails with advice instead of as an unknown op.
+ADASUM = "adasum"
+ADASUM_ADVICE = (
+    "Adasum is not offered by dlion; use op=dlion.Average (Horovod's default) for a dense "
+    "average, or a decentralized exchange (dlion.PerLinkExchange) for slow links"
+)
 _ENGINE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -61,6 +67,8 @@ def allreduce(
     try:
         check_name(name, "allreduce")
         where = f"rank {runtime.rank()}: allreduce '{name}'"
+        if isinstance(op, str) and op == ADASUM:
+            raise InvalidArgumentError(f"{where}: {ADASUM_ADVICE}")
         if not (isinstance(op, str) and op in REDUCE_OPS):
             raise InvalidArgumentError(f"{where}: op must be one of {REDUCE_OPS}, not {op!r:.60}")
         _check_array(array, where, "allreduce", writable=True)
@@ -285,3 +293,19 @@ def _invalid(error: Exception, what: str, name: Any) -> Exception:
     if isinstance(error, InvalidArgumentError):
         return error
     return InvalidArgumentError(f"rank {runtime.rank()}: {what} '{name}': {error}")
+
+
+def check_scaling(floating: bool, dtype: str, prescale: float, postscale: float, name: str) -> None:
+    """Scale factors need a floating dtype and finite values; else this rank refuses the call
+    (so every rank fails at once)."""
+    try:
+        where = f"rank {runtime.rank()}: allreduce '{name}'"
+        if not floating:
+            raise InvalidArgumentError(
+                f"{where}: prescale_factor/postscale_factor apply to floating tensors only, "
+                f"not dtype {dtype}; scale integers after op='sum'"
+            )
+        if not np.isfinite(np.array([prescale, postscale], dtype=np.float64)).all():
+            raise InvalidArgumentError(f"{where}: scale factors must be finite")
+    except (InvalidArgumentError, TypeError, ValueError) as e:
+        refuse(e, name)

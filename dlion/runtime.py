@@ -76,6 +76,7 @@ class _State:
     emulation: Spec
     lan: bool = False
     collective_cost: CollectiveCost | None = None  # emulated cost of MPI's own collectives
+    slowest_link_Bps: float | None = None  # the probe's slowest link (None: not measured)
     parts: dict[Callable[[], Any], Any] = field(default_factory=dict)  # see run_state()
 
 
@@ -121,10 +122,10 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         caps = _caps(emulation, topology)
         peers.set_caps(caps)
         engine.set_caps(caps)  # its ring allreduces are paced on the same links
-        lan = False
+        lan, slowest = False, None
         if topology.size > 1:
             peers.probe().wait()
-            lan = _all_links_fast(engine, peers, config, topology, emulation)
+            lan, slowest = _all_links_fast(engine, peers, config, topology, emulation)
     except BaseException:
         if peers is not None:
             peers.shutdown()
@@ -141,7 +142,13 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         emulation=emulation,
         lan=lan,
         collective_cost=_collective_cost(emulation, topology, config),
+        slowest_link_Bps=slowest,
     )
+    if topology.rank == 0 and topology.size > 1 and not config.quiet:
+        from .announce import exchange_mode
+
+        line = exchange_mode(list(topology.sites), config.lan_bandwidth_Bps, slowest, lan)
+        print(line, file=sys.stderr, flush=True)
     if config.timeline:
         timeline.start(config.timeline, topology.rank, topology.size)
     if not _atexit_registered:
@@ -344,14 +351,15 @@ def peer_engine() -> _core.PeerEngine:
 
 def _all_links_fast(
     engine: _core.Engine, peers: _core.PeerEngine, config: Config, topology: _Topology, spec: Spec
-) -> bool:
+) -> tuple[bool, float | None]:
     """Whether every link is LAN-fast: all ranks in one site with no emulated link, or every
     rank measured every link at ``lan_bandwidth_Bps`` or more (collective; the same answer on
-    every rank, since sites, settings and the gathered measurements are the same)."""
+    every rank, since sites, settings and the gathered measurements are the same); and the
+    slowest link any rank measured (``None`` when nothing was measured)."""
     if config.lan_bandwidth_Bps <= 0:
-        return False
+        return False, None
     if len(set(topology.sites)) == 1 and not spec.links:
-        return True  # one host or one site: not worth a noisy measurement
+        return True, None  # one host or one site: not worth a noisy measurement
     me = engine.rank
     slowest = min(
         (s["bandwidth_Bps"] for p, s in enumerate(peers.link_stats()) if p != me), default=0.0
@@ -359,13 +367,24 @@ def _all_links_fast(
     handle = engine.allgather(pickle.dumps(slowest), "dlion.init.links")
     handle.wait()
     every = [pickle.loads(b) for b in handle.result()]
-    return min(every) >= config.lan_bandwidth_Bps
+    return min(every) >= config.lan_bandwidth_Bps, float(min(every))
 
 
 def all_links_fast() -> bool:
     """Whether the probe at ``init`` found every link of every rank at least
     ``lan_bandwidth_Bps`` fast (the same answer on every rank; False on one rank)."""
     return _require().lan
+
+
+def slowest_link_Bps() -> float | None:
+    """The slowest link the probe at ``init`` measured over all ranks (bytes/s); ``None``
+    when it measured none (one rank, one site without emulated links, or the LAN test off)."""
+    return _require().slowest_link_Bps
+
+
+def hosts() -> list[str]:
+    """The host (MPI processor name) of every rank, indexed by rank."""
+    return list(_require().topology.hosts)
 
 
 def _caps(spec: Spec, topology: _Topology) -> list[tuple[float, float, int]]:

@@ -21,7 +21,9 @@ def main() -> None:
     p.add_argument("--warmup-epochs", type=float, default=1)
     p.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
     args = p.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dlion.quiet import import_tensorflow
+
+    import_tensorflow()  # without TF's start-up notices on every rank
     import keras
     import tensorflow as tf
 

@@ -5,9 +5,10 @@
 It keeps the structure of Horovod's ``examples/tensorflow2/tensorflow2_mnist.py`` step by step;
 the comments starting "Port:" say what changed. The port is the import, plus three details:
   * data comes from ``dlion.data`` (no download at run time) instead of ``keras.datasets``;
-  * ``dlion.broadcast_variables`` runs eagerly, so the first-batch broadcast moves out of the
-    ``tf.function`` (in Horovod it runs inside it);
-  * there is no GPU pinning: dlion's wheels target CPU ranks.
+  * ``opt.variables`` is a property in Keras 3 (Horovod's script calls ``opt.variables()``);
+  * there is no GPU pinning: dlion's wheels target CPU ranks;
+and one addition: ``dlion.average_replicas`` before rank 0 saves, because over slow links the
+default exchange is decentralized and the replicas differ (a no-op in effect when they do not).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from dlion.quiet import import_tensorflow
+
+import_tensorflow()  # without TF's start-up notices on every rank (not in Horovod's script)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -64,7 +67,7 @@ def main() -> None:
     opt = keras.optimizers.Adam(0.001 * hvd.size())
 
     @tf.function
-    def training_step(images, labels):
+    def training_step(images, labels, first_batch):
         with tf.GradientTape() as tape:
             probs = mnist_model(images, training=True)
             loss_value = loss(labels, probs)
@@ -73,19 +76,21 @@ def main() -> None:
         tape = hvd.DistributedGradientTape(tape)
         grads = tape.gradient(loss_value, mnist_model.trainable_variables)
         opt.apply_gradients(zip(grads, mnist_model.trainable_variables))
+        # Horovod: broadcast the initial variables from rank 0 once the first step has created
+        # the optimizer's slots. Port: opt.variables is a property in Keras 3.
+        if first_batch:
+            hvd.broadcast_variables(mnist_model.variables, root_rank=0)
+            hvd.broadcast_variables(opt.variables, root_rank=0)
         return loss_value
 
     # Horovod: adjust the number of steps to the number of ranks.
     for batch, (images, labels) in enumerate(dataset.take(args.steps // hvd.size())):
-        loss_value = training_step(images, labels)
-        if batch == 0:
-            # Horovod: broadcast the initial variables from rank 0 once the first step has
-            # created the optimizer's slots. Port: outside the tf.function (eager in dlion).
-            hvd.broadcast_variables(mnist_model.variables, root_rank=0)
-            hvd.broadcast_variables(opt.variables, root_rank=0)
+        loss_value = training_step(images, labels, batch == 0)
         if batch % 10 == 0 and hvd.rank() == 0:
             print(f"Step #{batch}\tLoss: {float(loss_value):.6f}", flush=True)
 
+    # Port: one model out of the replicas (they differ when the exchange is decentralized).
+    hvd.average_replicas(mnist_model)
     # Horovod: only rank 0 saves, so that workers do not overwrite each other's files.
     if hvd.rank() == 0:
         path = os.environ.get("CHECKPOINT", "")

@@ -8,7 +8,8 @@
 
 Each rank trains on its own shard. The exchange is dlion's per-link prioritized exchange
 (--exchange perlink, the default: top-k per link sized to the link's measured bandwidth, dense
-on fast links) or Horovod's dense allreduce (--exchange allreduce). --batching dynamic sizes each
+on fast links) or Horovod's dense allreduce (--exchange allreduce); --compression fp16 sends the
+dense average in half precision instead (Horovod's compression=). --batching dynamic sizes each
 rank's batch to its measured speed (the global batch stays --batch x ranks); --kt N transfers the
 best replica's weights to lagging ones every N steps; --staleness S lets ranks run S steps
 ahead of the slowest; --emulate SPEC emulates links and compute speeds (DLION_EMULATE, see
@@ -47,6 +48,13 @@ def parse_args() -> argparse.Namespace:
         default="perlink",
         help="gradient exchange; dense: every link carries the dense gradient (the allreduce "
         "average over the peer engine, so emulated links apply to it)",
+    )
+    p.add_argument(
+        "--compression",
+        choices=["none", "fp16", "bf16"],
+        default="none",
+        help="Horovod's compression=: fp16/bf16 send the dense average in half precision "
+        "(dlion.CastAllreduce) instead of --exchange",
     )
     p.add_argument("--batching", choices=["fixed", "dynamic"], default="fixed")
     p.add_argument("--kt", type=int, default=0, help="knowledge transfer every N steps (0: off)")
@@ -95,7 +103,9 @@ def main() -> None:
 
     dlion.init()
     threads = args.threads or max(1, (os.cpu_count() or 1) // dlion.local_size())
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dlion.quiet import import_tensorflow
+
+    import_tensorflow()  # without TF's start-up notices on every rank
     import keras
     import numpy as np
     import tensorflow as tf
@@ -136,7 +146,13 @@ def main() -> None:
         exchange = dlion.PeerExchange("dense", staleness=args.staleness)
     else:
         exchange = dlion.Allreduce()
-    opt = dlion.DistributedOptimizer(keras.optimizers.SGD(args.lr, momentum=0.9), exchange=exchange)
+    sgd = keras.optimizers.SGD(args.lr, momentum=0.9)
+    if args.compression != "none":
+        compression = getattr(dlion.Compression, args.compression)
+        opt = dlion.DistributedOptimizer(sgd, compression=compression)
+        exchange = opt.exchange
+    else:
+        opt = dlion.DistributedOptimizer(sgd, exchange=exchange)
     dlion.broadcast_variables(model.variables, root_rank=0)
     batcher = None
     if args.batching == "dynamic":
@@ -240,8 +256,16 @@ def main() -> None:
                     + (f"  transfers {transfers}" if kt is not None else ""),
                     flush=True,
                 )
-    if args.checkpoint_dir and not (args.checkpoint_every and step % args.checkpoint_every == 0):
-        save()  # the final state, unless the loop just saved it
+    averaged = not exchange.replicas_identical
+    if averaged:
+        # A decentralized exchange ends with one replica per rank: make them one model (the
+        # weighted mean, weights as in the exchange) before it is evaluated and saved.
+        dlion.average_replicas(model, weight=getattr(exchange, "weight", None))
+        if rank == 0:
+            print(f"averaged the {size} replicas into one model", flush=True)
+    just_saved = args.checkpoint_every and step % args.checkpoint_every == 0
+    if args.checkpoint_dir and (averaged or not just_saved):
+        save()  # the final state (the averaged model), unless the loop just saved it
     wall = time.perf_counter() - start
     used = cpu.split(cpu0, cpu.thread_cpu_seconds())
     acc = test_accuracy()

@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     tf: Any = None
     if not args.no_tf:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import tensorflow
+        from ..quiet import import_tensorflow
 
-        tf = tensorflow
+        tf = import_tensorflow()
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     for n in (int(s) for s in args.sizes):

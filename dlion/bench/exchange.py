@@ -8,7 +8,9 @@ engine (the progress thread must sleep, not spin).
 
 Peer rows (op ``peer``): one synchronous peer exchange step (every rank sends every peer its
 message and sums what arrives) in each ``--modes`` mode: ``dense`` (float32), ``topk`` (top-1%,
-float values, error feedback), ``topk8`` (top-1% with 8-bit values). The reference is mpi4py
+float values, error feedback), ``topk8`` (top-1% with 8-bit values), ``fp16``
+(:class:`dlion.CastAllreduce`, what ``compression=dlion.Compression.fp16`` runs: the dense
+average in half precision, half the dense bytes per link). The reference is mpi4py
 sending the dense buffer to every peer (Isend/Irecv) and summing. ``bytes_per_link`` is what
 one link carried per step (wire bytes, headers included); ``achieved_Bps`` the bandwidth the
 engine measured on its links during the row, ``emulated_Bps`` the cap from ``DLION_EMULATE``
@@ -63,8 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--modes",
         nargs="+",
         default=["dense", "topk", "topk8"],
-        choices=["dense", "topk", "topk8"],
-        help="peer exchange modes",
+        choices=["dense", "topk", "topk8", "fp16"],
+        help="peer exchange modes (fp16: dlion.CastAllreduce, what compression=fp16 runs)",
     )
     p.add_argument("--k-ratio", type=float, default=0.01, help="top-k fraction (default 1%%)")
 
@@ -198,8 +200,11 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
     import dlion
 
     rank, size = comm.Get_rank(), comm.Get_size()
+    policy: dlion.Exchange
     if mode == "dense":
         policy = dlion.PeerExchange("dense")
+    elif mode == "fp16":
+        policy = dlion.CastAllreduce("fp16")
     else:
         policy = dlion.PeerExchange("topk", k_ratio=args.k_ratio, bits=8 if mode == "topk8" else 32)
     grad = np.random.default_rng(rank).standard_normal(n).astype(np.float32)
@@ -238,7 +243,7 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
     return {
         "op": "peer",
         "mode": mode,
-        "k_ratio": None if mode == "dense" else args.k_ratio,
+        "k_ratio": None if mode in ("dense", "fp16") else args.k_ratio,
         "elements": n,
         "ranks": size,
         "dlion_s": d,

@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     import dlion
 
     dlion.init()
+    from ..quiet import import_tensorflow
+
+    import_tensorflow()
     import keras
     import numpy as np
     import tensorflow as tf

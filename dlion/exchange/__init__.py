@@ -7,6 +7,7 @@ exchange, and the Gaia and Ako baselines) implement the same :class:`Exchange` c
 from .ako import AkoExchange
 from .allreduce import Allreduce
 from .base import Exchange, Pending
+from .cast import CastAllreduce
 from .gaia import GaiaExchange
 from .peer import PeerExchange
 from .perlink import PerLinkExchange
@@ -14,6 +15,7 @@ from .perlink import PerLinkExchange
 __all__ = [
     "AkoExchange",
     "Allreduce",
+    "CastAllreduce",
     "Exchange",
     "GaiaExchange",
     "PeerExchange",

@@ -31,6 +31,13 @@ class Exchange(abc.ABC):
     #: per-step agreement rounds may ride along; False for peer-to-peer policies.
     collective: bool = True
 
+    @property
+    def replicas_identical(self) -> bool:
+        """Whether every rank applies the same combined gradient at every step, so replicas
+        that start equal stay equal (collectives do; decentralized policies in general do not:
+        then :func:`dlion.average_replicas` makes one model at the end)."""
+        return self.collective
+
     @abc.abstractmethod
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         """Begin combining ``buffer`` with the other ranks'; returns a handle to wait on."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any
 
 import keras
@@ -11,13 +10,17 @@ import numpy as np
 
 from .. import ops, runtime
 from ..tensorflow import broadcast_variables
+from .schedule import LearningRateScheduleCallback, momentum_of, warn_no_momentum_correction
 
 
 class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
-    """At the start of training, every rank takes ``root_rank``'s model and optimizer state.
+    """Every rank takes ``root_rank``'s model and optimizer state before training diverges.
 
-    Builds the optimizer first if Keras has not, so its slots are broadcast too and every rank
-    starts the first step from identical state (Horovod broadcasts after the first batch).
+    A model that is built before ``fit`` (it has an ``Input``, or was called once) is broadcast
+    in ``on_train_begin``, with the optimizer built first so that its slots go too and every
+    rank starts the first step from identical state. A model built lazily by its first batch (a
+    ``Sequential`` without ``Input``, as in Horovod's examples) has nothing to broadcast yet: it
+    is broadcast after the first batch, as Horovod does.
     """
 
     def __init__(self, root_rank: int = 0) -> None:
@@ -26,17 +29,58 @@ class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
         self.broadcast_done = False
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.broadcast_done:
-            return
+        if not self.broadcast_done and self.model.built and self.model.variables:
+            self._broadcast()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self.broadcast_done:
+            self._broadcast()
+
+    def _broadcast(self) -> None:
         model = self.model
         opt = getattr(model, "optimizer", None)
         variables = list(model.variables)
         if opt is not None:
             if not opt.built:
                 opt.build(model.trainable_variables)
-            variables += list(opt.variables)
+            local = {id(v) for v in getattr(opt, "local_variables", ())}
+            variables += [v for v in opt.variables if id(v) not in local]
         broadcast_variables(variables, root_rank=self.root_rank)
         self.broadcast_done = True
+
+
+class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Horovod's ``BestModelCheckpoint``: ``ModelCheckpoint(save_best_only=True)`` that writes
+    on rank 0 only (put it in every rank's callbacks; the others do nothing). Monitor a metric
+    averaged by :class:`MetricAverageCallback` (listed before it) so that every rank agrees.
+    With a decentralized exchange it saves rank 0's replica of that epoch; the model at the
+    end of ``fit`` is the average of the replicas (see ``dlion.keras.DistributedOptimizer``)."""
+
+    def __init__(
+        self,
+        filepath: str,
+        monitor: str = "val_loss",
+        verbose: int = 0,
+        mode: str = "auto",
+        save_freq: str | int = "epoch",
+    ) -> None:
+        super().__init__(
+            filepath,
+            monitor=monitor,
+            verbose=verbose,
+            save_best_only=True,
+            save_weights_only=False,
+            mode=mode,
+            save_freq=save_freq,
+        )
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if runtime.rank() == 0:
+            super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if runtime.rank() == 0:
+            super().on_epoch_end(epoch, logs)
 
 
 class MetricAverageCallback(keras.callbacks.Callback):
@@ -116,19 +160,8 @@ class LearningRateWarmupCallback(keras.callbacks.Callback):
                 "LearningRateWarmupCallback needs steps_per_epoch: model.fit did not report it "
                 "(e.g. a dataset of unknown length); pass steps_per_epoch="
             )
-        momentum = getattr(self.model.optimizer, "momentum", None)
-        if momentum is None:
-            momentum = getattr(
-                getattr(self.model.optimizer, "inner_optimizer", None), "momentum", 0
-            )
-        if self.momentum_correction and momentum:
-            warnings.warn(
-                "LearningRateWarmupCallback: momentum correction is not applied under Keras 3 "
-                "(the momentum is a constant of the compiled train step); pass "
-                "momentum_correction=False to silence this",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        if self.momentum_correction and momentum_of(self.model.optimizer):
+            warn_no_momentum_correction("LearningRateWarmupCallback")
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.current_epoch = epoch
@@ -149,3 +182,12 @@ class LearningRateWarmupCallback(keras.callbacks.Callback):
                     f"{self.initial_lr:g}.",
                     file=sys.stdout,
                 )
+
+
+__all__ = [
+    "BestModelCheckpoint",
+    "BroadcastGlobalVariablesCallback",
+    "LearningRateScheduleCallback",
+    "LearningRateWarmupCallback",
+    "MetricAverageCallback",
+]

@@ -19,8 +19,12 @@ import keras
 import tensorflow as tf
 
 from .. import runtime
+from ..compression import Compressor
 from ..exchange import Exchange
+from ..tensorflow.aggregation import check_passes
 from ..tensorflow.exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
+from ..tensorflow.horovod_args import refuse_not_offered, resolve
+from ..tensorflow.replicas import average_replicas
 
 
 @keras.saving.register_keras_serializable(package="dlion")
@@ -36,6 +40,11 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         exchange_on_one_rank: on a single rank the exchange is the identity and is skipped by
             default; ``True`` runs it anyway (to measure its cost).
         name: the optimizer's name, also the prefix of the engine's operation names.
+        compression, op, sparse_as_dense: Horovod's; they pick the exchange as for
+            :class:`dlion.DistributedOptimizer` (:mod:`dlion.tensorflow.horovod_args`).
+        backward_passes_per_step: add up this many batches' gradients locally (in optimizer
+            variables), then exchange and apply them once, inside the compiled step.
+        average_aggregated_gradients: divide the sum by ``backward_passes_per_step``.
 
     ::
 
@@ -44,6 +53,8 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         model.fit(x, y, callbacks=[dlion.keras.callbacks.BroadcastGlobalVariablesCallback(0)])
 
     ``jit_compile`` must be off (the exchange is a ``py_function``, which XLA cannot compile).
+    With a decentralized exchange, ``fit`` ends with the replicas' trainable weights averaged
+    (``finalize_variable_values``).
     ``learning_rate`` and ``iterations`` are the wrapped optimizer's.
     """
 
@@ -55,6 +66,12 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         fusion_bytes: int = DEFAULT_FUSION_BYTES,
         exchange_on_one_rank: bool = False,
         name: str | None = None,
+        compression: Compressor | None = None,
+        backward_passes_per_step: int = 1,
+        average_aggregated_gradients: bool = False,
+        op: str = "average",
+        sparse_as_dense: bool = True,
+        **horovod_only: Any,
     ) -> None:
         if isinstance(optimizer, DistributedOptimizer):
             raise TypeError("the optimizer is already a DistributedOptimizer; wrap it only once")
@@ -64,20 +81,35 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
             )
         super().__init__(learning_rate=0.0, name=name or f"Distributed{optimizer.name}")
         self.inner_optimizer = optimizer
-        self._exchanger = GradientExchanger(
-            exchange, fusion_bytes, self.name, "dlion.keras.DistributedOptimizer.apply"
+        caller = "dlion.keras.DistributedOptimizer"
+        refuse_not_offered(horovod_only, caller)
+        exchange = resolve(exchange, compression, op, sparse_as_dense, caller)
+        self._passes_per_step, self._average_passes = check_passes(
+            backward_passes_per_step, average_aggregated_gradients, caller
         )
+        self._exchanger = GradientExchanger(exchange, fusion_bytes, self.name, f"{caller}.apply")
         self._exchange_on_one_rank = bool(exchange_on_one_rank)
+        self._sums: list[Any] = []
 
     def build(self, var_list: list[Any]) -> None:
-        """Build the wrapped optimizer's slots for ``var_list``."""
+        """Build the wrapped optimizer's slots for ``var_list`` (and, with
+        ``backward_passes_per_step > 1``, one gradient sum per variable and a pass counter)."""
         self.inner_optimizer.build(var_list)
         super().build(var_list)
+        if self._passes_per_step > 1:
+            self._sums = [self.add_variable_from_reference(v, "pass_sum") for v in var_list]
+            self._passes = self.add_variable((), dtype="int64", name="passes")
 
     @property
     def variables(self) -> list[Any]:
         """This optimizer's variables followed by the wrapped optimizer's."""
         return self._variables + self.inner_optimizer.variables
+
+    @property
+    def local_variables(self) -> list[Any]:
+        """The per-rank gradient sums of ``backward_passes_per_step`` (not to be broadcast:
+        each rank keeps its own)."""
+        return list(self._sums)
 
     @property
     def learning_rate(self) -> Any:
@@ -112,7 +144,33 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         variables = list(trainable_variables or self._trainable_variables)
         if not self.built:
             self.build(variables)
-        self.inner_optimizer.apply(self.reduce_gradients(list(grads), variables), variables)
+        if self._passes_per_step == 1:
+            self.inner_optimizer.apply(self.reduce_gradients(list(grads), variables), variables)
+            return
+        self._aggregate(list(grads), variables)
+
+    def _aggregate(self, grads: list[Any], variables: list[Any]) -> None:
+        """Add this batch's gradients to the sums; every ``backward_passes_per_step``-th batch,
+        exchange and apply them and start the sums afresh (the same branch on every rank)."""
+        k = self._passes_per_step
+        for s, g in zip(self._sums, grads):
+            if g is not None:
+                s.assign_add(tf.convert_to_tensor(g))
+        self._passes.assign_add(1)
+        present = [g is not None for g in grads]
+
+        def exchange_and_apply() -> tf.Tensor:
+            scale = 1.0 / k if self._average_passes else 1.0
+            summed = [
+                tf.convert_to_tensor(s) * scale if p else None for s, p in zip(self._sums, present)
+            ]
+            reduced = self.reduce_gradients(summed, variables)
+            self.inner_optimizer.apply(reduced, variables)
+            for s in self._sums:
+                s.assign(tf.zeros_like(s))
+            return tf.constant(True)
+
+        tf.cond(tf.equal(self._passes % k, 0), exchange_and_apply, lambda: tf.constant(False))
 
     def reduce_gradients(self, grads: list[Any], variables: list[Any]) -> list[Any]:
         """The gradients combined across ranks (eagerly, or as one py_function in a graph)."""
@@ -136,12 +194,19 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         return self.inner_optimizer.scale_loss(loss)
 
     def finalize_variable_values(self, var_list: Any) -> None:
+        """Keras calls this on every rank at the end of ``model.fit``: with an exchange that
+        leaves the replicas different (decentralized), the trainable weights become their mean
+        over ranks (:func:`dlion.average_replicas`), so every rank ends with one model."""
         self.inner_optimizer.finalize_variable_values(var_list)
+        if runtime.size() > 1 and not self.exchange.replicas_identical:
+            average_replicas(list(var_list), name=f"{self.name}.average_replicas")
 
     def get_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "backward_passes_per_step": self._passes_per_step,
+            "average_aggregated_gradients": self._average_passes,
         }
 
     @classmethod

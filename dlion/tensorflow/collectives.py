@@ -42,9 +42,9 @@ def _check(x: Any, what: str, name: str) -> tf.Tensor:
                 f"rank {runtime.rank()}: {what} '{name}': dtype {t.dtype.name} is not supported "
                 f"(supported: {sorted(d.name for d in _SUPPORTED)})"
             )
-        if what == "allgather" and t.shape.rank == 0:
+        if what in ("allgather", "reducescatter", "alltoall") and t.shape.rank == 0:
             raise InvalidArgumentError(
-                f"rank {runtime.rank()}: allgather '{name}': a scalar has no first dimension; "
+                f"rank {runtime.rank()}: {what} '{name}': a scalar has no first dimension; "
                 "pass tf.reshape(x, [1])"
             )
     except InvalidArgumentError as e:
@@ -67,10 +67,96 @@ def _run(fn: Callable[[np.ndarray], np.ndarray], t: tf.Tensor, shape: Any) -> tf
     return result
 
 
-def allreduce(x: Any, op: AnyReduceOp = "average", name: str = "allreduce") -> tf.Tensor:
-    """``x`` combined over ranks with ``op``; same shape and dtype on every rank."""
+def allreduce(
+    x: Any,
+    op: AnyReduceOp = "average",
+    name: str = "allreduce",
+    *,
+    prescale_factor: float = 1.0,
+    postscale_factor: float = 1.0,
+) -> tf.Tensor:
+    """``x`` combined over ranks with ``op``; same shape and dtype on every rank.
+    ``prescale_factor`` multiplies ``x`` first, ``postscale_factor`` the result."""
     t = _check(x, "allreduce", name)
-    return _run(lambda a: ops.allreduce(a, op=op, name=name), t, t.shape)
+    scaled = _scaling(t, prescale_factor, postscale_factor, name)
+    if scaled:
+        t = t * tf.cast(prescale_factor, t.dtype)
+    out = _run(lambda a: ops.allreduce(a, op=op, name=name), t, t.shape)
+    return out * tf.cast(postscale_factor, t.dtype) if scaled else out
+
+
+def _scaling(t: tf.Tensor, prescale: float, postscale: float, name: str) -> bool:
+    """Whether scale factors apply (checked: floating dtypes, finite factors)."""
+    if prescale == 1.0 and postscale == 1.0:
+        return False
+    ops.check_scaling(t.dtype.is_floating, t.dtype.name, prescale, postscale, name)
+    return True
+
+
+def grouped_allreduce(
+    xs: list[Any],
+    op: AnyReduceOp = "average",
+    name: str = "grouped_allreduce",
+    *,
+    prescale_factor: float = 1.0,
+    postscale_factor: float = 1.0,
+) -> list[tf.Tensor]:
+    """:func:`allreduce` of each tensor, in order; in a graph, one ``py_function`` for all."""
+    ts = [_check(x, "allreduce", f"{name}[{i}]") for i, x in enumerate(xs)]
+    scaled = [_scaling(t, prescale_factor, postscale_factor, name) for t in ts]
+    ts = [t * tf.cast(prescale_factor, t.dtype) if s else t for t, s in zip(ts, scaled)]
+
+    def eager(*values: tf.Tensor) -> list[tf.Tensor]:
+        out = []
+        for i, (v, t) in enumerate(zip(values, ts)):
+            wire = _WIDENED.get(t.dtype, t.dtype)
+            a = np.array(tf.cast(v, wire).numpy(), copy=True)
+            out.append(tf.cast(ops.allreduce(a, op=op, name=f"{name}[{i}]"), t.dtype))
+        return out
+
+    if tf.executing_eagerly():
+        results = eager(*ts)
+    else:
+        results = tf.py_function(eager, ts, Tout=[t.dtype for t in ts])
+        for r, t in zip(results, ts):
+            r.set_shape(t.shape)
+    return [
+        r * tf.cast(postscale_factor, t.dtype) if s else r for r, t, s in zip(results, ts, scaled)
+    ]
+
+
+def reducescatter(x: Any, op: AnyReduceOp = "average", name: str = "reducescatter") -> tf.Tensor:
+    """``x`` reduced over ranks, this rank's share of the first dimension (dlion.scatter)."""
+    from .. import scatter
+
+    t = _check(x, "reducescatter", name)
+    return _run(lambda a: scatter.reducescatter(a, op, name), t, [None, *t.shape[1:]])
+
+
+def alltoall(x: Any, splits: Any = None, name: str = "alltoall") -> Any:
+    """The rows every rank sent this one (``splits[r]`` rows of ``x`` go to rank ``r``); with
+    ``splits`` given, also the rows received from each rank (an int32 tensor)."""
+    from .. import scatter
+
+    t = _check(x, "alltoall", name)
+    counts = None if splits is None else tf.convert_to_tensor(splits)
+    wire = _WIDENED.get(t.dtype, t.dtype)
+
+    def eager(value: tf.Tensor, *given: tf.Tensor) -> list[tf.Tensor]:
+        a = np.array(tf.cast(value, wire).numpy(), copy=True)
+        out, received = scatter.alltoall(
+            a, [int(c) for c in given[0].numpy()] if given else None, name
+        )
+        return [tf.cast(tf.convert_to_tensor(out), t.dtype), tf.constant(received, tf.int32)]
+
+    inputs = [t] if counts is None else [t, counts]
+    if tf.executing_eagerly():
+        out, received = eager(*inputs)
+    else:
+        out, received = tf.py_function(eager, inputs, Tout=[t.dtype, tf.int32])
+        out.set_shape([None, *t.shape[1:]])
+        received.set_shape([runtime.size()])
+    return out if splits is None else (out, received)
 
 
 def allgather(x: Any, name: str = "allgather") -> tf.Tensor:

@@ -14,9 +14,12 @@ import keras
 import tensorflow as tf
 
 from .. import timeline
+from ..compression import Compressor
 from ..exchange import Exchange
 from . import fusion
+from .aggregation import LocalAggregation, check_passes
 from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, evict_oldest, var_name
+from .horovod_args import refuse_not_offered, resolve
 from .nonfinite import NonFinitePolicy, check_policy
 
 
@@ -38,6 +41,18 @@ class DistributedOptimizer:
             on every rank, naming the ranks, the step and the tensors; ``"skip"`` warns
             (``NonFiniteGradientWarning``) and no rank applies the step (see ``skipped_steps``).
         name: prefix of the engine operation names (shown in errors and stall warnings).
+        compression: Horovod's ``compression=``: a :class:`dlion.Compression` choice, which
+            picks the exchange that sends it (``Compression.fp16``: :class:`dlion.CastAllreduce`;
+            see :mod:`dlion.tensorflow.horovod_args`); ``none`` keeps ``exchange``.
+        backward_passes_per_step: add up this many passes' gradients locally, then exchange
+            and apply them once (:mod:`dlion.tensorflow.aggregation`); the other calls to
+            ``apply_gradients`` apply nothing.
+        average_aggregated_gradients: divide the aggregated gradients by
+            ``backward_passes_per_step`` (Horovod's default is ``False``: the sum).
+        op: ``dlion.Average`` (default) or ``dlion.Sum`` (``Allreduce("sum")``); Adasum is
+            refused with advice.
+        sparse_as_dense: IndexedSlices gradients are always exchanged densely (``True``, the
+            only value).
 
     Use it in a custom training loop, eagerly (the forward/backward may be a ``tf.function``)::
 
@@ -55,6 +70,12 @@ class DistributedOptimizer:
         compile_apply: bool = True,
         nonfinite: NonFinitePolicy = "raise",
         name: str = "DistributedOptimizer",
+        compression: Compressor | None = None,
+        backward_passes_per_step: int = 1,
+        average_aggregated_gradients: bool = False,
+        op: str = "average",
+        sparse_as_dense: bool = True,
+        **horovod_only: Any,
     ) -> None:
         if isinstance(optimizer, DistributedOptimizer):
             raise TypeError("the optimizer is already a DistributedOptimizer; wrap it only once")
@@ -64,6 +85,10 @@ class DistributedOptimizer:
             )
         self._optimizer = optimizer
         caller = "dlion.DistributedOptimizer"
+        refuse_not_offered(horovod_only, caller)
+        exchange = resolve(exchange, compression, op, sparse_as_dense, caller)
+        k, average = check_passes(backward_passes_per_step, average_aggregated_gradients, caller)
+        self._aggregation = LocalAggregation(k, average) if k > 1 else None
         self._exchanger = GradientExchanger(
             exchange,
             fusion_bytes,
@@ -114,6 +139,11 @@ class DistributedOptimizer:
         pairs = list(grads_and_vars)
         grads = [g for g, _ in pairs]
         variables = [v for _, v in pairs]
+        if self._aggregation is not None:
+            aggregated = self._aggregation.add(grads)
+            if aggregated is None:  # not the last pass of the group: nothing to apply yet
+                return self._optimizer.iterations
+            grads = aggregated
         if not self._compile_apply:
             combined = self.reduce_gradients(grads, variables)
             if combined is None:  # skipped on every rank (nonfinite="skip")

@@ -8,9 +8,11 @@ from typing import Any, Literal
 import tensorflow as tf
 
 from .. import runtime
+from ..compression import Compressor
 from ..errors import InvalidArgumentError
 from ..exchange import Exchange
 from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
+from .horovod_args import ExchangeSpec, refuse_not_offered, spec_of
 from .nonfinite import check_policy
 
 CALLER = "dlion.DistributedGradientTape.gradient"
@@ -19,8 +21,10 @@ CALLER = "dlion.DistributedGradientTape.gradient"
 class DistributedGradientTape:
     """Wraps a ``tf.GradientTape``: ``gradient()`` returns gradients combined across ranks.
 
-    The same exchange as :class:`dlion.DistributedOptimizer` (default: dense average through
-    the engine), for loops that apply gradients themselves (Horovod's
+    The same exchange as :class:`dlion.DistributedOptimizer` (default
+    :class:`dlion.PerLinkExchange`: a dense average when the probe at ``dlion.init`` found
+    every link fast, decentralized per-link top-k otherwise, where replicas differ; ``dlion.init``
+    says which on rank 0), for loops that apply gradients themselves (Horovod's
     ``hvd.DistributedGradientTape``)::
 
         with tf.GradientTape() as tape:
@@ -34,6 +38,10 @@ class DistributedGradientTape:
     When some rank's gradients hold NaN or infinity, ``gradient()`` raises
     ``NonFiniteGradientError`` on every rank (nothing non-finite is sent); ``nonfinite="skip"``
     is only for :class:`dlion.DistributedOptimizer`, which can skip the apply.
+
+    ``compression=`` (Horovod's; e.g. ``dlion.Compression.fp16``), ``op=`` (``dlion.Average``
+    or ``dlion.Sum``) and ``sparse_as_dense=True`` pick the exchange as for
+    :class:`dlion.DistributedOptimizer` (:mod:`dlion.tensorflow.horovod_args`).
     """
 
     def __init__(
@@ -44,6 +52,10 @@ class DistributedGradientTape:
         fusion_bytes: int = DEFAULT_FUSION_BYTES,
         nonfinite: Literal["raise"] = "raise",
         name: str = "DistributedGradientTape",
+        compression: Compressor | None = None,
+        op: str = "average",
+        sparse_as_dense: bool = True,
+        **horovod_only: Any,
     ) -> None:
         if isinstance(tape, DistributedGradientTape):
             raise TypeError("the tape is already a DistributedGradientTape; wrap it only once")
@@ -56,7 +68,9 @@ class DistributedGradientTape:
                 "the apply; use dlion.DistributedOptimizer(..., nonfinite='skip') for that)"
             )
         check_policy(nonfinite, "dlion.DistributedGradientTape", allowed=("raise",))
-        self._exchanger = _exchanger_for(exchange, fusion_bytes, name)
+        refuse_not_offered(horovod_only, "dlion.DistributedGradientTape")
+        spec = spec_of(exchange, compression, op, sparse_as_dense, "dlion.DistributedGradientTape")
+        self._exchanger = _exchanger_for(exchange, spec, fusion_bytes, name)
 
     def __getattr__(self, attr: str) -> Any:
         # Only reached for attributes this class does not define: forward to the tape.
@@ -84,27 +98,37 @@ class DistributedGradientTape:
 
 @dataclass
 class _TapeExchangers:
-    """The tapes' exchangers of one run, by name, with the exchange and fusion size each was
-    made for (held by :func:`dlion.runtime.run_state`, dropped at ``dlion.shutdown``). A tape
-    usually lives one step; its exchanger (fusion plans, checked layouts, ``dlion.join``'s
-    responder, which holds exchangers only weakly) serves every tape of that name."""
+    """The tapes' exchangers of one run, by name, with the exchange (or the spec of
+    ``compression=``/``op=``) and fusion size each was made for (held by
+    :func:`dlion.runtime.run_state`, dropped at ``dlion.shutdown``). A tape usually lives one
+    step; its exchanger (fusion plans, checked layouts, ``dlion.join``'s responder, which holds
+    exchangers only weakly) serves every tape of that name."""
 
-    by_name: dict[str, tuple[Exchange | None, int, GradientExchanger]] = field(default_factory=dict)
+    by_name: dict[str, tuple[Exchange | ExchangeSpec | None, int, GradientExchanger]] = field(
+        default_factory=dict
+    )
 
 
-def _exchanger_for(exchange: Exchange | None, fusion_bytes: int, name: str) -> GradientExchanger:
+def _exchanger_for(
+    exchange: Exchange | None, spec: ExchangeSpec | None, fusion_bytes: int, name: str
+) -> GradientExchanger:
     """The run's exchanger of the tapes named ``name`` with this ``exchange`` (the same object,
-    or both the default) and ``fusion_bytes``; a new one otherwise, or before ``dlion.init``."""
+    or both the default) or the same ``spec``, and ``fusion_bytes``; a new one otherwise, or
+    before ``dlion.init``."""
+    key: Exchange | ExchangeSpec | None = exchange if spec is None else spec
 
     def make() -> GradientExchanger:
-        return GradientExchanger(exchange, fusion_bytes, name, CALLER)
+        policy = exchange if spec is None else spec.make()
+        return GradientExchanger(policy, fusion_bytes, name, CALLER)
 
     if not runtime.is_initialized():
         return make()
     cache = runtime.run_state(_TapeExchangers).by_name
     held = cache.get(name)
-    if held is not None and held[0] is exchange and held[1] == fusion_bytes:
-        return held[2]
+    if held is not None and held[1] == fusion_bytes:
+        same = held[0] is key if spec is None else held[0] == key
+        if same:
+            return held[2]
     made = make()
-    cache[name] = (exchange, fusion_bytes, made)
+    cache[name] = (key, fusion_bytes, made)
     return made

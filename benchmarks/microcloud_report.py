@@ -130,11 +130,16 @@ def _cell_time(sp: dict[str, Any], budget: float) -> str:
 
 
 def _cell_num(sp: dict[str, Any], fmt: str) -> str:
+    """median [min, max]; "-" for a value never measured (None: a target not reached)."""
     if sp["n"] == 0 or sp["median"] is None:
         return "-"
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else format(v, fmt)
+
     if sp["n"] == 1:
-        return format(sp["median"], fmt)
-    return f"{format(sp['median'], fmt)} [{format(sp['min'], fmt)}, {format(sp['max'], fmt)}]"
+        return f(sp["median"])
+    return f"{f(sp['median'])} [{f(sp['min'])}, {f(sp['max'])}]"
 
 
 def table(results: dict[str, Any]) -> str:
@@ -146,7 +151,12 @@ def table(results: dict[str, Any]) -> str:
         budget = cell["budget_s"]
         lines += [
             f"**{MODE_NAMES.get(cell['mode'], cell['mode'])}, {cell['scenario']}**: "
-            f"`{cell['topology']}`, {len(cell['seeds'])} seeds, budget {budget:g} s",
+            f"`{cell['topology']}`, {len(cell['seeds'])} seeds, budget {budget:g} s"
+            + (
+                f", runs made at commit {', '.join(c[:12] for c in cell['commits'])}"
+                if cell.get("commits")
+                else ""
+            ),
             "",
             f"| policy | {head} | steps to {float(keys[-1]):.0%} | accuracy at budget | "
             "steps/s | MB per WAN link |",

@@ -75,6 +75,7 @@ from .exchange import (
     CastAllreduce,
     Exchange,
     GaiaExchange,
+    OuterSync,
     PeerExchange,
     PerLinkExchange,
 )
@@ -145,6 +146,7 @@ __all__ = [
     "NonFiniteGradientWarning",
     "NotInitializedError",
     "OptionTypeError",
+    "OuterSync",
     "PeerExchange",
     "PeerTimeoutError",
     "PerLinkExchange",

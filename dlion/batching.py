@@ -267,6 +267,9 @@ class DynamicBatcher:
     def _apply_weight(self) -> None:
         if self.exchange is not None:
             self.exchange.weight = self.weight
+            set_batches = getattr(self.exchange, "set_batches", None)
+            if set_batches is not None:  # dlion.OuterSync weights the site's ranks by batch
+                set_batches(list(self.batches))
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from .allreduce import Allreduce
 from .base import Exchange, Pending
 from .cast import CastAllreduce
 from .gaia import GaiaExchange
+from .outer import OuterSync
 from .peer import PeerExchange
 from .perlink import PerLinkExchange
 
@@ -18,6 +19,7 @@ __all__ = [
     "CastAllreduce",
     "Exchange",
     "GaiaExchange",
+    "OuterSync",
     "PeerExchange",
     "Pending",
     "PerLinkExchange",

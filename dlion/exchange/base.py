@@ -14,6 +14,23 @@ class Pending(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
+class Parameters(Protocol):
+    """The trainable tensors of a model as flat float32 pieces, for policies that change the
+    parameters themselves (:class:`dlion.OuterSync`); ``dlion.tensorflow`` provides it over
+    the optimizer's variables."""
+
+    #: Elements of each tensor, in the optimizer's order.
+    sizes: list[int]
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Tensors ``lo`` to ``hi - 1``, flattened and concatenated (a new float32 array)."""
+        ...
+
+    def write(self, lo: int, hi: int, values: np.ndarray) -> None:
+        """Assign tensors ``lo`` to ``hi - 1`` from ``values`` (as :meth:`read` lays them out)."""
+        ...
+
+
 class Exchange(abc.ABC):
     """Combines one fused gradient buffer with the other ranks', in place.
 
@@ -37,6 +54,17 @@ class Exchange(abc.ABC):
         that start equal stay equal (collectives do; decentralized policies in general do not:
         then :func:`dlion.average_replicas` makes one model at the end)."""
         return self.collective
+
+    #: True when the policy also changes the parameters around the optimizer's apply
+    #: (:class:`dlion.OuterSync`); the optimizer wrappers then call :meth:`before_apply` and
+    #: :meth:`after_apply` at every step.
+    updates_parameters: bool = False
+
+    def before_apply(self, params: Parameters, *, name: str) -> None:  # noqa: B027
+        """Called before the optimizer applies a step's combined gradients (default: nothing)."""
+
+    def after_apply(self, params: Parameters, *, name: str) -> None:  # noqa: B027
+        """Called after the optimizer applied a step's combined gradients (default: nothing)."""
 
     @abc.abstractmethod
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:

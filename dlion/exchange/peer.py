@@ -82,6 +82,9 @@ class PeerExchange(Exchange):
     #: Not a collective: peers are not in lockstep, so per-step agreement rounds (the
     #: non-finite vote, dlion.join's control round) are skipped for it.
     collective = False
+    #: The site-aware exchange's wide-area phase runs (False: only the dense in-site average,
+    #: as :class:`dlion.OuterSync`'s inner steps use it).
+    cross_sites = True
 
     def __init__(
         self,
@@ -256,11 +259,19 @@ class PeerExchange(Exchange):
             scratch = self._scratch[name] = _sites.Scratch(np.empty(own[1], np.float32))
         steps = runtime.run_state(Groups).steps
         steps[group] = step
-        for wan in _sites.sent_pieces(name, where, buffer.size):
+        for wan in _sites.sent_pieces(name, where, buffer.size) if self.cross_sites else ():
             self._names.setdefault(wan)  # residuals per site pair and piece: checkpointed
             steps[group_id(wan)] = step
         return _sites.SiteRound(
-            self, buffer, name, step, self._sync_for(name), where, scratch, group_id
+            self,
+            buffer,
+            name,
+            step,
+            self._sync_for(name),
+            where,
+            scratch,
+            group_id,
+            cross_sites=self.cross_sites,
         )
 
     # -- checkpoints -------------------------------------------------------------------------

@@ -163,9 +163,11 @@ class SiteRound:
         where: SiteLayout,
         scratch: Scratch,
         group_id,
+        cross_sites: bool = True,
     ) -> None:
         self.policy, self.buffer, self.name, self.step, self.sync = policy, buffer, name, step, sync
         self.where, self.scratch, self.gid = where, scratch, group_id
+        self.cross_sites = cross_sites  # False: phases 1 and 3 only (a dense in-site average)
         self.size = runtime.size()
         self.engine = runtime.peer_engine()
         self.weight = policy.current_weight()
@@ -269,7 +271,7 @@ class SiteRound:
         mine = self.buffer[off : off + ln]
         mine[...] = s.site_sum
         for t in w.sites:
-            if t == site:
+            if t == site or not self.cross_sites:
                 continue
             for j, shard in enumerate(shards(n, len(w.members[t]))):
                 o, length = overlap(shard, self.own)
@@ -299,7 +301,7 @@ class SiteRound:
                     return False
                 self._handles.pop(0)
             self._stage += 1
-            if self._stage == 2:
+            if self._stage == 2 and self.cross_sites:
                 self._wide_area()
             elif self._stage == 3:
                 self._combine()

@@ -24,6 +24,7 @@ from ..exchange import Exchange
 from ..tensorflow.aggregation import check_passes
 from ..tensorflow.exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
 from ..tensorflow.horovod_args import refuse_not_offered, resolve
+from ..tensorflow.parameters import ParameterHooks
 from ..tensorflow.replicas import average_replicas
 
 
@@ -88,6 +89,7 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
             backward_passes_per_step, average_aggregated_gradients, caller
         )
         self._exchanger = GradientExchanger(exchange, fusion_bytes, self.name, f"{caller}.apply")
+        self._hooks = ParameterHooks(self._exchanger.exchange, self.name)
         self._exchange_on_one_rank = bool(exchange_on_one_rank)
         self._sums: list[Any] = []
 
@@ -145,9 +147,21 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         if not self.built:
             self.build(variables)
         if self._passes_per_step == 1:
-            self.inner_optimizer.apply(self.reduce_gradients(list(grads), variables), variables)
+            self._hooked_apply(list(grads), variables)
             return
         self._aggregate(list(grads), variables)
+
+    def _hooked_apply(self, grads: list[Any], variables: list[Any]) -> None:
+        """Exchange and apply, with the policy's parameter hooks around the apply."""
+        hooks = self._hooks if self._exchanges() else None
+        token = hooks.before(variables) if hooks is not None else None
+        with tf.control_dependencies([] if token is None else [token]):
+            self.inner_optimizer.apply(self.reduce_gradients(grads, variables), variables)
+        if hooks is not None:
+            hooks.after(variables)
+
+    def _exchanges(self) -> bool:
+        return runtime.size() > 1 or self._exchange_on_one_rank
 
     def _aggregate(self, grads: list[Any], variables: list[Any]) -> None:
         """Add this batch's gradients to the sums; every ``backward_passes_per_step``-th batch,
@@ -164,8 +178,7 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
             summed = [
                 tf.convert_to_tensor(s) * scale if p else None for s, p in zip(self._sums, present)
             ]
-            reduced = self.reduce_gradients(summed, variables)
-            self.inner_optimizer.apply(reduced, variables)
+            self._hooked_apply(summed, variables)
             for s in self._sums:
                 s.assign(tf.zeros_like(s))
             return tf.constant(True)
@@ -174,7 +187,7 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
 
     def reduce_gradients(self, grads: list[Any], variables: list[Any]) -> list[Any]:
         """The gradients combined across ranks (eagerly, or as one py_function in a graph)."""
-        if runtime.size() == 1 and not self._exchange_on_one_rank:
+        if not self._exchanges():
             return grads
         keep = [i for i, g in enumerate(grads) if g is not None]
         dense = [tf.convert_to_tensor(grads[i]) for i in keep]  # IndexedSlices -> dense
@@ -198,6 +211,7 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         leaves the replicas different (decentralized), the trainable weights become their mean
         over ranks (:func:`dlion.average_replicas`), so every rank ends with one model."""
         self.inner_optimizer.finalize_variable_values(var_list)
+        self._hooks.flush()  # OuterSync(overlap > 0): the rounds still in flight
         if runtime.size() > 1 and not self.exchange.replicas_identical:
             average_replicas(list(var_list), name=f"{self.name}.average_replicas")
 

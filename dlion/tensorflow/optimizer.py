@@ -21,6 +21,7 @@ from .aggregation import LocalAggregation, check_passes
 from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, evict_oldest, var_name
 from .horovod_args import refuse_not_offered, resolve
 from .nonfinite import NonFinitePolicy, check_policy
+from .parameters import ParameterHooks
 
 
 class DistributedOptimizer:
@@ -100,6 +101,7 @@ class DistributedOptimizer:
         self._apply_fns: dict[tuple, Any] = {}  # compiled applies, one per layout and variables
         self._joined_vars: dict[tuple, list[tf.Variable]] = {}  # dlion.join: last vars per layout
         self._exchanger.joined_apply = self._joined_apply
+        self._hooks = ParameterHooks(self._exchanger.exchange, name)
 
     @property
     def optimizer(self) -> keras.optimizers.Optimizer:
@@ -144,6 +146,17 @@ class DistributedOptimizer:
             if aggregated is None:  # not the last pass of the group: nothing to apply yet
                 return self._optimizer.iterations
             grads = aggregated
+        self._hooks.before(variables)
+        result = self._exchange_and_apply(grads, variables)
+        self._hooks.after(variables)  # also after a skipped step: every rank counts it
+        return result
+
+    def flush(self) -> None:
+        """Complete and apply what the exchange still has in flight: with
+        :class:`dlion.OuterSync` and ``overlap > 0``, call it after the last step."""
+        self._hooks.flush()
+
+    def _exchange_and_apply(self, grads: list[Any], variables: list[tf.Variable]) -> Any:
         if not self._compile_apply:
             combined = self.reduce_gradients(grads, variables)
             if combined is None:  # skipped on every rank (nonfinite="skip")

@@ -71,6 +71,12 @@ class DistributedGradientTape:
         refuse_not_offered(horovod_only, "dlion.DistributedGradientTape")
         spec = spec_of(exchange, compression, op, sparse_as_dense, "dlion.DistributedGradientTape")
         self._exchanger = _exchanger_for(exchange, spec, fusion_bytes, name)
+        if self._exchanger.exchange.updates_parameters:
+            raise InvalidArgumentError(
+                f"dlion.DistributedGradientTape: {self._exchanger.exchange.describe()} changes "
+                "the parameters after every apply, which a tape never sees; use it with "
+                "dlion.DistributedOptimizer or dlion.keras.DistributedOptimizer"
+            )
 
     def __getattr__(self, attr: str) -> Any:
         # Only reached for attributes this class does not define: forward to the tape.

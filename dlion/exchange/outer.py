@@ -29,6 +29,7 @@ the codec rounds away (which error feedback sends later).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +169,9 @@ class OuterSync(Exchange):
         self.batches: list[int] | None = None
         self.step = 0
         self.rounds_done = 0
+        self.waited_s = 0.0
+        """Seconds the training thread blocked at due steps for rounds still in flight (a
+        slower site, or a round longer than ``overlap`` steps)."""
         self._cuts: list[tuple[int, int]] | None = None
         self._anchor: list[np.ndarray] | None = None
         self._moment: list[np.ndarray | None] = []
@@ -264,8 +268,11 @@ class OuterSync(Exchange):
         """The outer optimizer's step once the round's exchange is complete."""
         if r.result is not None:
             return True
+        started = time.perf_counter()
         if not r.handle.wait(None if block else 0.0):
             return False
+        if block:
+            self.waited_s += time.perf_counter() - started
         assert self._anchor is not None
         d = r.delta
         if self.momentum:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -306,11 +307,13 @@ def bandwidth(results: dict[str, Any]) -> list[str]:
         with_ref = any(REFERENCE in c["policies"] for c in cells)
         cols = names + ([REFERENCE] if with_ref else [])
         targets = " / ".join(f"{float(k):.0%}" for k in keys)
+        spec = re.sub(r":[0-9.]+[kmg]?bit:", ":R:", cells[0]["topology"])
+        seeds = len(cells[0]["seeds"])
         out += [
-            f"**{MODE_NAMES.get(mode, mode)}, {scen}, by WAN rate**: `{cells[0]['topology']}` "
-            f"with every WAN link's rate replaced (latency unchanged); "
-            f"{len(cells[0]['seeds'])} seeds, budget {cells[0]['budget_s']:g} s. Each entry: "
-            f"median time to {targets} (s) · median accuracy at the budget.",
+            f"**{MODE_NAMES.get(mode, mode)}, {scen}, by WAN rate**: `{spec}`, R = the row's "
+            f"rate on every WAN link (latencies unchanged); {seeds} seed{'s' * (seeds != 1)}, "
+            f"budget {cells[0]['budget_s']:g} s. Each entry: median time to {targets} (s) · "
+            "median accuracy at the budget.",
             "",
             "| WAN Mbit/s | " + " | ".join(POLICY_NAMES.get(n, n) for n in cols) + " | winner |",
             "|---|" + "---|" * (len(cols) + 1),
@@ -321,12 +324,11 @@ def bandwidth(results: dict[str, Any]) -> list[str]:
             won = winner(pols, keys)
             best = "-"
             if won is not None and won[1] is None:
-                best = f"{POLICY_NAMES.get(won[0], won[0])} (best accuracy at budget)"
+                best = f"{POLICY_NAMES.get(won[0], won[0])}: best accuracy at budget"
             elif won is not None and won[1] is not None:
-                best = f"{POLICY_NAMES.get(won[0], won[0])} (first to {float(won[1]):.0%}"
+                best = f"{POLICY_NAMES.get(won[0], won[0])}: first to {float(won[1]):.0%}"
                 if REFERENCE in pols:
                     best += f", {multiple(pols[won[0]], pols[REFERENCE], won[1], budget)} reference"
-                best += ")"
             out.append(f"| {c['wan_mbit']:g} | " + " | ".join(entries) + f" | {best} |")
         out.append("")
     return out

@@ -233,6 +233,11 @@ class _Run:
             steps += 1
             train_s = time.perf_counter() - t0 - eval_s
             curve.append((train_s, steps, self.accuracy()))
+        elif getattr(self.exchange, "overlap", 0) and callable(getattr(self.opt, "flush", None)):
+            # OuterSync with overlap: the rounds still in flight are completed and applied
+            self.opt.flush()
+            train_s = time.perf_counter() - t0 - eval_s
+            curve.append((train_s, steps, self.accuracy()))
         return self.summary(curve, steps, train_s, sent0)
 
     def summary(self, curve, steps, train_s, sent0) -> dict[str, Any]:

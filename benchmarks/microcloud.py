@@ -4,7 +4,7 @@ and Ako on the same micro-cloud, beside a no-communication reference.
     python benchmarks/microcloud.py --headline            # README "Results": real network and
                                                           # in-process, 2 topologies, 3 seeds,
                                                           # with the reference
-    python benchmarks/microcloud.py --quick               # one seed, in-process, ~8 min
+    python benchmarks/microcloud.py --quick               # one seed, in-process, ~10 min
     python benchmarks/microcloud.py --scenarios wan --policies dlion,allreduce --budget 30
     python benchmarks/microcloud.py --scenarios wan-hetero --bandwidths 1,5,20,100 \\
         --policies allreduce,gaia,dlion,outer --seeds 3 --reference --stem bandwidth --docs
@@ -53,9 +53,9 @@ docs/choosing-a-policy.md.
 
 Per run it records the test-accuracy curve over *training* wall time (evaluation excluded), and
 per (mode, scenario, policy) the median and range over seeds of the time and steps to each
-``--targets`` accuracy, the accuracy at the budget, steps/s and MB per WAN link. It writes
-``{stem}.json`` (with the commit and the full command), ``{stem}.md`` and one PNG per (mode,
-scenario) into ``--out``; every finished seed is also kept in ``--out``/runs/ so that
+``--targets`` accuracy, the accuracy at the budget, steps/s, MB per WAN link (and per step).
+It writes ``{stem}.json`` (with the commit and the full command), ``{stem}.md`` and one PNG per
+(mode, scenario) into ``--out``; every finished seed is also kept in ``--out``/runs/ so that
 ``--resume`` continues an interrupted command (runs made at another commit are named so).
 """
 

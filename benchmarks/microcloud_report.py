@@ -72,6 +72,11 @@ def summarize_run(run: dict[str, Any], targets: list[float]) -> dict[str, Any]:
         "train_s": run["train_s"],
         "mb_per_link": run["mb_per_link"],
         "mb_per_wan_link": run["mb_per_wan_link"],
+        "kb_per_wan_link_step": (
+            None
+            if run["mb_per_wan_link"] is None or not run["steps"]
+            else 1e3 * run["mb_per_wan_link"] / run["steps"]
+        ),
         "mb_per_site_link": run["mb_per_site_link"],
         "describe": run["describe"],
         "batch_split": run["batch_split"],
@@ -118,6 +123,7 @@ def aggregate(runs: dict[int, dict[str, Any]], targets: list[float]) -> dict[str
         "accuracy_at_budget": num("accuracy_at_budget"),
         "steps_per_s": num("steps_per_s"),
         "mb_per_wan_link": num("mb_per_wan_link"),
+        "kb_per_wan_link_step": num("kb_per_wan_link_step"),
         "mb_per_link": num("mb_per_link"),
         "describe": runs[seeds[0]]["describe"],
     }
@@ -131,6 +137,9 @@ def speedup(cell: dict[str, Any], base: dict[str, Any], key: str, budget: float)
     if theirs is None:
         return f">{budget / mine:.1f}x"
     return f"{theirs / mine:.2f}x"
+
+
+NONE = {"median": None, "min": None, "max": None, "reached": 0, "n": 0}  # results before a field
 
 
 def _s(v: float | None, budget: float) -> str:
@@ -176,8 +185,8 @@ def table(results: dict[str, Any]) -> str:
             ),
             "",
             f"| policy | {head} | steps to {float(keys[-1]):.0%} | accuracy at budget | "
-            "steps/s | MB per WAN link |",
-            "|---|" + "---|" * (len(keys) + 4),
+            "steps/s | MB per WAN link | KB per WAN link per step |",
+            "|---|" + "---|" * (len(keys) + 5),
         ]
         for name, agg in cell["policies"].items():
             times = " | ".join(_cell_time(agg["time_to"][k], budget) for k in keys)
@@ -186,7 +195,8 @@ def table(results: dict[str, Any]) -> str:
                 f"{_cell_num(agg['steps_to'][keys[-1]], '.0f')} | "
                 f"{_cell_num(agg['accuracy_at_budget'], '.3f')} | "
                 f"{_cell_num(agg['steps_per_s'], '.2f')} | "
-                f"{_cell_num(agg['mb_per_wan_link'], '.1f')} |"
+                f"{_cell_num(agg['mb_per_wan_link'], '.1f')} | "
+                f"{_cell_num(agg.get('kb_per_wan_link_step', NONE), '.1f')} |"
             )
         lines.append("")
     lines += ratios(results) + versus_reference(results) + bandwidth(results) + fidelity(results)

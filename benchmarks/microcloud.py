@@ -1,9 +1,13 @@
-"""Micro-cloud benchmark: DLion against Allreduce, Horovod, Gaia and Ako on the same micro-cloud.
+"""Micro-cloud benchmark: DLion and its outer synchronization against Allreduce, Horovod, Gaia
+and Ako on the same micro-cloud, beside a no-communication reference.
 
     python benchmarks/microcloud.py --headline            # README "Results": real network and
-                                                          # in-process, 2 topologies, 3 seeds
-    python benchmarks/microcloud.py --quick               # one seed, in-process, ~8 min
+                                                          # in-process, 2 topologies, 3 seeds,
+                                                          # with the reference
+    python benchmarks/microcloud.py --quick               # one seed, in-process, ~10 min
     python benchmarks/microcloud.py --scenarios wan --policies dlion,allreduce --budget 30
+    python benchmarks/microcloud.py --scenarios wan-hetero --bandwidths 1,5,20,100 \\
+        --policies allreduce,gaia,dlion,outer --seeds 3 --reference --stem bandwidth --docs
     python benchmarks/microcloud.py --modes microcloud --seeds 3 --topology \\
         "A:2,B:1,C:1 A-B:20mbit:40ms A-C:10mbit:60ms B-C:10mbit:60ms compute=1,1,0.5,1"
     mpiexec -n 4 python benchmarks/microcloud.py --scenarios wan-hetero   # under mpiexec
@@ -29,14 +33,29 @@ only runs on the real network.
 Policies: ``allreduce`` (``dlion.Allreduce``, the site-aware hierarchical dense average),
 ``horovod`` (one flat dense MPI allreduce per step, no control rounds), ``gaia``
 (``dlion.GaiaExchange``), ``ako`` (``dlion.AkoExchange``), ``dlion`` (``PerLinkExchange`` +
-``DynamicBatcher`` + ``KnowledgeTransfer``) and DLion's ablations ``dlion-ranks`` (rank to rank
-instead of site-aware), ``dlion-nobatch``, ``dlion-nokt``, ``dlion-overlap`` (staleness 1).
+``DynamicBatcher`` + ``KnowledgeTransfer``), ``outer`` (``dlion.OuterSync``: local steps, dense
+inside a site, every ``--outer-every`` steps the sites exchange their 8-bit quantized parameter
+deltas and apply an outer Nesterov step; with ``DynamicBatcher``, no knowledge transfer;
+``outer-kt`` adds it) and DLion's ablations ``dlion-ranks`` (rank to rank instead of
+site-aware), ``dlion-nobatch``, ``dlion-nokt``, ``dlion-overlap`` (staleness 1).
+
+``--reference`` (default with ``--headline``) adds the no-communication reference row, measured
+in the same command: one process on the host (outside the testbed's namespaces, no emulation)
+with TF intra-op threads = the machine's cores, the same model, data, budget and evaluation
+schedule, the scenario's global batch (``--batch`` x ranks) per step, the plain Keras optimizer.
+It runs once per (global batch, budget, seed) and every cell with those shows it; the report
+gives each policy's time to target as a multiple of it.
+
+``--bandwidths 1,5,20,100`` reruns each chosen scenario with every WAN link's rate replaced by
+each value in Mbit/s (latencies unchanged), as scenarios ``{name}@{rate}mbit``; the report adds
+the table "WAN Mbit/s x policy" with the winner per rate, and ``--docs`` rewrites its block in
+docs/choosing-a-policy.md.
 
 Per run it records the test-accuracy curve over *training* wall time (evaluation excluded), and
 per (mode, scenario, policy) the median and range over seeds of the time and steps to each
-``--targets`` accuracy, the accuracy at the budget, steps/s and MB per WAN link. It writes
-``{stem}.json`` (with the commit and the full command), ``{stem}.md`` and one PNG per (mode,
-scenario) into ``--out``; every finished seed is also kept in ``--out``/runs/ so that
+``--targets`` accuracy, the accuracy at the budget, steps/s, MB per WAN link (and per step).
+It writes ``{stem}.json`` (with the commit and the full command), ``{stem}.md`` and one PNG per
+(mode, scenario) into ``--out``; every finished seed is also kept in ``--out``/runs/ so that
 ``--resume`` continues an interrupted command (runs made at another commit are named so).
 """
 
@@ -59,11 +78,21 @@ import microcloud_launch as launcher  # noqa: E402
 import microcloud_report as report  # noqa: E402
 from microcloud_launch import SCENARIOS, Scenario  # noqa: E402
 
-POLICIES = ("allreduce", "gaia", "ako", "dlion")
-#: Selectable with --policies besides POLICIES: a Horovod-equivalent flat allreduce and DLion's
+POLICIES = ("allreduce", "gaia", "ako", "dlion", "outer")
+#: Selectable with --policies besides POLICIES: a Horovod-equivalent flat allreduce, DLion's
 #: ablations (rank to rank instead of site-aware, no dynamic batching, no knowledge transfer,
-#: the wide-area phase overlapped with the next step).
-EXTRA_POLICIES = ("horovod", "dlion-ranks", "dlion-nobatch", "dlion-nokt", "dlion-overlap")
+#: the wide-area phase overlapped with the next step) and the outer synchronization with
+#: knowledge transfer.
+EXTRA_POLICIES = (
+    "horovod",
+    "dlion-ranks",
+    "dlion-nobatch",
+    "dlion-nokt",
+    "dlion-overlap",
+    "outer-kt",
+)
+#: The no-communication reference (--reference; also accepted in --policies).
+REFERENCE = "reference"
 MODES = ("inprocess", "microcloud")
 # --quick: two scenarios, short budgets (s), one seed.
 QUICK = {"lan": 12.0, "wan-hetero": 70.0}
@@ -71,11 +100,11 @@ FULL = {"lan": 60.0, "wan": 180.0, "wan-hetero": 180.0, "wan-dynamic": 180.0, "3
 #: --headline: what README "Results" shows. Per (mode, scenario) the policies run; budgets below.
 HEADLINE = {
     ("microcloud", "wan-hetero"): (
-        "dlion,dlion-ranks,dlion-nobatch,dlion-nokt,dlion-overlap,gaia,ako,allreduce,horovod"
+        "dlion,outer,dlion-ranks,dlion-nobatch,dlion-nokt,dlion-overlap,gaia,ako,allreduce,horovod"
     ),
-    ("microcloud", "3site"): "dlion,gaia,allreduce,horovod",
-    ("inprocess", "wan-hetero"): "dlion,dlion-ranks,gaia,allreduce",
-    ("inprocess", "3site"): "dlion,allreduce",
+    ("microcloud", "3site"): "dlion,outer,gaia,allreduce,horovod",
+    ("inprocess", "wan-hetero"): "dlion,outer,dlion-ranks,gaia,allreduce",
+    ("inprocess", "3site"): "dlion,outer,allreduce",
 }
 HEADLINE_BUDGET = 75.0
 
@@ -105,6 +134,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gaia-bits", type=int, choices=(8, 32), default=8, help="Gaia's values")
     p.add_argument("--ako-partitions", type=int, default=4)
     p.add_argument("--staleness", type=int, default=0, help="for every peer policy")
+    p.add_argument("--batch", type=int, default=64, help="per-rank batch (global: x ranks)")
+    p.add_argument("--outer-every", type=int, default=25, help="outer: inner steps per sync")
+    p.add_argument("--outer-lr", type=float, default=0.7, help="outer: outer learning rate")
+    p.add_argument("--outer-momentum", type=float, default=0.9, help="outer: Nesterov momentum")
+    p.add_argument("--outer-fragments", type=int, default=1, help="outer: streamed fragments")
+    p.add_argument("--outer-overlap", type=int, default=0, help="outer: steps a sync overlaps")
+    p.add_argument("--outer-bits", type=int, default=8, help="outer: qsgd bits of the deltas")
+    p.add_argument(
+        "--reference",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the no-communication reference row (1 process, all cores; default: --headline)",
+    )
+    p.add_argument(
+        "--bandwidths",
+        default=None,
+        help="Mbit/s, comma-separated: rerun each scenario with every WAN link at each rate",
+    )
     p.add_argument("--timeout", type=float, default=0, help="seconds per launch (0: auto)")
     p.add_argument("--out", default=str(HERE / "results"), help="results folder")
     p.add_argument("--stem", default="microcloud", help="file names in --out")
@@ -114,6 +161,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="reuse finished seeds in --out/runs (the report names their commit if another)",
     )
     p.add_argument("--readme", action="store_true", help="also rewrite README's Results block")
+    p.add_argument(
+        "--docs",
+        action="store_true",
+        help="also rewrite docs/choosing-a-policy.md's bandwidth table (needs --bandwidths)",
+    )
     p.add_argument("--data", default=None, help="Fashion-MNIST IDX folder")
     args = p.parse_args(argv)
     try:
@@ -128,6 +180,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--budget {args.budget}: must be > 0")
     if args.eval_every <= 0:
         p.error(f"--eval-every {args.eval_every}: must be > 0")
+    if args.batch < 1:
+        p.error(f"--batch {args.batch}: at least 1")
+    bandwidths: list[float] = []
+    if args.bandwidths:
+        try:
+            bandwidths = [float(b) for b in args.bandwidths.split(",")]
+        except ValueError:
+            p.error(f"--bandwidths {args.bandwidths!r}: want comma-separated Mbit/s, e.g. 1,5,20")
+        if not all(b > 0 for b in bandwidths) or len(set(bandwidths)) != len(bandwidths):
+            p.error(f"--bandwidths {args.bandwidths!r}: distinct rates > 0 (Mbit/s)")
+    if args.docs and not bandwidths:
+        p.error("--docs writes the bandwidth table: pass --bandwidths")
+    args.bandwidth_list = bandwidths
+    names = args.policies.split(",")
+    if REFERENCE in names:  # --policies ...,reference is --reference
+        args.policies = ",".join(n for n in names if n != REFERENCE)
+        args.reference = True
+        if not args.policies:
+            p.error("--policies: name at least one policy besides the reference")
+    if args.reference is None:
+        args.reference = args.headline
     if args.modes:
         modes = args.modes.split(",")
     else:
@@ -154,6 +227,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"unknown scenario(s) {bad}: use {list(SCENARIOS)}")
         plan = {(m, s): args.policies for m in modes for s in names}
         budgets = {k: args.budget or table.get(k[1], FULL.get(k[1], 180.0)) for k in plan}
+    if bandwidths:  # every cell once per WAN rate instead
+        varied: dict[tuple[str, str], tuple[str, str]] = {}
+        for mode, scen in plan:
+            for b in bandwidths:
+                varied[(mode, launcher.with_bandwidth(scen, b))] = (mode, scen)
+        plan = {k: plan[v] for k, v in varied.items()}
+        budgets = {k: budgets[v] for k, v in varied.items()}
     for (_mode, scen), pols in plan.items():
         names = pols.split(",")
         if not names or [x for x in names if x not in POLICIES + EXTRA_POLICIES]:
@@ -185,7 +265,7 @@ def git_state() -> tuple[str, bool]:
     changed = [
         line
         for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
-        if "benchmarks/results/" not in line and not line.endswith("README.md")
+        if "benchmarks/results/" not in line and not line.endswith(("README.md", report.DOCS_PAGE))
     ]
     return git("rev-parse", "HEAD") or "unknown", bool(changed)
 
@@ -211,10 +291,29 @@ def run_cell(args: argparse.Namespace, mode: str, scen: str, commit: str) -> dic
             others.add(str(raw.get("commit")))
         for name, run in raw["policies"].items():
             runs[name][i] = report.summarize_run(run, args.target_list)
+        if args.reference:
+            ref = reference_run(args, tp.size, seed=i, budget=budget, commit=commit)
+            if ref.get("commit") != commit:
+                others.add(str(ref.get("commit")))
+            run = ref["policies"][REFERENCE]
+            runs.setdefault(REFERENCE, {})[i] = report.summarize_run(run, args.target_list)
+    sc = SCENARIOS[scen]
     return {
         "mode": mode,
         "scenario": scen,
-        "title": SCENARIOS[scen].title,
+        "title": sc.title,
+        "base_scenario": sc.base or scen,
+        "wan_mbit": sc.wan_mbit,
+        "reference": (
+            {
+                "processes": 1,
+                "threads": launcher.reference_threads(),
+                "global_batch": args.batch * tp.size,
+                "where": "this host, outside any namespace, no emulation",
+            }
+            if args.reference
+            else None
+        ),
         "topology": tp.describe(),
         "budget_s": budget,
         "seeds": list(range(args.seeds)),
@@ -226,6 +325,28 @@ def run_cell(args: argparse.Namespace, mode: str, scen: str, commit: str) -> dic
         "runs": runs,
         "policies": {n: report.aggregate(r, args.target_list) for n, r in runs.items()},
     }
+
+
+def reference_run(
+    args: argparse.Namespace, ranks: int, *, seed: int, budget: float, commit: str
+) -> dict[str, Any]:
+    """The no-communication reference of one seed for a scenario of ``ranks`` ranks: run once
+    per (global batch, budget, seed) in this command (and kept in --out/runs for --resume);
+    every cell with the same global batch and budget shows the same run."""
+    key = (args.batch * ranks, budget, seed)
+    cache = args.__dict__.setdefault("reference_runs", {})
+    if key in cache:
+        return cache[key]
+    saved = Path(args.out) / "runs"
+    path = saved / f"{args.stem}-{REFERENCE}-b{key[0]}-{budget:g}s-s{seed}.json"
+    raw = _load(path, commit, REFERENCE) if args.resume else None
+    if raw is None:
+        raw = launcher.launch_reference(args, ranks, seed=seed, budget=budget)
+        raw.update(commit=commit, order=REFERENCE)
+        saved.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(raw))
+    cache[key] = raw
+    return raw
 
 
 def _load(path: Path, commit: str, order: str) -> dict[str, Any] | None:
@@ -254,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         "eval_every_s": args.eval_every,
         "test_samples": args.test_samples,
         "seeds": args.seeds,
+        "bandwidths_mbit": args.bandwidth_list,
         "cells": {},
     }
     for mode, scen in args.plan:
@@ -265,6 +387,9 @@ def main(argv: list[str] | None = None) -> None:
         images = [os.path.relpath(p, ROOT) for k, p in paths.items() if k.startswith("plot")]
         report.update_readme(ROOT / "README.md", results, images)
         print("[microcloud] rewrote README.md's Results block", flush=True)
+    if args.docs:
+        report.update_docs(ROOT / report.DOCS_PAGE, results)
+        print(f"[microcloud] rewrote {report.DOCS_PAGE}'s bandwidth table", flush=True)
     print("[microcloud] wrote " + ", ".join(paths.values()), flush=True)
 
 

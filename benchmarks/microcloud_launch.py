@@ -2,7 +2,9 @@
 
 ``launch`` starts one MPI job (``mpiexec`` in-process, or under ../shared/tools/microcloud on
 the real network) that trains every policy of one seed in turn (benchmarks/microcloud_worker.py)
-and returns rank 0's raw results.
+and returns rank 0's raw results. ``launch_reference`` starts the no-communication reference:
+one process on the host (outside any namespace), no emulation, the machine's cores, the global
+batch of the scenario. ``with_bandwidth`` derives a scenario whose every WAN link has one rate.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Scenario:
     title: str
     spec: str  # format fields: {a} ranks of site A, {b} of B, {n} all, {half}, {slow_step}
     ranks: int = 0  # fixed number of ranks (0: any --np)
+    wan_mbit: float | None = None  # every site-to-site link at this rate (--bandwidths)
+    base: str = ""  # the scenario this one varies (--bandwidths)
 
     def topology(self, n: int, slow_step: int) -> topo.Topology:
         """The topology on ``n`` ranks; ValueError when this scenario cannot have ``n``."""
@@ -43,9 +47,29 @@ class Scenario:
         if "B:" in self.spec and n % 2:
             raise ValueError("two sites of equal size need an even --np")
         speeds = ",".join("1" if r < half else "0.5" for r in range(n))
-        return topo.parse(
+        tp = topo.parse(
             self.spec.format(a=half, b=n - half, n=n, half=half, slow_step=slow_step, speeds=speeds)
         )
+        if self.wan_mbit is not None:
+            if not tp.links:
+                raise ValueError("it has no WAN link whose rate --bandwidths could set")
+            tp = tp.with_link_rate(f"{self.wan_mbit:g}mbit")
+        return tp
+
+
+def with_bandwidth(key: str, mbit: float) -> str:
+    """Register (in SCENARIOS) scenario ``key`` with every WAN link at ``mbit`` Mbit/s, latency
+    unchanged; returns its key, ``{key}@{mbit}mbit``."""
+    base = SCENARIOS[key]
+    name = f"{key}@{mbit:g}mbit"
+    SCENARIOS[name] = Scenario(
+        f"{base.title}; every WAN link {mbit:g} Mbit/s",
+        base.spec,
+        base.ranks,
+        wan_mbit=mbit,
+        base=key,
+    )
+    return name
 
 
 SCENARIOS = {
@@ -88,6 +112,13 @@ def worker_args(
         f"--ako-partitions={args.ako_partitions}",
         f"--staleness={args.staleness}",
         f"--max-steps={args.max_steps}",
+        f"--batch={args.batch}",
+        f"--outer-every={args.outer_every}",
+        f"--outer-lr={args.outer_lr}",
+        f"--outer-momentum={args.outer_momentum}",
+        f"--outer-fragments={args.outer_fragments}",
+        f"--outer-overlap={args.outer_overlap}",
+        f"--outer-bits={args.outer_bits}",
         f"--result={result}",
     ]
     if mode == "inprocess":
@@ -97,14 +128,15 @@ def worker_args(
     return out
 
 
-def rank_env(emulate: str) -> dict[str, str]:
-    """The environment of every rank: one TF thread each, quiet TF, the emulation spec."""
+def rank_env(emulate: str, threads: int = 1) -> dict[str, str]:
+    """The environment of every rank: ``threads`` TF threads each (intra-op; one inter-op),
+    quiet TF, the emulation spec."""
     env = dict(os.environ)
     env.update(
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
-        TF_NUM_INTRAOP_THREADS="1",
+        TF_NUM_INTRAOP_THREADS=str(threads),
         TF_NUM_INTEROP_THREADS="1",
-        OMP_NUM_THREADS="1",
+        OMP_NUM_THREADS=str(threads),
         TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONUNBUFFERED="1",
         DLION_EMULATE=emulate,
@@ -164,6 +196,63 @@ def launch(
         return json.loads(Path(result).read_text())
 
 
+def reference_threads() -> int:
+    """TF intra-op threads of the no-communication reference: the machine's cores."""
+    return os.cpu_count() or 1
+
+
+def reference_command(
+    args: argparse.Namespace, ranks: int, *, seed: int, budget: float, result: str
+) -> tuple[list[str], dict[str, str]]:
+    """Command and environment of the no-communication reference for a scenario of ``ranks``
+    ranks: policy ``reference`` on one process (``mpiexec -n 1``) with the machine's cores, no
+    emulation (no links, no compute speeds), per-step batch = the scenario's global batch
+    (``--batch`` x ranks), the same data, budget and evaluation schedule."""
+    threads = reference_threads()
+    wa = worker_args(
+        args,
+        "reference",
+        topo.parse("A:1"),
+        seed=seed,
+        policies="reference",
+        budget=budget,
+        result=result,
+    )
+    wa = [a for a in wa if not a.startswith("--batch=")]
+    wa += [f"--batch={args.batch * ranks}", f"--threads={threads}"]
+    mpiexec = str(Path(sys.executable).parent / "mpiexec")
+    cmd = [mpiexec, "-n", "1", sys.executable, str(HERE / "microcloud_worker.py"), *wa]
+    env = rank_env("", threads=threads)
+    for k in ("DLION_SITE", "MPIEXEC"):
+        env.pop(k, None)
+    return cmd, env
+
+
+def launch_reference(
+    args: argparse.Namespace, ranks: int, *, seed: int, budget: float
+) -> dict[str, Any]:
+    """Run the no-communication reference (see :func:`reference_command`) on this host, outside
+    the real-network testbed's namespaces in either mode; its raw results."""
+    timeout = args.timeout or 180 + 2 * budget + 60
+    with tempfile.TemporaryDirectory(prefix="microcloud-ref-") as tmp:
+        result = str(Path(tmp) / "result.json")
+        cmd, env = reference_command(args, ranks, seed=seed, budget=budget, result=result)
+        print(
+            f"[microcloud] reference seed {seed} (1 process, {reference_threads()} threads, "
+            f"batch {args.batch * ranks}, {budget:g} s): {shlex.join(cmd[:4])} ...",
+            flush=True,
+        )
+        try:
+            proc = subprocess.run(cmd, env=env, cwd=ROOT, timeout=timeout, text=True)
+        except subprocess.TimeoutExpired:
+            raise SystemExit(
+                f"[microcloud] reference seed {seed} did not finish within {timeout:.0f} s"
+            ) from None
+        if proc.returncode != 0 or not Path(result).exists():
+            raise SystemExit(f"[microcloud] reference seed {seed} failed (exit {proc.returncode})")
+        return json.loads(Path(result).read_text())
+
+
 def _tool_up(tp: topo.Topology, env: dict[str, str]) -> None:
     if os.geteuid() != 0:
         raise SystemExit("mode microcloud needs root (network namespaces, tc): run as root")
@@ -190,6 +279,11 @@ def run_here(args: argparse.Namespace) -> None:
         raise SystemExit(
             "under mpiexec the benchmark runs one in-process scenario with one seed; pass "
             f"--scenarios with one of {list(SCENARIOS)}, or run it without mpiexec"
+        )
+    if args.reference:
+        raise SystemExit(
+            "the no-communication reference is a launch of its own (one process): run the "
+            "benchmark without mpiexec for --reference"
         )
     mode, key = cells[0]
     comm = MPI.COMM_WORLD

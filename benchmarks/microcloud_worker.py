@@ -1,6 +1,9 @@
 """One rank of the micro-cloud benchmark: trains the same model under each policy in turn.
 
 Run by ``benchmarks/microcloud.py`` (under ``mpiexec``); not meant to be started by hand.
+Policy ``reference`` is the no-communication reference: started alone (``mpiexec -n 1``, no
+emulation, ``--threads`` = the machine's cores, ``--batch`` = the global batch of the others),
+it trains the same model on the same data with the plain Keras optimizer and no exchange.
 Every policy starts from the same weights (rank 0's, seed ``--seed``) and the same data split,
 and trains until the *training* wall time (evaluation excluded) reaches the budget. Rank 0
 decides, every ``CHECK`` steps, whether to evaluate or stop (one small broadcast), so every
@@ -30,7 +33,9 @@ HELD_OUT = 1000  # last training samples: knowledge transfer's held-out batch
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--policies", required=True, help="comma-separated: allreduce,gaia,ako,dlion")
+    p.add_argument(
+        "--policies", required=True, help="comma-separated: allreduce,gaia,ako,dlion,outer,..."
+    )
     p.add_argument("--budget", type=float, required=True, help="training seconds per policy")
     p.add_argument("--eval-every", type=float, required=True, help="training seconds")
     p.add_argument("--test-samples", type=int, default=2000)
@@ -43,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kt-every", type=int, default=100)
     p.add_argument("--staleness", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop a policy after N steps (0: off)")
+    p.add_argument("--threads", type=int, default=1, help="TF intra-op threads of this rank")
+    p.add_argument("--outer-every", type=int, default=25, help="outer: inner steps per sync")
+    p.add_argument("--outer-lr", type=float, default=0.7, help="outer: outer learning rate")
+    p.add_argument("--outer-momentum", type=float, default=0.9, help="outer: Nesterov momentum")
+    p.add_argument("--outer-fragments", type=int, default=1, help="outer: streamed fragments")
+    p.add_argument("--outer-overlap", type=int, default=0, help="outer: steps a sync overlaps")
+    p.add_argument("--outer-bits", type=int, default=8, help="outer: qsgd bits of the deltas")
     p.add_argument("--sites", default=None, help="site of each rank, e.g. A,A,B,B")
     p.add_argument("--data", default=None)
     p.add_argument("--result", required=True)
@@ -58,11 +70,18 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["DLION_SITE"] = args.sites.split(",")[MPI.COMM_WORLD.Get_rank()]
     import dlion
 
+    policies = args.policies.split(",")
+    for policy in policies:  # before any training: a missing class fails at once
+        check_policy(policy, dlion)
+    if "reference" in policies and len(policies) > 1:
+        raise SystemExit("policy 'reference' runs alone (np 1, its own launch)")
     dlion.init()
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
+    if "reference" in policies and dlion.size() != 1:
+        raise SystemExit(f"policy 'reference' runs on one process, not {dlion.size()}")
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from dlion import data
 
@@ -77,9 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         "sites": dlion.sites(),
         "emulate": dlion.config().emulate,
         "data": f"{ds.name} from {ds.source}",
+        "threads": args.threads,
         "policies": {},
     }
-    for policy in args.policies.split(","):
+    for policy in policies:
         ctx = _Run(args, policy, ds, n_train, held_out, x_test, y_test, dlion, keras, tf)
         result = ctx.train()
         if rank == 0:
@@ -117,18 +137,20 @@ class _Run:
         self.model = build_model(keras, ds.input_shape, ds.num_classes)
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.exchange = make_exchange(policy, args, self.model, dlion)
-        self.opt = dlion.DistributedOptimizer(
-            keras.optimizers.SGD(args.lr, momentum=0.9),
-            exchange=self.exchange,
-            name=f"mc.{policy}",
-        )
+        inner = keras.optimizers.SGD(args.lr, momentum=0.9)
+        if self.exchange is None:  # the no-communication reference: plain Keras
+            self.opt = inner
+        else:
+            self.opt = dlion.DistributedOptimizer(
+                inner, exchange=self.exchange, name=f"mc.{policy}"
+            )
         dlion.broadcast_variables(self.model.variables, root_rank=0)
         self.batcher = None
         self.kt = None
-        if policy.startswith("dlion") and policy not in ("dlion-nobatch",):
+        if policy in BATCHED:
             # clock="auto": wall time (it sees CPU quotas), CPU time where ranks oversubscribe.
             self.batcher = dlion.DynamicBatcher(args.batch * size, exchange=self.exchange)
-        if policy.startswith("dlion") and policy != "dlion-nokt":
+        if policy in TRANSFERRING:
             self.kt = dlion.KnowledgeTransfer(
                 args.kt_every, alpha=0.5, held_out=held_out, loss_fn=loss_fn
             )
@@ -164,7 +186,7 @@ class _Run:
         else:
             with dlion.emulate.slowdown(step):
                 _, grads = self.grads_of(x, y)
-        if last and isinstance(self.exchange, dlion.PeerExchange):
+        if last:
             self.exchange.synchronize_next()
         self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
         if b is not None:
@@ -204,9 +226,16 @@ class _Run:
                     next_eval += a.eval_every
             if stop:
                 break
-        if isinstance(self.exchange, dlion.PeerExchange):  # nothing sent is left unapplied
+        if callable(getattr(self.exchange, "synchronize_next", None)):
+            # peer policies (and the outer synchronization, where it offers it): nothing sent
+            # is left unapplied when training ends
             self.step(steps, last=True)
             steps += 1
+            train_s = time.perf_counter() - t0 - eval_s
+            curve.append((train_s, steps, self.accuracy()))
+        elif getattr(self.exchange, "overlap", 0) and callable(getattr(self.opt, "flush", None)):
+            # OuterSync with overlap: the rounds still in flight are completed and applied
+            self.opt.flush()
             train_s = time.perf_counter() - t0 - eval_s
             curve.append((train_s, steps, self.accuracy()))
         return self.summary(curve, steps, train_s, sent0)
@@ -221,10 +250,10 @@ class _Run:
         links = [m for r in dlion.allgather_object(mine) for m in r]
         wan = [mb for _, mb, cross in links if cross]
         lan = [mb for _, mb, cross in links if not cross]
-        if not isinstance(self.exchange, dlion.PeerExchange):
+        if not counts_links(self.exchange, dlion):
             links, wan, lan = [], [], []  # the collective engine's bytes are not in link_stats
         return {
-            "describe": self.exchange.describe(),
+            "describe": describe(self.exchange, self.args),
             "curve": [{"t": t, "step": s, "accuracy": acc} for t, s, acc in curve],
             "steps": steps,
             "train_s": train_s,
@@ -255,9 +284,44 @@ def build_model(keras: Any, input_shape: tuple, classes: int) -> Any:
     )
 
 
+#: Policies trained with dlion.DynamicBatcher (weighted dynamic batching), and with
+#: dlion.KnowledgeTransfer.
+BATCHED = ("dlion", "dlion-ranks", "dlion-nokt", "dlion-overlap", "outer", "outer-kt")
+TRANSFERRING = ("dlion", "dlion-ranks", "dlion-nobatch", "dlion-overlap", "outer-kt")
+
+
+def check_policy(policy: str, dlion: Any) -> None:
+    """SystemExit naming what is missing when ``policy`` cannot run with this dlion."""
+    known = ("reference", "allreduce", "gaia", "ako", "horovod", *BATCHED, *TRANSFERRING)
+    if policy not in known:
+        raise SystemExit(f"unknown policy {policy!r}: use one of {sorted(set(known))}")
+    if policy.startswith("outer") and getattr(dlion, "OuterSync", None) is None:
+        raise SystemExit(
+            f"policy {policy!r} needs dlion.OuterSync (local steps with outer synchronization, "
+            f"issue 17), which this dlion ({dlion.__file__}) does not have"
+        )
+
+
+def counts_links(exchange: Any, dlion: Any) -> bool:
+    """Whether ``exchange``'s bytes are in dlion.link_stats (peer-to-peer policies and those
+    that say so with ``peer_links = True``); the collective engine's are not."""
+    return isinstance(exchange, dlion.PeerExchange) or bool(getattr(exchange, "peer_links", False))
+
+
+def describe(exchange: Any, args: argparse.Namespace) -> str:
+    if exchange is None:
+        return (
+            f"no communication: 1 process, {args.threads} TF threads, batch {args.batch}, "
+            "plain Keras SGD"
+        )
+    return str(exchange.describe())
+
+
 def make_exchange(policy: str, args: argparse.Namespace, model: Any, dlion: Any) -> Any:
-    """The exchange of ``policy`` (names: allreduce, gaia, ako, dlion)."""
+    """The exchange of ``policy`` (see benchmarks/microcloud.py); None for ``reference``."""
     s = args.staleness
+    if policy == "reference":
+        return None
     if policy == "allreduce":
         # The site-aware hierarchical allreduce; in-process its ring between sites is paced on
         # the shared site links like every peer message.
@@ -282,6 +346,17 @@ def make_exchange(policy: str, args: argparse.Namespace, model: Any, dlion: Any)
         return dlion.PerLinkExchange(staleness=s, topology="ranks")
     if policy == "dlion-overlap":  # the wide-area phase one step behind the compute
         return dlion.PerLinkExchange(staleness=max(1, s))
+    if policy in ("outer", "outer-kt"):  # local steps, outer synchronization across sites
+        check_policy(policy, dlion)
+        return dlion.OuterSync(
+            every=args.outer_every,
+            outer_lr=args.outer_lr,
+            momentum=args.outer_momentum,
+            fragments=args.outer_fragments,
+            overlap=args.outer_overlap,
+            codec="qsgd",
+            bits=args.outer_bits,
+        )
     raise ValueError(f"unknown policy {policy!r}: see benchmarks/microcloud.py POLICIES")
 
 

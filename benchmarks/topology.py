@@ -23,7 +23,7 @@ and the ``microcloud up`` arguments, so a scenario means the same in both.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -80,6 +80,13 @@ class Topology:
         for site, quota in self.cpu.items():
             out += ["--cpu", f"{site}:{quota:g}"]
         return out
+
+    def with_link_rate(self, rate: str) -> Topology:
+        """This topology with every site-to-site link's rate replaced by ``rate`` (``tc``
+        style, e.g. ``5mbit``); latencies and everything else unchanged."""
+        if not re.fullmatch(r"[0-9.]+[kmg]?bit", rate):
+            raise ValueError(f"link rate {rate!r}: want a tc-style rate such as 5mbit")
+        return replace(self, links=[(a, b, rate, delay) for a, b, _, delay in self.links])
 
     def describe(self) -> str:
         """The topology string back (normalised)."""

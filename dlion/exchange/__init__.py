@@ -6,7 +6,7 @@ exchange, and the Gaia and Ako baselines) implement the same :class:`Exchange` c
 
 from .ako import AkoExchange
 from .allreduce import Allreduce
-from .base import Exchange, Pending
+from .base import Exchange, Pending, from_config
 from .cast import CastAllreduce
 from .gaia import GaiaExchange
 from .outer import OuterSync
@@ -23,4 +23,5 @@ __all__ = [
     "PeerExchange",
     "Pending",
     "PerLinkExchange",
+    "from_config",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,6 +44,21 @@ class Exchange(abc.ABC):
         ``MismatchError`` rather than a wrong sum.
     """
 
+    _init_args: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Exchange:
+        self = super().__new__(cls)
+        self._init_args = (args, dict(kwargs))  # what get_config() saves
+        return self
+
+    def get_config(self) -> dict[str, Any] | None:
+        """The class and constructor arguments that rebuild this policy (:func:`from_config`),
+        as plain data; ``None`` when an argument is not plain data (``GaiaExchange``'s
+        ``params``, which are model variables). Saved with a ``dlion.keras`` optimizer."""
+        args, kwargs = self._init_args
+        config = {"class": type(self).__name__, "args": list(args), "kwargs": dict(kwargs)}
+        return config if _plain(config) else None
+
     #: True when every rank runs the exchange in lockstep (a collective, like Allreduce), so
     #: per-step agreement rounds may ride along; False for peer-to-peer policies.
     collective: bool = True
@@ -73,3 +88,27 @@ class Exchange(abc.ABC):
     def describe(self) -> str:
         """Short human-readable description, for logs and benchmark tables."""
         return type(self).__name__
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def from_config(config: dict[str, Any]) -> Exchange:
+    """The policy :meth:`Exchange.get_config` describes (a class of :mod:`dlion.exchange`)."""
+    from .. import exchange as _policies
+    from ..errors import InvalidArgumentError
+
+    cls = getattr(_policies, str(config.get("class")), None)
+    if not (isinstance(cls, type) and issubclass(cls, Exchange)):
+        raise InvalidArgumentError(
+            f"dlion.exchange.from_config: {config.get('class')!r} is not an exchange policy of "
+            f"dlion.exchange (saved config {config!r})"
+        )
+    return cls(*config.get("args", ()), **config.get("kwargs", {}))

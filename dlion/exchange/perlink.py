@@ -66,7 +66,9 @@ class PerLinkExchange(PeerExchange):
     @property
     def collective(self) -> bool:  # type: ignore[override]
         """True when this policy runs as a dense allreduce (see ``lan_allreduce``)."""
-        return self.lan_allreduce and runtime.size() > 1 and runtime.all_links_fast()
+        if not (self.lan_allreduce and runtime.is_initialized()):
+            return False  # (before dlion.init nothing is measured: describe() still works)
+        return runtime.size() > 1 and runtime.all_links_fast()
 
     def __init__(
         self,

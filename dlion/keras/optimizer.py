@@ -13,6 +13,7 @@ releases the GIL while it waits.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -21,6 +22,7 @@ import tensorflow as tf
 from .. import runtime
 from ..compression import Compressor
 from ..exchange import Exchange
+from ..exchange import from_config as exchange_from_config
 from ..tensorflow.aggregation import check_passes
 from ..tensorflow.exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
 from ..tensorflow.horovod_args import refuse_not_offered, resolve
@@ -216,9 +218,17 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
             average_replicas(list(var_list), name=f"{self.name}.average_replicas")
 
     def get_config(self) -> dict[str, Any]:
+        """The wrapped optimizer, the exchange policy (its class and arguments, see
+        :meth:`dlion.Exchange.get_config`), ``fusion_bytes`` and the aggregation options."""
+        exchange = self.exchange.get_config()
         return {
             "name": self.name,
             "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "exchange": exchange
+            if exchange is not None
+            else {"class": type(self.exchange).__name__, "unsaved": True},
+            "fusion_bytes": self._exchanger.fusion_bytes,
+            "exchange_on_one_rank": self._exchange_on_one_rank,
             "backward_passes_per_step": self._passes_per_step,
             "average_aggregated_gradients": self._average_passes,
         }
@@ -231,4 +241,16 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         inner = keras.saving.deserialize_keras_object(
             config.pop("optimizer"), custom_objects=custom_objects
         )
-        return cls(inner, **config)
+        saved = config.pop("exchange", None)
+        exchange = None
+        if isinstance(saved, dict) and saved.get("unsaved"):
+            warnings.warn(
+                f"dlion.keras.DistributedOptimizer: the saved optimizer used {saved['class']}, "
+                "whose arguments are not plain data (model variables) and were not saved; it "
+                "is rebuilt with the default exchange. Pass the policy again, e.g. "
+                "model.optimizer = dlion.keras.DistributedOptimizer(inner, exchange=...).",
+                stacklevel=2,
+            )
+        elif isinstance(saved, dict):
+            exchange = exchange_from_config(saved)
+        return cls(inner, exchange, **config)

@@ -222,6 +222,12 @@ rec["config"] = {
     .items()
     if k != "optimizer"
 }
+# The exchange and fusion_bytes survive get_config/from_config (model saving).
+saved = dk.DistributedOptimizer(
+    keras.optimizers.SGD(0.1), exchange=dlion.OuterSync(10, fragments=2), fusion_bytes=1 << 20
+)
+again = dk.DistributedOptimizer.from_config(saved.get_config())
+rec["roundtrip"] = [again.exchange.describe(), again._exchanger.fusion_bytes]
 # A model saved with a plain optimizer comes back with it wrapped, and trains distributed.
 plain = make_model()
 plain.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss_fn, jit_compile=False)

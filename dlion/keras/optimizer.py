@@ -7,8 +7,9 @@ combines the gradients across ranks, then hands them to the wrapped optimizer.
 
 Inside the compiled step the exchange runs in one ``tf.py_function`` that takes the gradients
 and returns the fused, combined buffers (one per dtype and ``fusion_bytes``); splitting,
-reshaping and applying stay in the graph (``GradientExchanger.graph_reduce``). The engine
-releases the GIL while it waits.
+reshaping and applying stay in the graph. The step is :mod:`dlion.tensorflow.step`, the path
+the custom-loop :class:`dlion.DistributedOptimizer` takes too. The engine releases the GIL
+while it waits.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from ..compression import Compressor
 from ..exchange import Exchange
 from ..exchange import from_config as exchange_from_config
 from ..tensorflow.aggregation import check_passes
-from ..tensorflow.exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, var_name
+from ..tensorflow.exchanger import DEFAULT_FUSION_BYTES
 from ..tensorflow.horovod_args import refuse_not_offered, resolve
-from ..tensorflow.parameters import ParameterHooks
+from ..tensorflow.nonfinite import NonFinitePolicy, check_policy
 from ..tensorflow.replicas import average_replicas
+from ..tensorflow.step import DistributedStep
 
 
 @keras.saving.register_keras_serializable(package="dlion")
@@ -42,6 +44,9 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         fusion_bytes: gradients are packed into flat buffers of at most this many bytes.
         exchange_on_one_rank: on a single rank the exchange is the identity and is skipped by
             default; ``True`` runs it anyway (to measure its cost).
+        nonfinite: ``"raise"`` (default) or ``"skip"``, as for
+            :class:`dlion.DistributedOptimizer`: when some rank's gradients hold NaN or
+            infinity, every rank raises, or every rank skips the step (inside ``fit`` too).
         name: the optimizer's name, also the prefix of the engine's operation names.
         compression, op, sparse_as_dense: Horovod's; they pick the exchange as for
             :class:`dlion.DistributedOptimizer` (:mod:`dlion.tensorflow.horovod_args`).
@@ -68,6 +73,7 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         *,
         fusion_bytes: int = DEFAULT_FUSION_BYTES,
         exchange_on_one_rank: bool = False,
+        nonfinite: NonFinitePolicy = "raise",
         name: str | None = None,
         compression: Compressor | None = None,
         backward_passes_per_step: int = 1,
@@ -90,8 +96,16 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         self._passes_per_step, self._average_passes = check_passes(
             backward_passes_per_step, average_aggregated_gradients, caller
         )
-        self._exchanger = GradientExchanger(exchange, fusion_bytes, self.name, f"{caller}.apply")
-        self._hooks = ParameterHooks(self._exchanger.exchange, self.name)
+        self._step = DistributedStep(
+            optimizer,
+            exchange,
+            fusion_bytes=fusion_bytes,
+            name=self.name,
+            caller=f"{caller}.apply",
+            nonfinite=check_policy(nonfinite, caller),
+        )
+        self._exchanger = self._step.exchanger
+        self._nonfinite = nonfinite
         self._exchange_on_one_rank = bool(exchange_on_one_rank)
         self._sums: list[Any] = []
 
@@ -154,13 +168,11 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         self._aggregate(list(grads), variables)
 
     def _hooked_apply(self, grads: list[Any], variables: list[Any]) -> None:
-        """Exchange and apply, with the policy's parameter hooks around the apply."""
-        hooks = self._hooks if self._exchanges() else None
-        token = hooks.before(variables) if hooks is not None else None
-        with tf.control_dependencies([] if token is None else [token]):
-            self.inner_optimizer.apply(self.reduce_gradients(grads, variables), variables)
-        if hooks is not None:
-            hooks.after(variables)
+        """Exchange and apply (:mod:`dlion.tensorflow.step`, the path both wrappers share)."""
+        if self._exchanges():
+            self._step.apply(grads, variables)
+        else:
+            self.inner_optimizer.apply(grads, variables)
 
     def _exchanges(self) -> bool:
         return runtime.size() > 1 or self._exchange_on_one_rank
@@ -191,18 +203,9 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         """The gradients combined across ranks (eagerly, or as one py_function in a graph)."""
         if not self._exchanges():
             return grads
-        keep = [i for i, g in enumerate(grads) if g is not None]
-        dense = [tf.convert_to_tensor(grads[i]) for i in keep]  # IndexedSlices -> dense
-        names = [var_name(variables[i], i) for i in keep]
-        out: list[Any] = [None] * len(grads)
-        if tf.executing_eagerly():
-            reduced = self._exchanger.reduce(dense, names)
-            assert reduced is not None  # this optimizer takes only nonfinite="raise"
-            combined = reduced
-        else:
-            combined = self._exchanger.graph_reduce(dense, names)
-        for i, g in zip(keep, combined):
-            out[i] = g
+        out = self._step.reduce(grads, variables)
+        if out is None:
+            raise RuntimeError("every rank skipped this step (nonfinite='skip'): nothing to apply")
         return out
 
     def scale_loss(self, loss: Any) -> Any:
@@ -213,7 +216,7 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
         leaves the replicas different (decentralized), the trainable weights become their mean
         over ranks (:func:`dlion.average_replicas`), so every rank ends with one model."""
         self.inner_optimizer.finalize_variable_values(var_list)
-        self._hooks.flush()  # OuterSync(overlap > 0): the rounds still in flight
+        self._step.flush()  # OuterSync(overlap > 0): the rounds still in flight
         if runtime.size() > 1 and not self.exchange.replicas_identical:
             average_replicas(list(var_list), name=f"{self.name}.average_replicas")
 
@@ -228,6 +231,7 @@ class DistributedOptimizer(keras.optimizers.Optimizer):
             if exchange is not None
             else {"class": type(self.exchange).__name__, "unsaved": True},
             "fusion_bytes": self._exchanger.fusion_bytes,
+            "nonfinite": self._nonfinite,
             "exchange_on_one_rank": self._exchange_on_one_rank,
             "backward_passes_per_step": self._passes_per_step,
             "average_aggregated_gradients": self._average_passes,

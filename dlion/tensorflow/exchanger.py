@@ -117,26 +117,30 @@ class GradientExchanger:
                 group.buffer *= group.buffer.dtype.type(factor)
         return plan
 
-    def graph_reduce(self, grads: list[tf.Tensor], names: list[str]) -> list[tf.Tensor]:
+    def graph_reduce(self, grads: list[tf.Tensor], names: list[str]) -> tuple[list[Any], Any]:
         """``reduce`` inside a ``tf.function``: one py_function takes the gradients and returns
-        the fused, combined buffers; split, reshape and cast stay in the graph. The fusion plan
-        is computed at trace time from the static shapes, identically to the one the exchange
-        builds on its first step."""
+        the fused, combined buffers and a boolean tensor, False when every rank skips the step
+        (``nonfinite="skip"``; the buffers are zeros then); split, reshape and cast stay in the
+        graph. The fusion plan is computed at trace time from the static shapes, identically to
+        the one the exchange builds on its first step."""
         plan = fusion.plan(grads, names, self.fusion_bytes)
 
         def exchange(*eager: tf.Tensor) -> list[Any]:
             done = self.exchange_step(list(eager), names)
-            assert done is not None  # graph mode takes only nonfinite="raise"
-            return [g.buffer.copy() for g in done.groups]  # the plan's buffers are reused
+            if done is None:
+                return [tf.zeros([g.buffer.size], g.dtype) for g in plan.groups] + [False]
+            return [g.buffer.copy() for g in done.groups] + [True]  # the buffers are reused
 
-        flats = tf.py_function(exchange, grads, Tout=[tf.as_dtype(g.dtype) for g in plan.groups])
+        dtypes = [tf.as_dtype(g.dtype) for g in plan.groups]
+        *flats, applied = tf.py_function(exchange, grads, Tout=[*dtypes, tf.bool])
+        applied.set_shape([])
         out: list[Any] = [None] * len(grads)
         for group, flat in zip(plan.groups, flats):
             flat.set_shape([group.buffer.size])
             parts = tf.split(flat, [s.size for s in group.slots])
             for s, part in zip(group.slots, parts):
                 out[s.index] = tf.cast(tf.reshape(part, s.shape), s.dtype)
-        return out
+        return out, applied
 
     @property
     def collective(self) -> bool:

@@ -13,15 +13,14 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from .. import timeline
 from ..compression import Compressor
+from ..errors import InvalidArgumentError
 from ..exchange import Exchange
-from . import fusion
 from .aggregation import LocalAggregation, check_passes
-from .exchanger import DEFAULT_FUSION_BYTES, GradientExchanger, evict_oldest, var_name
+from .exchanger import DEFAULT_FUSION_BYTES
 from .horovod_args import refuse_not_offered, resolve
 from .nonfinite import NonFinitePolicy, check_policy
-from .parameters import ParameterHooks
+from .step import DistributedStep
 
 
 class DistributedOptimizer:
@@ -55,7 +54,9 @@ class DistributedOptimizer:
         sparse_as_dense: IndexedSlices gradients are always exchanged densely (``True``, the
             only value).
 
-    Use it in a custom training loop, eagerly (the forward/backward may be a ``tf.function``)::
+    Use it in a custom training loop, eagerly (the forward/backward may be a ``tf.function``) or
+    inside a ``tf.function``; :mod:`dlion.tensorflow.step` is the path both take (the same as
+    :class:`dlion.keras.DistributedOptimizer`'s)::
 
         opt = dlion.DistributedOptimizer(keras.optimizers.SGD(0.05))
         grads = tape.gradient(loss, model.trainable_variables)
@@ -90,18 +91,17 @@ class DistributedOptimizer:
         exchange = resolve(exchange, compression, op, sparse_as_dense, caller)
         k, average = check_passes(backward_passes_per_step, average_aggregated_gradients, caller)
         self._aggregation = LocalAggregation(k, average) if k > 1 else None
-        self._exchanger = GradientExchanger(
+        self._step = DistributedStep(
+            optimizer,
             exchange,
-            fusion_bytes,
-            name,
-            f"{caller}.apply_gradients",
-            check_policy(nonfinite, caller),
+            fusion_bytes=fusion_bytes,
+            name=name,
+            caller=f"{caller}.apply_gradients",
+            nonfinite=check_policy(nonfinite, caller),
+            compile_apply=compile_apply,
         )
-        self._compile_apply = bool(compile_apply)
-        self._apply_fns: dict[tuple, Any] = {}  # compiled applies, one per layout and variables
-        self._joined_vars: dict[tuple, list[tf.Variable]] = {}  # dlion.join: last vars per layout
-        self._exchanger.joined_apply = self._joined_apply
-        self._hooks = ParameterHooks(self._exchanger.exchange, name)
+        self._exchanger = self._step.exchanger
+        self._apply_fns = self._step.apply_fns
 
     @property
     def optimizer(self) -> keras.optimizers.Optimizer:
@@ -128,109 +128,33 @@ class DistributedOptimizer:
         return getattr(self.__dict__["_optimizer"], attr)
 
     def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, tf.Variable]]) -> Any:
-        """Combine the gradients across ranks with the exchange policy, then apply them."""
-        tl = timeline.active()
-        if tl is None:
-            return self._apply_gradients(grads_and_vars)
-        started = tl.step_begin()
-        result = self._apply_gradients(grads_and_vars)
-        tl.step_end(started, optimizer=self._exchanger.name, step=self.steps)
-        return result
-
-    def _apply_gradients(self, grads_and_vars: Iterable[tuple[Any, tf.Variable]]) -> Any:
+        """Combine the gradients across ranks with the exchange policy, then apply them (eagerly,
+        or inside a ``tf.function``: see :mod:`dlion.tensorflow.step`)."""
         pairs = list(grads_and_vars)
         grads = [g for g, _ in pairs]
         variables = [v for _, v in pairs]
         if self._aggregation is not None:
+            if not tf.executing_eagerly():
+                raise InvalidArgumentError(
+                    "dlion.DistributedOptimizer(backward_passes_per_step>1) sums the passes "
+                    "eagerly: call apply_gradients outside the tf.function, or use "
+                    "dlion.keras.DistributedOptimizer (which keeps the sums in variables)"
+                )
             aggregated = self._aggregation.add(grads)
             if aggregated is None:  # not the last pass of the group: nothing to apply yet
                 return self._optimizer.iterations
             grads = aggregated
-        self._hooks.before(variables)
-        result = self._exchange_and_apply(grads, variables)
-        self._hooks.after(variables)  # also after a skipped step: every rank counts it
-        return result
+        self._step.apply(grads, variables)
+        return self._optimizer.iterations
 
     def flush(self) -> None:
         """Complete and apply what the exchange still has in flight: with
         :class:`dlion.OuterSync` and ``overlap > 0``, call it after the last step."""
-        self._hooks.flush()
-
-    def _exchange_and_apply(self, grads: list[Any], variables: list[tf.Variable]) -> Any:
-        if not self._compile_apply:
-            combined = self.reduce_gradients(grads, variables)
-            if combined is None:  # skipped on every rank (nonfinite="skip")
-                return self._optimizer.iterations
-            keep = [(g, v) for g, v in zip(combined, variables) if g is not None]
-            with timeline.span("apply", "apply"):
-                return self._optimizer.apply_gradients(keep)
-        plan = self._exchange_step(grads, variables)
-        if plan is None:  # skipped on every rank (nonfinite="skip")
-            return self._optimizer.iterations
-        if plan.layout not in self._joined_vars:
-            evict_oldest(self._joined_vars)
-        self._joined_vars[plan.layout] = variables
-        # One copy per fused buffer into TF; split, reshape, cast and apply run in one graph.
-        with timeline.span("apply", "apply"):
-            self._compiled_apply(plan, variables)(
-                [tf.convert_to_tensor(g.buffer) for g in plan.groups]
-            )
-        return self._optimizer.iterations
-
-    def _joined_apply(self, plan: fusion.FusionPlan) -> None:
-        """dlion.join: this rank has joined; apply the active ranks' combined gradients too."""
-        variables = self._joined_vars.get(plan.layout)
-        if variables is None:  # this layout was never applied here: nothing to keep in step
-            return
-        with timeline.span("apply", "apply", joined=True):
-            if self._compile_apply:
-                flats = [tf.convert_to_tensor(g.buffer) for g in plan.groups]
-                self._compiled_apply(plan, variables)(flats)
-            else:
-                out: list[tf.Tensor | None] = [None] * len(variables)
-                for group in plan.groups:
-                    plan.unpack(group, out)
-                keep = [(g, v) for g, v in zip(out, variables) if g is not None]
-                self._optimizer.apply_gradients(keep)
+        self._step.flush()
 
     def reduce_gradients(
         self, grads: list[Any], variables: list[tf.Variable]
     ) -> list[tf.Tensor | None] | None:
         """The combined gradients, in order (``None`` stays ``None``); ``None`` instead of the
         list when every rank skips the step (``nonfinite="skip"``)."""
-        return self._exchanger.reduce(grads, _names(variables))
-
-    def _exchange_step(
-        self, grads: list[Any], variables: list[tf.Variable]
-    ) -> fusion.FusionPlan | None:
-        return self._exchanger.exchange_step(grads, _names(variables))
-
-    def _compiled_apply(self, plan: fusion.FusionPlan, variables: list[tf.Variable]) -> Any:
-        """A tf.function (one per plan and variable list) that applies the fused buffers."""
-        key = (plan.layout, *(id(v) for v in variables))
-        fn = self._apply_fns.get(key)
-        if fn is not None:
-            return fn
-        applied = [variables[s.index] for g in plan.groups for s in g.slots]
-        if not self._optimizer.built:
-            self._optimizer.build(applied)  # slot variables are made eagerly, once
-        opt = self._optimizer
-
-        def apply(flats: list[tf.Tensor]) -> None:
-            grads = []
-            for group, flat in zip(plan.groups, flats):
-                parts = tf.split(flat, [s.size for s in group.slots])
-                grads += [
-                    tf.cast(tf.reshape(p, s.shape), s.dtype) for p, s in zip(parts, group.slots)
-                ]
-            opt.apply(grads, applied)
-
-        # A concrete function: calling it skips tf.function's per-call signature matching.
-        specs = [tf.TensorSpec([g.buffer.size], tf.as_dtype(g.dtype)) for g in plan.groups]
-        evict_oldest(self._apply_fns)
-        fn = self._apply_fns[key] = tf.function(apply).get_concrete_function(specs)
-        return fn
-
-
-def _names(variables: list[Any]) -> list[str]:
-    return [var_name(v, i) for i, v in enumerate(variables)]
+        return self._step.reduce(grads, variables)

@@ -97,7 +97,8 @@ class DistributedGradientTape:
         keep = [i for i, g in enumerate(flat_grads) if g is not None]
         dense = [tf.convert_to_tensor(flat_grads[i]) for i in keep]
         out: list[Any] = list(flat_grads)
-        for i, g in zip(keep, self._exchanger.graph_reduce(dense, [names[i] for i in keep])):
+        combined, _ = self._exchanger.graph_reduce(dense, [names[i] for i in keep])
+        for i, g in zip(keep, combined):
             out[i] = g
         return tf.nest.pack_sequence_as(grads, out)
 

@@ -26,13 +26,17 @@ def test_outer_sync_equals_the_numpy_model_of_the_algorithm(sites):
 
 
 @pytest.mark.tf
-def test_outer_sync_through_the_optimizer_and_model_fit():
-    res = run_mpi("outer_tf", 4, env={"DLION_TEST_SITES": "A,A,B,B"}, timeout=240)
+def test_one_tf_step_path_and_outer_sync_through_the_optimizer_and_model_fit():
+    res = run_mpi("tf_step", 4, env={"DLION_TEST_SITES": "A,A,B,B"}, timeout=240)
     assert res.returncode == 0, res.explain()
     recs = res.records()
     assert len(recs) == 4
     for rec in recs:
         assert rec["sync_vs_allreduce"] < 1e-5 < rec["sync_moved"], rec
+        # apply_gradients inside a tf.function takes the same path as eagerly.
+        assert rec["graph_vs_eager"] < 1e-6, rec
+        # nonfinite="skip" in model.fit: the NaN step of rank 1 is skipped on every rank.
+        assert rec["skipped"] == 1 and rec["skip_warned"] >= 1 and rec["skip_finite"], rec
         assert rec["loss_last"] < 0.8 * rec["loss_first"], rec
         assert rec["steps"] == 36 and rec["rounds_done"] == 18, rec  # 36 steps, H 4, 2 parts
         assert rec["batches"] == [32] * 4, rec  # the DynamicBatcher handed the policy its split
@@ -43,3 +47,4 @@ def test_outer_sync_through_the_optimizer_and_model_fit():
     assert recs[2]["checksums"] == recs[3]["checksums"]
     assert recs[0]["checksums"] != recs[2]["checksums"]
     assert len({rec["final_crc"] for rec in recs}) == 1
+    assert len({rec["skip_crc"] for rec in recs}) == 1

@@ -8,12 +8,14 @@
 
 Each rank trains on its own shard. The exchange is dlion's per-link prioritized exchange
 (--exchange perlink, the default: top-k per link sized to the link's measured bandwidth, dense
-on fast links) or Horovod's dense allreduce (--exchange allreduce); --compression fp16 sends the
-dense average in half precision instead (Horovod's compression=). --batching dynamic sizes each
-rank's batch to its measured speed (the global batch stays --batch x ranks); --kt N transfers the
-best replica's weights to lagging ones every N steps; --staleness S lets ranks run S steps
-ahead of the slowest; --emulate SPEC emulates links and compute speeds (DLION_EMULATE, see
-dlion/emulate.py); --dlion turns on perlink + dynamic batching + knowledge transfer.
+on fast links), Horovod's dense allreduce (--exchange allreduce), or local steps inside each
+site with an outer synchronization across sites every --outer-every steps (--exchange outer);
+--compression fp16 sends the dense average in half precision instead (Horovod's compression=).
+--batching dynamic sizes each rank's batch to its measured speed (the global batch stays
+--batch x ranks); --kt N transfers the best replica's weights to lagging ones every N steps;
+--staleness S lets ranks run S steps ahead of the slowest; --emulate SPEC emulates links and
+compute speeds (DLION_EMULATE, see dlion/emulate.py); --dlion turns on perlink + dynamic
+batching + knowledge transfer.
 
 Rank 0 prints per epoch: loss, test accuracy (evaluated on all ranks, each on a slice of the
 test set), wall time, MB sent per link by rank 0, and the batch split. With --checkpoint-dir,
@@ -44,11 +46,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument(
         "--exchange",
-        choices=["perlink", "allreduce", "dense"],
+        choices=["perlink", "allreduce", "dense", "outer"],
         default="perlink",
         help="gradient exchange; dense: every link carries the dense gradient (the allreduce "
-        "average over the peer engine, so emulated links apply to it)",
+        "average over the peer engine, so emulated links apply to it); outer: local steps "
+        "inside each site, outer synchronization across sites every --outer-every steps "
+        "(dlion.OuterSync)",
     )
+    p.add_argument("--outer-every", type=int, default=25, help="--exchange outer: H")
     p.add_argument(
         "--compression",
         choices=["none", "fp16", "bf16"],
@@ -86,7 +91,7 @@ def parse_args() -> argparse.Namespace:
         p.error(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     if args.dlion:
         args.exchange, args.batching, args.kt = "perlink", "dynamic", args.kt or 100
-    if args.staleness and args.exchange == "allreduce":
+    if args.staleness and args.exchange in ("allreduce", "outer"):
         p.error("--staleness needs a peer exchange (--exchange perlink or dense)")
     return args
 
@@ -144,6 +149,8 @@ def main() -> None:
         )
     elif args.exchange == "dense":
         exchange = dlion.PeerExchange("dense", staleness=args.staleness)
+    elif args.exchange == "outer":
+        exchange = dlion.OuterSync(args.outer_every)
     else:
         exchange = dlion.Allreduce()
     sgd = keras.optimizers.SGD(args.lr, momentum=0.9)
@@ -190,8 +197,8 @@ def main() -> None:
     if args.max_steps:
         total = min(total, args.max_steps)
     state = {"model": model, "optimizer": opt, "data": shard}
-    if isinstance(exchange, dlion.PeerExchange):
-        state["exchange"] = exchange  # per-link residuals and step counts
+    if isinstance(exchange, (dlion.PeerExchange, dlion.OuterSync)):
+        state["exchange"] = exchange  # per-link residuals and step counts (OuterSync: anchors)
     if batcher is not None:
         state["batcher"] = batcher
     step = 0

@@ -19,7 +19,8 @@ reduce-scatter and an allgather over all ranks: the in-site phases of the site-a
 Every term is rounded once before it is sent or summed and every shard is summed on one rank
 only, then rounded and carried exactly, so every rank ends with the same bits, as after an
 allreduce (no error feedback: the rounding is the loss, as in Horovod). The result is
-``half(sum over ranks r in rank order of w_r * half(x_r))`` per element.
+``half(sum over ranks r in rank order of w_r * half(x_r))`` per element (a sum that rounds
+to -0.0 gives +0.0 on every rank).
 
 What a rank sends per step is about ``2 (size - 1) / size * n * 2`` bytes (plus a header per
 message, ``2 (size - 1)`` messages): half of what the float32 ring allreduce sends

@@ -172,11 +172,14 @@ def layout() -> SiteLayout:
 
 def round_in_place(values: np.ndarray, encoding: int) -> None:
     """Round ``values`` (float32, contiguous) to what the dense ``encoding`` carries: a no-op
-    for float32, the fp16/bf16 cast and back for those."""
+    for float32, the fp16/bf16 cast and back for those. A value that rounds to -0.0 becomes
+    +0.0: a receiver of the allgather adds the decoded value to +0.0, which gives +0.0, so the
+    owner keeps that too (the same bits everywhere)."""
     cast = _CASTS.get(int(encoding))
     if cast is not None and values.size:
         to_half, from_half = cast
         from_half(to_half(values), out=values)
+        np.add(values, np.float32(0.0), out=values)  # -0.0 + 0.0 = +0.0; all else unchanged
 
 
 class SiteRound:

@@ -107,7 +107,8 @@ def bytes_sent() -> int:
 
 def cast() -> dict:
     """dlion.CastAllreduce == half(rank-order sum of w_r * half(x_r)), the same bits on every
-    rank; and what a rank sent per step, against the old all-to-all of fp16 messages."""
+    rank (-0.0 too: +0.0 everywhere); and what a rank sent per step, against the old
+    all-to-all of fp16 messages."""
     digests, checked = [], 0
     for codec in ("fp16", "bf16"):
         for weighted in (False, True):
@@ -116,6 +117,8 @@ def cast() -> dict:
                 for step in range(2):
                     seed = 50 + n + step
                     x = [grad(seed, p, step, n) * np.float32(30) for p in range(size)]
+                    for p in range(size):  # fp16: a sum that rounds to -0.0
+                        x[p][0] = -(2.0**-24) if p == 0 else 0.0
                     buf = x[rank].copy()
                     policy.start(buf, name=f"cast.{codec}.{weighted}.{n}").wait(30)
                     ref = np.zeros(n, np.float32)

@@ -46,8 +46,9 @@ class CastAllreduce(PeerExchange):
     """Dense weighted average of every rank's gradient, sent as float16 or bfloat16.
 
     Args:
-        codec: ``"fp16"`` (IEEE half; beyond 65504 becomes infinite, which the non-finite
-            check then reports) or ``"bf16"`` (float32's range, 8 bits of mantissa).
+        codec: ``"fp16"`` (IEEE half; a gradient or sum beyond 65504 becomes infinite, which
+            the rank receiving it rejects: ``ProtocolError``, the job stops) or ``"bf16"``
+            (float32's range, 8 bits of mantissa).
         weight: this rank's aggregation weight; default ``1 / size`` (plain average). Dynamic
             batching sets it to ``b_i / sum(b)``.
 

@@ -31,13 +31,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import dlion_core as _core
-
 from .. import runtime
 from ..errors import InvalidArgumentError
 from . import sites as _sites
 from .peer import LinkPlan, PeerExchange
-from .plans import SELECT_TOPK
+from .plans import dense_plan
 
 _CODECS = ("fp16", "bf16")
 
@@ -76,16 +74,7 @@ class CastAllreduce(PeerExchange):
 
     def in_site_plan(self) -> LinkPlan:
         """Dense ``fp16``/``bf16`` messages, no residual."""
-        return (
-            int(_core.WIRE_ENCODINGS[self.codec]),
-            0,
-            0,
-            self.bucket,
-            False,
-            SELECT_TOPK,
-            0.0,
-            0,
-        )
+        return dense_plan(self.bucket, self.codec)
 
     def describe(self) -> str:
         return f"cast_allreduce({self.codec})"

@@ -10,9 +10,13 @@ Peer rows (op ``peer``): one synchronous peer exchange step (every rank sends ev
 message and sums what arrives) in each ``--modes`` mode: ``dense`` (float32), ``topk`` (top-1%,
 float values, error feedback), ``topk8`` (top-1% with 8-bit values), ``fp16``
 (:class:`dlion.CastAllreduce`, what ``compression=dlion.Compression.fp16`` runs: the dense
-average in half precision, half the dense bytes per link). The reference is mpi4py
+average as a reduce-scatter + allgather in half precision). The reference is mpi4py
 sending the dense buffer to every peer (Isend/Irecv) and summing. ``bytes_per_link`` is what
-one link carried per step (wire bytes, headers included); ``achieved_Bps`` the bandwidth the
+one link carried per step (wire bytes, headers included), ``bytes_per_rank`` what one rank sent
+per step over all its links, and ``vs_ring`` that over ``2 (p - 1) / p * 4 n``, what the float32
+ring allreduce of the same buffer sends per rank (the allreduce rows' ``bytes_per_rank``: the
+ring's segments by construction, the collective engine counts no bytes); the ``fp16`` row's
+``vs_ring`` is about 0.5 at any number of ranks. ``achieved_Bps`` the bandwidth the
 engine measured on its links during the row, ``emulated_Bps`` the cap from ``DLION_EMULATE``
 (0: none). With ranks in more than one site (``dlion.sites()``): ``site_pair_bytes``, the wire
 bytes the busiest ordered site pair carried per step (all its rank pairs together), and
@@ -93,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             ("dlion_GBps", "{:.2f}"),
             ("mode", "{}"),
             ("bytes_per_link", "{:.3g}"),
+            ("bytes_per_rank", "{:.3g}"),
+            ("vs_ring", "{:.2f}"),
             ("achieved_Bps", "{:.3g}"),
             ("site_pair_Bps", "{:.3g}"),
         ],
@@ -125,11 +131,20 @@ def run(args: argparse.Namespace) -> int:
                 "ratio": d / m,
                 "dlion_GBps": 2 * (size - 1) / size * n * 4 / d / 1e9,
                 "reps": reps,
+                "bytes_per_rank": ring_bytes(n, size),
+                "vs_ring": 1.0 if size > 1 else None,
             }
         )
     for n in (int(x) for x in args.peer_sizes):
         for mode in args.modes:
-            rep.row(peer_row(comm, n, mode, args))
+            row = peer_row(comm, n, mode, args)
+            rep.row(row)
+            if mode == "fp16":
+                rep.note(
+                    f"# fp16 (CastAllreduce) at {n:.0e}: {row['bytes_per_rank']:.4g} B per rank "
+                    f"per step = {row['vs_ring']:.3f}x the float32 ring allreduce's "
+                    f"{ring_bytes(n, size):.4g} B"
+                )
     idle = idle_cpu_fraction(2.0)
     worst = comm.allreduce(idle, op=MPI.MAX)
     rep.row(
@@ -146,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
     rep.note(f"# idle engine: {worst * 100:.2f}% of a core (worst rank, 2 s asleep)")
     dlion.shutdown()
     return 0
+
+
+def ring_bytes(n: int, size: int) -> float:
+    """Bytes one rank sends per float32 ring allreduce of ``n`` elements: ``2 (p - 1) / p * 4n``
+    (reduce-scatter then allgather, one segment of ``n / p`` per hop)."""
+    return 2 * (size - 1) / size * n * 4
 
 
 def idle_cpu_fraction(seconds: float) -> float:
@@ -252,6 +273,8 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
         "dlion_GBps": (size - 1) * n * 4 / d / 1e9,
         "reps": reps,
         "bytes_per_link": sent / max(1, len(peers)) / steps,
+        "bytes_per_rank": sent / steps,
+        "vs_ring": sent / steps / ring_bytes(n, size) if size > 1 else None,
         "dense_bytes": n * 4,
         "achieved_Bps": t_bytes / t_secs if t_secs > 0 else None,
         "emulated_Bps": max((after[p].emulated_bandwidth_Bps for p in peers), default=0.0),

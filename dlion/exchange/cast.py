@@ -2,64 +2,79 @@
 
 Horovod's ``Compression.fp16`` casts every gradient to float16 before its allreduce and back
 after it. dlion's collective engine reduces float32/float64 only, so the half-precision
-exchange runs on the peer engine's ``fp16``/``bf16`` wire encodings instead: each rank first
-rounds its gradient to the half-precision value (the C++ cast kernels, in place), then sends it
-to every peer as one ``fp16``/``bf16`` message (2 bytes per element, half of a dense float32
-message), and every rank sums the rounded gradients of all ranks in rank order, each times its
-sender's weight. Because every rank's own term is the same rounded value its peers decode, the
-result is identical on every rank, as after an allreduce (no error feedback: the rounding is
-the loss, as in Horovod).
+exchange runs on the peer engine's ``fp16``/``bf16`` wire encodings instead, as a
+reduce-scatter and an allgather over all ranks: the in-site phases of the site-aware exchange
+(:mod:`dlion.exchange.sites`) with every rank of the job in one site, whatever
+``dlion.sites()`` says, and half-precision link plans.
 
-What a rank sends per step is ``(size - 1) * 2 * n`` bytes: half of what the ring allreduce of
-float32 sends on 2 ranks, the same on 4, more beyond. Use it where links are slow and ranks
-few, or per site; on a LAN with many ranks :class:`dlion.Allreduce` moves less.
+1. **Reduce-scatter.** The buffer (``n`` elements) is cut into ``size`` contiguous shards;
+   rank ``j`` owns shard ``j``. Every rank rounds its own shard to the half-precision value
+   (the C++ cast kernels, in place) and sends every other shard to its owner as one
+   ``fp16``/``bf16`` message (2 bytes per element), which rounds it the same way. The owner
+   sums, in rank order, every rank's rounded shard times that rank's weight (float32).
+2. **Allgather.** The owner rounds its sum once more to half precision, keeps the rounded
+   values and sends them to every other rank as one ``fp16``/``bf16`` message, which decodes
+   them exactly.
+
+Every term is rounded once before it is sent or summed and every shard is summed on one rank
+only, then rounded and carried exactly, so every rank ends with the same bits, as after an
+allreduce (no error feedback: the rounding is the loss, as in Horovod). The result is
+``half(sum over ranks r in rank order of w_r * half(x_r))`` per element (a sum that rounds
+to -0.0 gives +0.0 on every rank).
+
+What a rank sends per step is about ``2 (size - 1) / size * n * 2`` bytes (plus a header per
+message, ``2 (size - 1)`` messages): half of what the float32 ring allreduce sends
+(``2 (size - 1) / size * n * 4``) at any number of ranks.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
-
-import dlion_core as _core
-
+from .. import runtime
 from ..errors import InvalidArgumentError
-from .base import Pending
-from .peer import PeerExchange
+from . import sites as _sites
+from .peer import LinkPlan, PeerExchange
+from .plans import dense_plan
 
-_ROUND = {
-    "fp16": (_core.to_fp16, _core.from_fp16),
-    "bf16": (_core.to_bf16, _core.from_bf16),
-}
+_CODECS = ("fp16", "bf16")
 
 
 class CastAllreduce(PeerExchange):
     """Dense weighted average of every rank's gradient, sent as float16 or bfloat16.
 
     Args:
-        codec: ``"fp16"`` (IEEE half; beyond 65504 becomes infinite, which the non-finite
-            check then reports) or ``"bf16"`` (float32's range, 8 bits of mantissa).
+        codec: ``"fp16"`` (IEEE half; a gradient or sum beyond 65504 becomes infinite, which
+            the rank receiving it rejects: ``ProtocolError``, the job stops) or ``"bf16"``
+            (float32's range, 8 bits of mantissa).
         weight: this rank's aggregation weight; default ``1 / size`` (plain average). Dynamic
             batching sets it to ``b_i / sum(b)``.
 
+    A reduce-scatter and an allgather in half precision over all ranks (see
+    :mod:`dlion.exchange.cast`): half the bytes of a float32 ring allreduce at any size.
     Every rank ends each step with the same combined gradient (``replicas_identical``).
     """
 
+    #: Only the reduce-scatter and the allgather: all ranks are one site.
+    cross_sites = False
+
     def __init__(self, codec: Literal["fp16", "bf16"] = "fp16", *, weight: float | None = None):
-        if codec not in _ROUND:
+        if codec not in _CODECS:
             raise InvalidArgumentError(f"CastAllreduce(codec={codec!r}): use 'fp16' or 'bf16'")
-        super().__init__(codec, error_feedback=False, staleness=0, weight=weight, topology="ranks")
+        super().__init__(codec, error_feedback=False, staleness=0, weight=weight, topology="sites")
 
     @property
     def replicas_identical(self) -> bool:
         """True: every rank applies the same combined gradient."""
         return True
 
-    def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
-        if buffer.dtype == np.float32 and buffer.size:
-            to_half, from_half = _ROUND[self.codec]
-            from_half(to_half(buffer), out=buffer)  # this rank's term = what its peers decode
-        return super().start(buffer, name=name, signature=signature)
+    def site_layout(self) -> _sites.SiteLayout:
+        """All ranks of the job as one site (a dense average over all ranks)."""
+        return _sites.SiteLayout.one_site(runtime.size(), runtime.rank())
+
+    def in_site_plan(self) -> LinkPlan:
+        """Dense ``fp16``/``bf16`` messages, no residual."""
+        return dense_plan(self.bucket, self.codec)
 
     def describe(self) -> str:
         return f"cast_allreduce({self.codec})"

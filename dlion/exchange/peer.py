@@ -196,6 +196,16 @@ class PeerExchange(Exchange):
         magnitudes), or ``None`` when no link of ``plans`` selects by threshold."""
         return None
 
+    def site_layout(self) -> _sites.SiteLayout:
+        """The sites the site-aware exchange runs over (default: ``dlion.sites()``)."""
+        return _sites.layout()
+
+    def in_site_plan(self) -> LinkPlan:
+        """The link plan of the site-aware exchange's in-site phases, the reduce-scatter and
+        the allgather (default: dense float32; a dense ``fp16``/``bf16`` plan makes them round
+        every term as the wire does, see :mod:`dlion.exchange.sites`)."""
+        return _sites.DENSE_PLAN
+
     def site_aware(self) -> bool:
         """Whether this policy runs the site-aware exchange in this job (see ``topology``)."""
         if self.topology != "auto":
@@ -208,7 +218,7 @@ class PeerExchange(Exchange):
         sub-exchange in the one order every rank uses."""
         group_id(name)
         if self.site_aware():
-            for sub in _sites.group_names(name, _sites.layout()):
+            for sub in _sites.group_names(name, self.site_layout()):
                 group_id(sub)
 
     def _sync_for(self, name: str) -> bool:
@@ -252,7 +262,7 @@ class PeerExchange(Exchange):
         )
 
     def _start_sites(self, buffer: np.ndarray, name: str, group: int, step: int) -> Pending:
-        where = _sites.layout()
+        where = self.site_layout()
         own = _sites.shards(buffer.size, len(where.members[where.site]))[where.index]
         scratch = self._scratch.get(name)
         if scratch is None or scratch.site_sum.size != own[1]:

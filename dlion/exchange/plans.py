@@ -20,6 +20,7 @@ def sparse_encoding(bits: int) -> int:
     return int(enc["sparse_qsgd8"] if bits == 8 else enc["sparse_f32"])
 
 
-def dense_plan(bucket: int) -> SelectPlan:
-    """A link that carries the dense float32 gradient (no residual)."""
-    return (int(_core.WIRE_ENCODINGS["dense_f32"]), 0, 0, bucket, False, SELECT_TOPK, 0.0, 0)
+def dense_plan(bucket: int, encoding: str = "dense_f32") -> SelectPlan:
+    """A link that carries the dense gradient (no residual): float32, or with ``encoding``
+    ``"fp16"``/``"bf16"`` every value in half precision."""
+    return (int(_core.WIRE_ENCODINGS[encoding]), 0, 0, bucket, False, SELECT_TOPK, 0.0, 0)

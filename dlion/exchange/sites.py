@@ -5,7 +5,7 @@ sending every remote rank its own message, one exchange of buffer ``x`` (n eleme
 ``i``-th rank of site ``S`` (``N_S`` ranks) runs in three phases, all on the peer engine (one
 communicator, one progress thread, every message validated):
 
-1. **Reduce-scatter inside the site** (dense float32, synchronous). Site ``S`` cuts the vector
+1. **Reduce-scatter inside the site** (dense, synchronous). Site ``S`` cuts the vector
    into ``N_S`` contiguous shards; shard ``j`` of every site mate goes to the site's ``j``-th
    rank, which ends with ``s_i = sum over the site's ranks q of w_q * x_q[shard i]`` (the
    batch-share weights ``w_q``; the rank of a one-rank site just scales its own).
@@ -22,6 +22,13 @@ communicator, one progress thread, every message validated):
    rank of the site ends with the site's sum plus every other site's (decoded) contribution,
    the same bits on every rank of the site.
 
+The in-site phases carry float32 (``DENSE_PLAN``) unless the policy's ``in_site_plan`` names
+another dense encoding: :class:`dlion.CastAllreduce` runs them in ``fp16``/``bf16`` over all
+ranks as one site. Then every contribution is rounded once to half precision before it is sent
+or summed (a rank rounds its own shard itself, as the encoder rounds the others), the shard
+owner's sum is rounded once more before the allgather, and the owner keeps the rounded values
+it sends, so every rank ends with the same bits.
+
 The ``S -> T`` link so carries ``S``'s combined gradient once per step, spread over ``S``'s
 ranks, instead of ``N_S * N_T`` messages; each rank encodes about ``n / N_S`` elements per
 other site and keeps the residuals of those pieces only. Inside the site every rank sends and
@@ -37,10 +44,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import dlion_core as _core
+
 from .. import runtime
 from .plans import dense_plan
 
 DENSE_PLAN = dense_plan(512)  # dense float32, no error feedback
+
+#: The dense half-precision wire encodings and the rounding their encoder applies (the same
+#: C++ kernels): what a value becomes on the wire, rounded here through the same cast.
+_CASTS = {
+    int(_core.WIRE_ENCODINGS["fp16"]): (_core.to_fp16, _core.from_fp16),
+    int(_core.WIRE_ENCODINGS["bf16"]): (_core.to_bf16, _core.from_bf16),
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,12 @@ class SiteLayout:
         order = tuple(dict.fromkeys(site_of_rank))
         members = {s: tuple(r for r, t in enumerate(site_of_rank) if t == s) for s in order}
         return cls(order, members, rank)
+
+    @classmethod
+    def one_site(cls, size: int, rank: int) -> SiteLayout:
+        """Every rank of the job in one site, whatever ``dlion.sites()`` says (a dense
+        exchange over all ranks: :class:`dlion.CastAllreduce`)."""
+        return cls.of(["*"] * size, rank)
 
     @property
     def site(self) -> str:
@@ -148,10 +170,23 @@ def layout() -> SiteLayout:
     return SiteLayout.of(runtime.sites(), runtime.rank())
 
 
+def round_in_place(values: np.ndarray, encoding: int) -> None:
+    """Round ``values`` (float32, contiguous) to what the dense ``encoding`` carries: a no-op
+    for float32, the fp16/bf16 cast and back for those. A value that rounds to -0.0 becomes
+    +0.0: a receiver of the allgather adds the decoded value to +0.0, which gives +0.0, so the
+    owner keeps that too (the same bits everywhere)."""
+    cast = _CASTS.get(int(encoding))
+    if cast is not None and values.size:
+        to_half, from_half = cast
+        from_half(to_half(values), out=values)
+        np.add(values, np.float32(0.0), out=values)  # -0.0 + 0.0 = +0.0; all else unchanged
+
+
 class SiteRound:
     """One step of the site-aware exchange of one buffer (phase 1 starts at construction;
     ``wait`` runs phases 2 and 3). ``policy`` is the :class:`dlion.PeerExchange` whose
-    per-link plans the wide-area shards follow."""
+    per-link plans the wide-area shards follow; its ``in_site_plan()`` is the plan of phases
+    1 and 3."""
 
     def __init__(
         self,
@@ -171,11 +206,14 @@ class SiteRound:
         self.size = runtime.size()
         self.engine = runtime.peer_engine()
         self.weight = policy.current_weight()
+        self.local = tuple(policy.in_site_plan())  # phases 1 and 3
         site, i = where.site, where.index
         self.parts = shards(buffer.size, len(where.members[site]))
         self.own = self.parts[i]
         self._handles: list = []
         self._stage = 1
+        # This rank's own term of its shard = what its mates' shards become on the wire.
+        round_in_place(buffer[self.own[0] : self.own[0] + self.own[1]], self.local[0])
         if len(where.members[site]) == 1:
             np.multiply(buffer, np.float32(self.weight), out=scratch.site_sum)
             return
@@ -200,7 +238,7 @@ class SiteRound:
     def _exchange(
         self, grad, out, group, send, expect, weight, plans=None, wide=False, reference=None
     ):
-        base = plans if plans is not None else [DENSE_PLAN] * self.size
+        base = plans if plans is not None else [self.local] * self.size
         links = [with_send(base[p], p in send) for p in range(self.size)]
         mask = [p in expect for p in range(self.size)]
         return self.engine.exchange(
@@ -278,6 +316,7 @@ class SiteRound:
                 if length:
                     group = self.gid(f"{self.name}@{t}>{site}#{j}.{i}")
                     mine[o - off : o - off + length] += s.pieces[group]
+        round_in_place(mine, self.local[0])  # what the allgather carries, kept here too
         if len(w.members[site]) == 1:
             return
         for j, (o, length) in enumerate(self.parts):

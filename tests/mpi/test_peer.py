@@ -6,18 +6,40 @@ from conftest import run_mpi
 pytestmark = pytest.mark.mpi
 
 
-@pytest.mark.parametrize("np_", [2, 3, 4])
-def test_aggregate_is_the_weighted_sum_of_what_each_peer_selected(np_):
+@pytest.fixture(scope="module", params=[2, 3, 4])
+def exact(request):
+    """One launch per size: the engine's exact aggregates, then dlion.CastAllreduce."""
+    np_ = request.param
     res = run_mpi("peer", np_, "exact")
     assert res.returncode == 0, res.explain()
     recs = res.records()
     assert len(recs) == np_
+    return np_, recs
+
+
+def test_aggregate_is_the_weighted_sum_of_what_each_peer_selected(exact):
+    _, recs = exact
     for rec in recs:
         assert rec["checked"] == 36
         # 12 groups x 3 steps + 1: every message sent was received, and applied in its step.
         assert set(rec["sent"].values()) == {37}
         assert set(rec["received"].values()) == {37}
         assert rec["staleness_max"] == 0
+
+
+def test_cast_allreduce_is_identical_everywhere_and_sends_half_a_float32_ring(exact):
+    np_, recs = exact
+    cast = [rec["cast"] for rec in recs]
+    assert len({tuple(c["digests"]) for c in cast}) == 1  # the same bits on every rank
+    n = cast[0]["n"]
+    ring = 2 * (np_ - 1) / np_ * n * 4  # what a float32 ring allreduce sends per rank
+    for c in cast:
+        assert c["checked"] == 24  # == the numpy model (fp16/bf16, weighted or not, 3 sizes)
+        # A reduce-scatter + an allgather in half precision: half the ring's bytes, in
+        # 2 (p - 1) messages of a header each.
+        assert ring / 2 <= c["bytes_per_step"] <= 0.55 * ring + 2 * (np_ - 1) * 64, c
+        if np_ > 2:  # the old all-to-all of fp16 messages: (p - 1) * 2n
+            assert c["bytes_per_step"] < c["all_to_all_bytes_per_step"], c
 
 
 @pytest.mark.parametrize("np_", [2, 3])

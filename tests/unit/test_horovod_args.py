@@ -7,8 +7,10 @@ import pytest
 import tensorflow as tf
 
 import dlion
+import dlion_core
 from dlion.compression import Compression
 from dlion.errors import InvalidArgumentError
+from dlion.exchange.sites import SiteLayout, group_names
 from dlion.scatter import scatter_counts
 from dlion.tensorflow.aggregation import LocalAggregation, check_passes
 from dlion.tensorflow.horovod_args import ExchangeSpec, resolve, spec_of
@@ -28,6 +30,12 @@ def test_half_precision_is_a_cast_allreduce_with_identical_replicas(codec):
     ex = resolve(None, getattr(Compression, codec), "average", True, W)
     assert isinstance(ex, dlion.CastAllreduce) and ex.codec == codec
     assert ex.replicas_identical and not ex.error_feedback and ex.staleness == 0
+    # A reduce-scatter + allgather of fp16/bf16 messages, all ranks one site.
+    assert ex.in_site_plan()[0] == dlion_core.WIRE_ENCODINGS[codec] and not ex.cross_sites
+    where = SiteLayout.one_site(4, 2)
+    assert (where.sites, where.index, where.mates()) == (("*",), 2, (0, 1, 3))
+    names = group_names("g", where)
+    assert names == [f"g@*#rs{j}" for j in range(4)] + [f"g@*#ag{j}" for j in range(4)]
 
 
 def test_other_compressors_map_onto_the_peer_codecs():

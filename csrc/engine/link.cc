@@ -63,7 +63,11 @@ bool Link::acked(std::uint32_t group, std::uint64_t step, Clock::time_point now,
   if (u.bytes <= kLatencyBytes) {
     ewma(stats.latency_s, stats.latency_samples, t / 2.0);
   } else if (u.bytes >= kBandwidthBytes) {
-    const double transfer = t - 2.0 * stats.latency_s;
+    double transfer = t - 2.0 * stats.latency_s;
+    // On a loaded host the latency estimate is noisy: a round trip shorter than two of them
+    // gives no sample, and a link never measured would count as 0 B/s (a LAN as a WAN). Its
+    // first sample then takes half the round trip as the transfer (a lower bound on the rate).
+    if (transfer <= 0.0 && stats.bandwidth_samples == 0) transfer = t / 2.0;
     if (transfer > 0.0) {
       ewma(stats.bandwidth_Bps, stats.bandwidth_samples, static_cast<double>(u.bytes) / transfer);
       stats.timed_bytes += static_cast<double>(u.bytes);

@@ -5,7 +5,8 @@
 // Timing: the receiver acknowledges every message as soon as it has it (wire Kind::kAck). For a
 // message of B bytes that started on the wire at t0 and was acknowledged at t1, T = t1 - t0 is
 // one latency out, the transfer, and one latency back. Small messages (<= kLatencyBytes) give a
-// latency sample T / 2; large ones (>= kBandwidthBytes) a bandwidth sample B / (T - 2 latency).
+// latency sample T / 2; large ones (>= kBandwidthBytes) a bandwidth sample B / (T - 2 latency),
+// or B / (T / 2) for a link's first when T is less than two latency estimates (noise).
 // Both feed exponential moving averages (weight kEwma for the newest sample).
 //
 // Emulation: with a cap (bandwidth, latency), a message of B bytes queued at t starts on the

@@ -68,10 +68,13 @@ class Config:
     hierarchical: bool = True
     """When ranks span several sites, large allreduces reduce inside each site, ring among one
     leader per site, and broadcast back: each site's data crosses the slow links once."""
-    backoff_spin_us: int = 3000
-    """Progress thread: how long it polls (yielding) before it sleeps between polls."""
+    backoff_spin_us: int = 200
+    """Progress threads: the longest they poll (yielding) after progress before they sleep between
+    polls (the collective engine spins at most 50 us, the peer engine 200 us; either spins on
+    while a transfer is moving)."""
     backoff_max_us: int = 200
-    """Progress thread: longest sleep between polls while a request is in flight."""
+    """Progress threads: longest sleep between polls while a request waits on a peer that was
+    heard from recently; longer waits sleep up to ``max(backoff_max_us, idle_poll_us)``."""
     probe_bytes: int = 256 * 1024
     """Peer exchange: size of the bandwidth probe ``dlion.init`` sends on every link (0: measure
     latency only)."""

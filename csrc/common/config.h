@@ -28,9 +28,11 @@ struct EngineConfig {
   // of the next.
   std::size_t ring_segment_bytes = 512 * 1024;
   // Progress-thread backoff while requests are in flight and nothing completes: poll with a
-  // yield in between for up to backoff_spin_us (a peer that is about to arrive is served at
-  // once), then sleep between polls, doubling from 1 us up to backoff_max_us.
-  int backoff_spin_us = 3000;
+  // yield in between for up to backoff_spin_us after progress (the collective engine at most
+  // 50 us, the peer engine 200 us; both longer while a transfer is moving), then sleep between
+  // polls, doubling up to backoff_max_us, and up to max(backoff_max_us, idle_poll_us) once
+  // the wait is long (engine/backoff.h, peer_progress.cc).
+  int backoff_spin_us = 200;
   int backoff_max_us = 200;
   // Peer exchange: bytes of the bandwidth probe sent on every link by probe() (dlion.init
   // runs it); 0 measures latency only.

@@ -1,10 +1,12 @@
 // Branch-free per-element conversions (selects, no data-dependent branches), so that the loops
 // vectorize with baseline SSE2. The fp16 pair follows F. Giesen's "float_to_half_fast3_rtne" and
-// "half_to_float_fast5" (public domain).
+// "half_to_float_fast5" (public domain). The AVX2 variant encodes fp16 with F16C instead
+// (compress/avx2.h), which rounds the same way.
 #include "compress/cast.h"
 
 #include <cstring>
 
+#include "compress/avx2.h"
 #include "compress/bits.h"
 #include "compress/simd.h"
 
@@ -54,9 +56,14 @@ DLION_ALWAYS_INLINE std::uint16_t bf16_of(std::uint32_t u) {
 }
 
 // The loops get __restrict views through these (lambda captures cannot carry it).
+template <bool kAvx2>
 DLION_ALWAYS_INLINE void to_fp16_impl(const float* __restrict x, std::size_t n,
                                       std::uint16_t* __restrict out) {
-  for (std::size_t i = 0; i < n; ++i) out[i] = half_of(bits_of(x[i]));
+  if constexpr (kAvx2) {
+    detail::avx2::to_fp16(x, n, out);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) out[i] = half_of(bits_of(x[i]));
+  }
 }
 
 DLION_ALWAYS_INLINE void from_fp16_impl(const std::uint16_t* __restrict h, std::size_t n,
@@ -77,7 +84,7 @@ DLION_ALWAYS_INLINE void from_bf16_impl(const std::uint16_t* __restrict b, std::
 }  // namespace
 
 void to_fp16(const float* x, std::size_t n, std::uint16_t* out) {
-  DLION_SIMD_DISPATCH(to_fp16_impl(x, n, out));
+  DLION_SIMD_DISPATCH(to_fp16_impl<kSimdAvx2>(x, n, out));
 }
 
 void from_fp16(const std::uint16_t* h, std::size_t n, float* out) {

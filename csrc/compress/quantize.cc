@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "compress/avx2.h"
 #include "compress/bits.h"
 #include "compress/simd.h"
 #include "compress/xoshiro.h"
@@ -87,17 +88,26 @@ DLION_ALWAYS_INLINE void quantize_run(const float* x, std::size_t m, const Level
   }
 }
 
-DLION_ALWAYS_INLINE void quantize_levels(const float* x, std::size_t m, float scale, int L, Xoshiro128x8& rng,
-                     std::int8_t* q) {
+// The AVX2 variant (kAvx2) computes the same levels from the same random stream with intrinsics.
+template <bool kAvx2>
+DLION_ALWAYS_INLINE void quantize_levels(const float* x, std::size_t m, float scale, int L,
+                                         Xoshiro128x8& rng, std::int8_t* q) {
   if (scale == 0.0f) {
     std::memset(q, 0, m);
     return;
   }
   const float top = static_cast<float>(L);
-  if (scale < kTinyScale) {
-    quantize_run<true>(x, m, Levels{scale, top / (scale * kPre), top}, rng, q);
+  const bool tiny = scale < kTinyScale;
+  const Levels lv{scale, tiny ? top / (scale * kPre) : top / scale, top};
+  if constexpr (kAvx2) {
+    if (tiny)
+      detail::avx2::quantize_levels<true>(x, m, lv.scale, lv.inv, lv.top, kPre, rng, q);
+    else
+      detail::avx2::quantize_levels<false>(x, m, lv.scale, lv.inv, lv.top, kPre, rng, q);
+  } else if (tiny) {
+    quantize_run<true>(x, m, lv, rng, q);
   } else {
-    quantize_run<false>(x, m, Levels{scale, top / scale, top}, rng, q);
+    quantize_run<false>(x, m, lv, rng, q);
   }
 }
 
@@ -178,6 +188,7 @@ DLION_ALWAYS_INLINE void dequantize(const std::int8_t* __restrict q, std::size_t
   }
 }
 
+template <bool kAvx2>
 DLION_ALWAYS_INLINE void encode_impl(const float* x, std::size_t n, int bits, int L,
                                      std::size_t bucket, std::uint64_t seed,
                                      std::uint8_t* packed, float* scales) {
@@ -186,17 +197,19 @@ DLION_ALWAYS_INLINE void encode_impl(const float* x, std::size_t n, int bits, in
   for (std::size_t b = 0; b * bucket < n; ++b) {
     const std::size_t e0 = b * bucket;
     const std::size_t m = bucket < n - e0 ? bucket : n - e0;
-    const std::uint32_t top = max_abs_bits(x + e0, m);
+    const std::uint32_t top =
+        kAvx2 ? detail::avx2::max_abs_bits(x + e0, m) : max_abs_bits(x + e0, m);
     if (top >= kExpMask) throw_nonfinite("qsgd_encode", x + e0, m, e0);
     const float scale = float_of(top);
     scales[b] = scale;
     if (bits == 8) {
-      quantize_levels(x + e0, m, scale, L, rng, reinterpret_cast<std::int8_t*>(packed + e0));
+      quantize_levels<kAvx2>(x + e0, m, scale, L, rng,
+                              reinterpret_cast<std::int8_t*>(packed + e0));
       continue;
     }
     for (std::size_t c = 0; c < m; c += kChunk) {
       const std::size_t len = kChunk < m - c ? kChunk : m - c;
-      quantize_levels(x + e0 + c, len, scale, L, rng, qbuf);
+      quantize_levels<kAvx2>(x + e0 + c, len, scale, L, rng, qbuf);
       pack_fields(qbuf, len, bits, packed, e0 + c);
     }
   }
@@ -221,8 +234,10 @@ DLION_ALWAYS_INLINE void decode_impl(const std::uint8_t* packed, const float* sc
   }
 }
 
+template <bool kAvx2>
 DLION_ALWAYS_INLINE double sign_encode_impl(const float* __restrict x, std::size_t n,
                                             std::uint8_t* __restrict bits) {
+  if constexpr (kAvx2) return detail::avx2::sign_encode(x, n, bits);
   double acc[8] = {};
   const std::size_t full = n / 8;
   for (std::size_t b = 0; b < full; ++b) {
@@ -275,7 +290,7 @@ void qsgd_encode(const float* x, std::size_t n, int bits, std::size_t bucket, st
                  std::uint8_t* packed, float* scales) {
   const int L = levels_of(bits);
   qsgd_buckets(n, bucket);  // validates bucket
-  DLION_SIMD_DISPATCH(encode_impl(x, n, bits, L, bucket, seed, packed, scales));
+  DLION_SIMD_DISPATCH(encode_impl<kSimdAvx2>(x, n, bits, L, bucket, seed, packed, scales));
 }
 
 void qsgd_decode(const std::uint8_t* packed, const float* scales, std::size_t n, int bits,
@@ -289,7 +304,7 @@ std::size_t sign_packed_bytes(std::size_t n) { return n / 8 + (n % 8 != 0 ? 1 : 
 
 void sign_encode(const float* x, std::size_t n, std::uint8_t* bits, float* scale) {
   double sum = 0.0;
-  DLION_SIMD_DISPATCH(sum = sign_encode_impl(x, n, bits));
+  DLION_SIMD_DISPATCH(sum = sign_encode_impl<kSimdAvx2>(x, n, bits));
   if (!std::isfinite(sum)) throw_nonfinite("sign_encode", x, n, 0);
   *scale = n == 0 ? 0.0f : static_cast<float>(sum / static_cast<double>(n));
 }

@@ -55,6 +55,21 @@ class Xoshiro128x8 {
     s3_ = s3;
   }
 
+  // The state as words [s][lane], for kernels that step the lanes in their own registers
+  // (compress/avx2.h) and put the state back afterwards; the stream is the same as fill's.
+  void save(std::uint32_t (&w)[4][kRngLanes]) const {
+    std::memcpy(w[0], &s0_, sizeof s0_);
+    std::memcpy(w[1], &s1_, sizeof s1_);
+    std::memcpy(w[2], &s2_, sizeof s2_);
+    std::memcpy(w[3], &s3_, sizeof s3_);
+  }
+  void load(const std::uint32_t (&w)[4][kRngLanes]) {
+    std::memcpy(&s0_, w[0], sizeof s0_);
+    std::memcpy(&s1_, w[1], sizeof s1_);
+    std::memcpy(&s2_, w[2], sizeof s2_);
+    std::memcpy(&s3_, w[3], sizeof s3_);
+  }
+
  private:
   // GCC/Clang vector extension: 8 x uint32, lowered to whatever SIMD the target has.
   typedef std::uint32_t Lanes __attribute__((vector_size(kRngLanes * sizeof(std::uint32_t))));

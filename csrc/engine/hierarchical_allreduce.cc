@@ -136,6 +136,16 @@ bool HierarchicalAllreduce::poll(bool& progressed) {
   return phase_ == Phase::Done;
 }
 
+bool HierarchicalAllreduce::moving() const {
+  if (phase_ == Phase::Ring) return ring_->moving();
+  // A leader that has heard from a member, or sends the result to members that wait for it.
+  return leader() && ((phase_ == Phase::Reduce && next_member_ > 1) || phase_ == Phase::Broadcast);
+}
+
+Clock::time_point HierarchicalAllreduce::release() const {
+  return phase_ == Phase::Ring ? ring_->release() : Clock::time_point::max();
+}
+
 std::string HierarchicalAllreduce::waiting_on() const {
   switch (phase_) {
     case Phase::Reduce:

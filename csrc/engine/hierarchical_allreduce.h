@@ -49,6 +49,8 @@ class HierarchicalAllreduce : public Algorithm {
   bool poll(bool& progressed) override;
   std::string waiting_on() const override;
   bool abandon() override;
+  bool moving() const override;
+  Clock::time_point release() const override;
 
  private:
   enum class Phase { Reduce, Ring, Broadcast, Done };

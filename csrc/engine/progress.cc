@@ -9,10 +9,11 @@
 //      non-blocking collectives otherwise; a barrier is the negotiation alone. The rings pace
 //      their sends on the emulated links (set_caps), if any.
 //   4. Complete the handle (or fail it with the error, which the waiting caller rethrows).
-// While an operation is in flight the loop polls it; when polls find nothing new it backs off:
-// it yields between polls for backoff_spin_us (a peer about to arrive is served at once), then
-// sleeps between polls, doubling up to backoff_max_us, so a long wait never spins a shared core.
-// With nothing queued the thread sleeps on the condition variable and uses no CPU.
+// While an operation is in flight the loop polls it; when polls find nothing new it backs off
+// (backoff.h): it yields between polls only while a transfer is moving or just after progress,
+// else it sleeps between polls, for longer the longer the wait, so a wait for a peer that is
+// still computing never spins a shared core. With nothing queued the thread sleeps on the
+// condition variable and uses no CPU.
 // Stalls: every stall_warning_s without completion, a warning on stderr names what the operation
 // waits for (which ranks have not submitted it, or which neighbour has not sent); after
 // stall_timeout_s it fails with PeerTimeout and the engine is poisoned: queued and later
@@ -24,6 +25,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "engine/backoff.h"
 #include "engine/collective.h"
 #include "engine/engine.h"
 #include "engine/hierarchical_allreduce.h"
@@ -44,28 +46,17 @@ std::string behind_text(const Liveness& liveness, std::uint64_t seq, Clock::time
   return b.empty() ? b : ". Not yet at this operation: " + b;
 }
 
-// Called after a poll found nothing new; `idle_since` is when that streak began.
-void back_off(Clock::time_point idle_since, Clock::time_point now, int& sleeps,
-              const EngineConfig& config) {
-  if (now - idle_since < std::chrono::microseconds(config.backoff_spin_us)) {
-    std::this_thread::yield();
-    return;
-  }
-  const long us = std::min<long>(1L << std::min(sleeps++, 20), config.backoff_max_us);
-  std::this_thread::sleep_for(std::chrono::microseconds(us));
-}
-
 // Drives one algorithm (of the operation number `seq`) to completion with backoff and stall
 // handling. Throws PeerTimeout, or PeerLost as soon as `liveness` (may be null) knows that a
 // rank is gone or shut down before this operation.
+// The operation's description (`meta`) is only formatted for a warning or an error.
 void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_point start,
-           const std::string& what, std::uint64_t seq, const Liveness* liveness) {
+           const OpMeta& meta, std::uint64_t seq, const Liveness* liveness) {
   auto next_warning = start + std::chrono::duration_cast<Clock::duration>(
                                   std::chrono::duration<double>(config.stall_warning_s));
   const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
                                     std::chrono::duration<double>(config.stall_timeout_s));
-  auto idle_since = Clock::now();
-  int sleeps = 0;
+  Backoff backoff(config, Clock::now());
   for (;;) {
     bool progressed = false;
     if (algo.poll(progressed)) return;
@@ -73,22 +64,23 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
     if (liveness) {
       const std::string lost = liveness->lost();
       if (!lost.empty())
-        throw PeerLost(detail::concat(lost, "; this rank was waiting in ", what, " for ",
+        throw PeerLost(detail::concat(lost, "; this rank was waiting in ", describe(meta), " for ",
                                       algo.waiting_on()));
       const std::string gone = liveness->departed_before(seq);
       if (!gone.empty())
-        throw PeerLost(detail::concat("rank ", rank, ": ", what, " can never complete: ", gone,
+        throw PeerLost(detail::concat("rank ", rank, ": ", describe(meta),
+                                      " can never complete: ", gone,
                                       " shut down dlion before reaching it. Every rank must run "
                                       "the same collective operations"));
     }
     if (progressed) {
-      idle_since = now;
-      sleeps = 0;
+      backoff.progressed(now);
       continue;
     }
     if (now >= deadline) {
       throw PeerTimeout(detail::concat(
-          "rank ", rank, ": ", what, " did not complete within ", config.stall_timeout_s,
+          "rank ", rank, ": ", describe(meta), " did not complete within ",
+          config.stall_timeout_s,
           " s (stall_timeout_s): still waiting for ", algo.waiting_on(),
           ". A rank may have died, hung or taken another code path",
           liveness ? behind_text(*liveness, seq, now) : std::string()));
@@ -97,12 +89,17 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
       const double waited = std::chrono::duration<double>(now - start).count();
       const std::string behind = liveness ? behind_text(*liveness, seq, now) : std::string();
       std::fprintf(stderr, "[dlion rank %d] WARNING: stalled %.0f s on %s: waiting for %s%s\n",
-                   rank, waited, what.c_str(), algo.waiting_on().c_str(), behind.c_str());
+                   rank, waited, describe(meta).c_str(), algo.waiting_on().c_str(),
+                   behind.c_str());
       std::fflush(stderr);
       next_warning += std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double>(config.stall_warning_s));
     }
-    back_off(idle_since, now, sleeps, config);
+    const Clock::duration nap = backoff.next(now, algo.moving(), algo.release());
+    if (nap == Clock::duration::zero())
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(nap);
   }
 }
 
@@ -187,7 +184,7 @@ void Engine::execute(Pending& op) {
   try {
     {
       Negotiation negotiation(comm_, rank_, size_, meta);
-      drive(negotiation, config_, rank_, start, describe(meta), seq, liveness.get());
+      drive(negotiation, config_, rank_, start, meta, seq, liveness.get());
       negotiation.validate();
       if (req.kind == OpKind::Allgather) {
         algo = Collective::allgather(comm_, req, negotiation.counts(), op.handle->output());
@@ -197,7 +194,7 @@ void Engine::execute(Pending& op) {
     const bool data = size_ > 1 && req.count > 0;
     if (req.kind == OpKind::Allreduce && data) algo = make_allreduce(req, counter);
     if (req.kind == OpKind::Broadcast && data) algo = Collective::broadcast(comm_, req);
-    if (algo) drive(*algo, config_, rank_, start, describe(meta), seq, liveness.get());
+    if (algo) drive(*algo, config_, rank_, start, meta, seq, liveness.get());
     ok = true;
   } catch (const MismatchError&) {
     // Every rank saw the same metas and dropped the operation; nothing touched the buffer.

@@ -191,6 +191,7 @@ bool RingAllreduce::poll(bool& progressed) {
                            MPI_STATUSES_IGNORE));
     if (outcount == MPI_UNDEFINED || outcount == 0) return false;
     progressed = true;
+    heard_ = true;
     for (int i = 0; i < outcount; ++i) {
       const auto seg = static_cast<std::size_t>(done_idx_[static_cast<std::size_t>(i)]);
       finish_stage(seg, stage_[seg]);
@@ -210,6 +211,12 @@ std::string RingAllreduce::waiting_on() const {
   return detail::concat("rank ", left_, " (left ring neighbour) to send stage ", min_stage, " of ",
                         2 * (size_ - 1), " of allreduce '", req_.name, "'",
                         held_.empty() ? "" : " (and the emulated link to carry this rank's)");
+}
+
+Clock::time_point RingAllreduce::release() const {
+  Clock::time_point next = Clock::time_point::max();
+  for (const Held& h : held_) next = std::min(next, h.release);
+  return next;
 }
 
 bool RingAllreduce::abandon() { return release_requests(recvs_, sends_); }

@@ -47,6 +47,8 @@ class RingAllreduce : public Algorithm {
   bool poll(bool& progressed) override;
   std::string waiting_on() const override;
   bool abandon() override;
+  bool moving() const override { return heard_; }  // the left neighbour is in the ring
+  Clock::time_point release() const override;
 
   // Most segments per chunk the tag space allows for `size` ranks.
   static std::size_t max_segments(int size, int base_tag);
@@ -89,6 +91,7 @@ class RingAllreduce : public Algorithm {
   std::vector<int> done_idx_;
   std::vector<std::size_t> deferred_;  // segments whose allgather receive is not posted yet
   std::size_t segments_left_;
+  bool heard_ = false;  // a segment has arrived
 };
 
 }  // namespace dlion

@@ -302,7 +302,7 @@ void run_all(std::uint64_t seed) {
   test_residual(rng);
 }
 
-// Both SIMD variants give the same bytes.
+// Both SIMD variants give the same bytes (QSGD, fp16, sign bits and scale).
 void test_variants_agree() {
   std::mt19937_64 rng(5);
   const std::vector<float> x = qsgd_input(70001, rng);
@@ -314,9 +314,28 @@ void test_variants_agree() {
       const auto p = encode_bytes(x, bits, 300, 3);
       out[forced].insert(out[forced].end(), p.begin(), p.end());
     }
-    dlion::to_fp16(x.data(), x.size(), h.data());
-    out[forced].insert(out[forced].end(), reinterpret_cast<std::uint8_t*>(h.data()),
-                       reinterpret_cast<std::uint8_t*>(h.data() + h.size()));
+    for (std::size_t n : {x.size(), std::size_t{37}, std::size_t{5}}) {  // ragged tails too
+      dlion::to_fp16(x.data(), n, h.data());
+      out[forced].insert(out[forced].end(), reinterpret_cast<std::uint8_t*>(h.data()),
+                         reinterpret_cast<std::uint8_t*>(h.data() + n));
+      std::vector<std::uint8_t> b(dlion::sign_packed_bytes(n));
+      float scale = 0.0f;
+      dlion::sign_encode(x.data(), n, b.data(), &scale);
+      out[forced].insert(out[forced].end(), b.begin(), b.end());
+      out[forced].insert(out[forced].end(), reinterpret_cast<std::uint8_t*>(&scale),
+                         reinterpret_cast<std::uint8_t*>(&scale + 1));
+    }
+    std::vector<float> tiny(x.begin(), x.begin() + 3000);  // scales below 2^-96
+    for (float& v : tiny) v *= 1e-31f;
+    for (int bits : {2, 4, 8}) {
+      const auto p = encode_bytes(tiny, bits, 512, 4);
+      out[forced].insert(out[forced].end(), p.begin(), p.end());
+      for (std::size_t n : {std::size_t{1}, std::size_t{45}, std::size_t{1003}}) {
+        // buckets that are not a multiple of the 8 lanes
+        const auto q = encode_bytes(std::vector<float>(x.begin(), x.begin() + n), bits, 13, 11);
+        out[forced].insert(out[forced].end(), q.begin(), q.end());
+      }
+    }
   }
   dlion::detail::simd_force_baseline(false);
   CHECK(out[0] == out[1], "AVX2 and baseline variants differ");

@@ -280,7 +280,8 @@ def _stateful(
         rank, size = ctx.layout["rank"], ctx.layout["size"]
         new.update(step=step, rebalances=int(per_rank[0]["rebalances"]), last_rebalance=step)
         new["samples_seen"] = total // size + (1 if rank < total % size else 0)
-        ctx.report.notes.append(f"{name}: even split {[int(b) for b in new['batches']]}, step {step}")
+        split = [int(b) for b in new["batches"]]
+        ctx.report.notes.append(f"{name}: even split {split}, step {step}")
         return new
     if "KnowledgeTransfer" in classes:
         return dict(per_rank[0])

@@ -225,16 +225,12 @@ class PeerExchange(Exchange):
                 self._sync_next = False
         return sync
 
-    def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
-        if buffer.dtype != np.float32:
-            raise InvalidArgumentError(
-                f"rank {runtime.rank()}: {type(self).__name__} exchange of '{name}': dtype "
-                f"{buffer.dtype} is not supported; the peer exchange carries float32 gradients"
-            )
-        self._enter_run()
+    def _add_pending(self, buffer: np.ndarray, name: str) -> None:
+        """Add the pending gradient of ``name`` (the residuals a restore at another world size
+        folded, :mod:`dlion.checkpoint.elastic`) to this exchange's buffer, once."""
         self._buffer_sizes[name] = buffer.size
         pending = self._pending.pop(name, None)
-        if pending is not None:  # folded residuals of an elastic restore (dlion.checkpoint)
+        if pending is not None:
             if pending.size != buffer.size:
                 raise InvalidArgumentError(
                     f"rank {runtime.rank()}: {type(self).__name__} exchange of '{name}': the "
@@ -242,6 +238,15 @@ class PeerExchange(Exchange):
                     f"{buffer.size}"
                 )
             buffer += pending.reshape(buffer.shape)
+
+    def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
+        if buffer.dtype != np.float32:
+            raise InvalidArgumentError(
+                f"rank {runtime.rank()}: {type(self).__name__} exchange of '{name}': dtype "
+                f"{buffer.dtype} is not supported; the peer exchange carries float32 gradients"
+            )
+        self._enter_run()
+        self._add_pending(buffer, name)
         if name not in self._tops:
             self._register(name)
         self._tops.setdefault(name)

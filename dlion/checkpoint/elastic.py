@@ -180,7 +180,13 @@ def plan(
                 (partial(entries._replace, obj, values), partial(entries._replace, obj, old))
             )
         else:
-            values = _stateful(name, obj, per_rank, [e.get(name, {}) for e in extras], ctx)
+            try:
+                values = _stateful(name, obj, per_rank, [e.get(name, {}) for e in extras], ctx)
+            except KeyError as e:
+                raise CheckpointError(
+                    f"{where}: entry {name!r}: the saved state (of a {entry.get('class', '?')}) "
+                    f"has no {e} that a {type(obj).__name__} needs"
+                ) from e
             before = obj.state()
             restore.steps.append((partial(obj.set_state, values), partial(obj.set_state, before)))
         merged[name] = values
@@ -223,7 +229,7 @@ def _merge_variables(
     for i, info in enumerate(entry["variables"]):
         key = f"{i:05d}"
         values = [np.asarray(s[key]) for s in per_rank]
-        if np.issubdtype(values[0].dtype, np.floating):
+        if values[0].dtype.kind == "f" or values[0].dtype.name == "bfloat16":
             out[key] = ctx.average(values)
             continue
         out[key] = values[0].copy()

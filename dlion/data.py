@@ -24,6 +24,7 @@ __all__ = [
     "Dataset",
     "ShardIterator",
     "load_fashion_mnist",
+    "reshard_remaining",
     "shard",
     "shard_dataset",
 ]
@@ -236,11 +237,38 @@ def shard(n: int, rank: int, size: int, seed: int = 0, shuffle: bool = True) -> 
     return order[start:stop].astype(np.int64)
 
 
+def reshard_remaining(remaining: list[np.ndarray], size: int, seed: int = 0) -> list[np.ndarray]:
+    """Cut the samples an interrupted epoch has left into ``size`` parts (one per new rank).
+
+    ``remaining`` holds, per saved rank, the samples its current pass had not drawn yet
+    (:meth:`ShardIterator.remaining`). Their union, sorted then permuted by
+    ``default_rng([seed, size])``, is cut into ``size`` contiguous parts whose lengths differ
+    by at most one (the first ``len % size`` are the longer), as :func:`shard` cuts. Every
+    sample of the union is in exactly one part; the result depends only on the arguments, so
+    every rank computes the same parts. Raises ``ValueError`` when a sample appears twice.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got size={size}")
+    parts = [np.asarray(r, dtype=np.int64).reshape(-1) for r in remaining]
+    union = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    if union.size > 1 and bool((union[1:] == union[:-1]).any()):
+        dup = int(union[1:][union[1:] == union[:-1]][0])
+        raise ValueError(f"sample {dup} is left in two shards: the shards overlap")
+    order = union[np.random.default_rng([seed, size]).permutation(union.size)]
+    base, extra = divmod(order.size, size)
+    cuts = [k * base + min(k, extra) for k in range(size + 1)]
+    return [order[cuts[k] : cuts[k + 1]].copy() for k in range(size)]
+
+
 class ShardIterator:
     """Endless batches over one shard, reshuffled each local epoch.
 
     Epoch ``e`` visits ``indices`` in the order given by ``default_rng([seed, e])``;
     a batch may straddle two epochs and its size may change from call to call.
+
+    After a restore at another world size (:mod:`dlion.checkpoint`), the current epoch is
+    instead this rank's part of what the interrupted epoch had left (:meth:`resume_pass`, any
+    samples of ``x``, not only ``indices``); the epochs after it are the usual ones.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, indices: np.ndarray, seed: int = 0) -> None:
@@ -252,6 +280,7 @@ class ShardIterator:
             raise ValueError(f"indices must lie in [0, {len(x)}), got [{idx.min()}, {idx.max()}]")
         self.x, self.y, self.indices = x, y, idx
         self._seed, self._epoch, self._pos, self._seen = int(seed), 0, 0, 0
+        self._custom = False  # the current pass is a resumed one (resume_pass), not an epoch
         self._order = self._epoch_order()
 
     def _epoch_order(self) -> np.ndarray:
@@ -285,21 +314,51 @@ class ShardIterator:
             self._pos += take
             need -= take
             if self._pos == len(self._order):
-                self._epoch, self._pos = self._epoch + 1, 0
-                self._order = self._epoch_order()
+                self._next_epoch()
         self._seen += batch_size
         sel = np.concatenate(parts)
         return self.x[sel], self.y[sel]
 
-    def state(self) -> dict[str, int]:
-        """Checkpointable position: seed, epoch, position, samples_seen and shard size."""
-        return {
+    def _next_epoch(self) -> None:
+        self._epoch, self._pos, self._custom = self._epoch + 1, 0, False
+        self._order = self._epoch_order()
+
+    def remaining(self) -> np.ndarray:
+        """The samples (indices into ``x``) the current pass has not drawn yet, in order."""
+        return self._order[self._pos :].copy()
+
+    def elastic_state(self) -> dict[str, np.ndarray]:
+        """What a restore at another world size needs besides :meth:`state`: the samples the
+        current pass has left (saved by :func:`dlion.checkpoint.save`, not by :meth:`state`)."""
+        return {"remaining": self.remaining()}
+
+    def resume_pass(self, samples: np.ndarray, epoch: int, samples_seen: int = 0) -> None:
+        """Make ``samples`` (indices into ``x``, in this order) the rest of the current epoch
+        ``epoch``; then epoch ``epoch + 1`` over ``indices`` follows as usual. An empty
+        ``samples`` starts epoch ``epoch + 1`` at once."""
+        order = np.asarray(samples, dtype=np.int64).reshape(-1)
+        if order.size and (order.min() < 0 or order.max() >= len(self.x)):
+            raise ValueError(f"samples must lie in [0, {len(self.x)}), got [{order.min()}, ...]")
+        if epoch < 0 or samples_seen < 0:
+            raise ValueError(f"invalid epoch={epoch} or samples_seen={samples_seen}")
+        self._epoch, self._pos, self._seen = int(epoch), 0, int(samples_seen)
+        self._custom, self._order = True, order.copy()
+        if not order.size:
+            self._next_epoch()
+
+    def state(self) -> dict[str, Any]:
+        """Checkpointable position: seed, epoch, position, samples_seen and shard size (and,
+        while a resumed pass runs, its ``order``)."""
+        out: dict[str, Any] = {
             "seed": self._seed,
             "epoch": self._epoch,
             "position": self._pos,
             "samples_seen": self._seen,
             "size": len(self.indices),
         }
+        if self._custom:
+            out["order"] = self._order.copy()
+        return out
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Resume exactly from a :meth:`state` dict (same data and indices assumed)."""
@@ -307,11 +366,17 @@ class ShardIterator:
         pos, epoch = int(state["position"]), int(state["epoch"])
         if size != len(self.indices):
             raise ValueError(f"state is for a shard of {size} samples, this one has {len(self)}")
-        if not (0 <= pos < max(size, 1) and epoch >= 0):
-            raise ValueError(f"invalid state: epoch={epoch}, position={pos}, size={size}")
+        custom = "order" in state
+        length = len(np.asarray(state["order"]).reshape(-1)) if custom else size
+        if not (0 <= pos < max(length, 1) and epoch >= 0):
+            raise ValueError(f"invalid state: epoch={epoch}, position={pos}, size={length}")
         self._seed, self._epoch, self._pos = int(state["seed"]), epoch, pos
         self._seen = int(state["samples_seen"])
-        self._order = self._epoch_order()
+        if custom:
+            self.resume_pass(state["order"], epoch, self._seen)
+            self._pos = pos
+        else:
+            self._custom, self._order = False, self._epoch_order()
 
 
 def shard_dataset(ds: Dataset, rank: int, size: int, seed: int = 0) -> ShardIterator:

@@ -59,12 +59,24 @@ Protocol of :func:`load`:
    every rank's state as it was (an optimizer that was not built stays built, with fresh slots).
 
 A checkpoint without a manifest is incomplete and never loaded. :func:`load` refuses a
-checkpoint of another format or written by another number of ranks (naming both).
+checkpoint of another format, and one written by another number of ranks (naming both) unless
+``elastic`` is given.
+
+Another world size or site layout: ``load(d, elastic="average", **targets)`` (or ``"best"``)
+restores every rank to the same merged state of the saved replicas, with the residuals of peer
+exchanges folded into a pending gradient and the interrupted epoch's data re-sharded; see
+:mod:`dlion.checkpoint.elastic`. Each rank reads every saved rank's file (and holds them in
+memory during the load). At the saved world size and sites the same call is today's exact
+per-rank resume, so a supervisor restarting on whatever hosts remain always calls ``load`` the
+same way. The protocol is the one above (check everything, agree, apply, agree, undo on any
+failure), and the ranks also agree that their merged variables are bit-identical.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -76,10 +88,21 @@ import numpy as np
 
 from .. import ops, runtime
 from ..errors import CheckpointError
+from . import elastic as _elastic
 from . import entries, files
+from .elastic import ElasticReport
 from .files import FORMAT, LATEST, MANIFEST
 
-__all__ = ["FORMAT", "LATEST", "MANIFEST", "Checkpoint", "latest_step", "load", "save"]
+__all__ = [
+    "FORMAT",
+    "LATEST",
+    "MANIFEST",
+    "Checkpoint",
+    "ElasticReport",
+    "latest_step",
+    "load",
+    "save",
+]
 
 _job: dict[str, str] | None = None
 _resumed_from: dict[str, str] = {}  # resolved directory -> id of the job this one resumed
@@ -87,12 +110,16 @@ _resumed_from: dict[str, str] = {}  # resolved directory -> id of the job this o
 
 @dataclass
 class Checkpoint:
-    """What :func:`load` found: the step, the manifest, and every entry's saved state."""
+    """What :func:`load` found: the step, the manifest, and every entry's saved state (after a
+    restore at another world size: the merged state of the targets, saved rank 0's of the
+    others; ``ranks``: every saved rank's state; ``elastic``: what was merged and folded)."""
 
     step: int
     path: Path
     manifest: dict[str, Any]
     state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ranks: list[dict[str, dict[str, Any]]] = field(default_factory=list)
+    elastic: ElasticReport | None = None
 
 
 def save(directory: str | os.PathLike[str], step: int, *, keep: int = 3, **state: Any) -> Path:
@@ -151,52 +178,119 @@ def latest_step(directory: str | os.PathLike[str]) -> int | None:
     return files.latest(Path(directory))
 
 
-def load(directory: str | os.PathLike[str], step: int | None = None, **targets: Any) -> Checkpoint:
+def load(
+    directory: str | os.PathLike[str],
+    step: int | None = None,
+    *,
+    elastic: str | None = None,
+    **targets: Any,
+) -> Checkpoint:
     """Read the checkpoint of ``step`` (default: the newest) and restore ``targets`` in place.
 
     Each keyword names an entry given to :func:`save` and the object to restore it into (a model,
     optimizer or stateful object of the same kind); every saved entry's state is also returned
     in ``Checkpoint.state``. All or nothing: raises ``CheckpointError`` on every rank when any
     rank fails, and then no rank's state has changed.
+
+    ``elastic``: ``None`` refuses a checkpoint of another world size; ``"average"`` (the
+    weighted average of the saved replicas) or ``"best"`` (knowledge transfer's best replica)
+    restores one of another world size or site layout (:mod:`dlion.checkpoint.elastic`;
+    ``Checkpoint.elastic`` reports what was merged and folded). At the saved world size and
+    sites every value of ``elastic`` is the exact per-rank resume.
     """
     rank, size = runtime.rank(), runtime.size()
     error, ckpt, restore, found, owner = "", None, entries.Restore(), None, None
     root = Path()
     try:
+        if elastic not in (None, *_elastic.MODES):
+            raise CheckpointError(
+                f"checkpoint.load(elastic={elastic!r:.40}): use None, 'average' or 'best'"
+            )
         root = Path(directory)
         found = files.latest(root) if step is None else _check_step(step, "load")
         if found is None:
             raise CheckpointError(f"no complete checkpoint in {root} (no {LATEST})")
         folder = files.step_folder(root, found)
-        manifest = files.read_manifest(folder, size)
+        manifest = files.read_manifest(folder, size, any_size=elastic is not None)
         owner = manifest["job"]["id"]
-        meta, arrays = files.read_rank_file(folder, manifest, rank)
-        where = f"checkpoint {folder} ({files.rank_file(rank)})"
-        saved = entries.saved_state(meta, arrays, where)
-        restore = entries.plan(targets, meta, saved, where)
-        ckpt = Checkpoint(int(manifest["step"]), folder, manifest, saved)
+        moved = manifest["world_size"] != size or manifest["sites"] != runtime.sites()
+        if elastic is not None and moved:
+            restore, ckpt = _plan_elastic(folder, manifest, elastic, targets)
+        else:
+            meta, arrays = files.read_rank_file(folder, manifest, rank)
+            where = f"checkpoint {folder} ({files.rank_file(rank)})"
+            saved = entries.saved_state(meta, arrays, where)
+            restore = entries.plan(targets, meta, saved, where)
+            ckpt = Checkpoint(int(manifest["step"]), folder, manifest, saved)
     except Exception as e:  # noqa: BLE001 - every rank must learn of it, not only this one
         error = _describe(e)
     what = f"checkpoint.load from {root}"
     _agree(error, what, "load", same=(found, owner))
+    merged = ckpt is not None and ckpt.elastic is not None
     try:
         restore.apply()
+        digest = _digest(targets) if merged else ""
     except Exception as e:  # noqa: BLE001
-        error = _describe(e)
+        error, digest = _describe(e), ""
     try:
-        _agree(error, f"{what} (restore)", "restore")
+        digests = _agree(error, f"{what} (restore)", "restore", each=digest)
+        if len(set(digests)) > 1:
+            raise CheckpointError(
+                f"rank {rank}: {what}: the merged variables differ between the ranks "
+                f"(digests {[d[:12] for d in digests]}); every rank must load the same "
+                "checkpoint into the same architecture"
+            )
     except CheckpointError:
         restore.undo()  # every rank puts its previous state back
         raise
     assert ckpt is not None and owner is not None  # _agree raised otherwise
     _resumed_from[_key(root)] = owner
-    if ckpt.manifest["sites"] != runtime.sites() and rank == 0:
+    if merged:
+        assert ckpt.elastic is not None
+        if rank == 0 and not runtime.config().quiet:
+            print(ckpt.elastic.summary(), file=sys.stderr, flush=True)
+    elif ckpt.manifest["sites"] != runtime.sites() and rank == 0:
         warnings.warn(
             f"checkpoint {ckpt.path} was written with sites {ckpt.manifest['sites']}, this job "
             f"has {runtime.sites()}",
             stacklevel=2,
         )
     return ckpt
+
+
+def _plan_elastic(
+    folder: Path, manifest: dict[str, Any], mode: str, targets: dict[str, Any]
+) -> tuple[entries.Restore, Checkpoint]:
+    """Read every saved rank's file and plan the merged restore (changes nothing)."""
+    saved_size = int(manifest["world_size"])
+    metas, states, extras = [], [], []
+    for r in range(saved_size):
+        meta, arrays = files.read_rank_file(folder, manifest, r)
+        metas.append(meta)
+        states.append(
+            entries.saved_state(meta, arrays, f"checkpoint {folder} ({files.rank_file(r)})")
+        )
+        extras.append(entries.elastic_extras(meta, arrays))
+    layout = {
+        "mode": mode,
+        "rank": runtime.rank(),
+        "size": runtime.size(),
+        "sites": list(runtime.sites()),
+        "saved_sites": list(manifest["sites"]),
+    }
+    where = f"checkpoint {folder} (restore of {saved_size} ranks on {runtime.size()})"
+    restore, merged, report = _elastic.plan(targets, metas, states, extras, layout, where)
+    return restore, Checkpoint(int(manifest["step"]), folder, manifest, merged, states, report)
+
+
+def _digest(targets: dict[str, Any]) -> str:
+    """A digest of every variables target's values (the same on every rank after a merge)."""
+    h = hashlib.sha256()
+    for name in sorted(targets):
+        if entries.kind_of(targets[name]) == "variables":
+            for v in targets[name].variables:
+                h.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return h.hexdigest()
 
 
 def _job_identity() -> dict[str, str]:

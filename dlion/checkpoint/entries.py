@@ -58,7 +58,7 @@ def collect(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any
                 f"checkpoint entry name {name!r} must not contain '/' or start with '__'"
             )
         kind = kind_of(obj)
-        info: dict[str, Any] = {"kind": kind}
+        info: dict[str, Any] = {"kind": kind, "class": type(obj).__name__}
         if kind == "variables":
             variables = list(obj.variables)
             values = {f"{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
@@ -90,8 +90,23 @@ def collect(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any
                     "numeric numpy arrays or int/float/bool"
                 )
             arrays[f"{name}/{key}"] = np.asarray(value)
+        extra = obj.elastic_state() if callable(getattr(obj, "elastic_state", None)) else {}
+        for key, value in extra.items():  # for a restore at another world size only
+            arrays[f"{name}/@{key}"] = np.asarray(value)
+        if extra:
+            info["elastic"] = list(extra)
         entries[name] = {**info, "keys": list(values), "scalars": scalars}
     return arrays, entries
+
+
+def elastic_extras(
+    meta: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every entry's ``elastic_state()`` arrays (not given to ``set_state``)."""
+    return {
+        name: {k: arrays[f"{name}/@{k}"] for k in e.get("elastic", []) if f"{name}/@{k}" in arrays}
+        for name, e in meta["entries"].items()
+    }
 
 
 def saved_state(

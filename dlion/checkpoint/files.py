@@ -93,8 +93,9 @@ def latest(root: Path) -> int | None:
     return step
 
 
-def read_manifest(folder: Path, size: int) -> dict[str, Any]:
-    """The manifest of a complete checkpoint of this format and world size."""
+def read_manifest(folder: Path, size: int, any_size: bool = False) -> dict[str, Any]:
+    """The manifest of a complete checkpoint of this format and world size (``any_size``:
+    of any world size, for a restore at another size)."""
     if not (folder / MANIFEST).exists():
         raise CheckpointError(f"{folder} is not a complete checkpoint (no {MANIFEST})")
     manifest = read_json(folder / MANIFEST, MANIFEST)
@@ -106,11 +107,11 @@ def read_manifest(folder: Path, size: int) -> dict[str, Any]:
     for key in ("world_size", "step", "job", "files", "entries", "sites"):
         if key not in manifest:
             raise CheckpointError(f"{folder / MANIFEST}: no {key!r}; the manifest is damaged")
-    if manifest["world_size"] != size:
+    if manifest["world_size"] != size and not any_size:
         raise CheckpointError(
             f"the checkpoint {folder} was written by {manifest['world_size']} ranks, this job "
-            f"has {size}: resume with {manifest['world_size']} ranks (re-sharding a checkpoint "
-            "to another world size is not supported)"
+            f"has {size}: resume with {manifest['world_size']} ranks, or restore the merged "
+            "replicas at this size with load(..., elastic='average')"
         )
     return manifest
 

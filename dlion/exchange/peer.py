@@ -132,6 +132,10 @@ class PeerExchange(Exchange):
         self._sync_next = False
         self._synced: set[str] = set()
         self._run: weakref.ref[Groups] | None = None  # the run (dlion.init) the above belong to
+        # dlion.checkpoint's restore at another world size: gradient mass (folded residuals)
+        # that the next exchange of a name adds to its buffer; and the exchanges' sizes.
+        self._pending: dict[str, np.ndarray] = {}
+        self._buffer_sizes: dict[str, int] = {}
 
     # -- policy ---------------------------------------------------------------------------
     def encoding(self) -> int:
@@ -171,6 +175,8 @@ class PeerExchange(Exchange):
         self._scratch.clear()
         self._synced.clear()
         self._sync_next = False
+        self._pending.clear()
+        self._buffer_sizes.clear()
 
     # -- Exchange ---------------------------------------------------------------------------
     def synchronize_next(self) -> None:
@@ -229,6 +235,20 @@ class PeerExchange(Exchange):
                 self._sync_next = False
         return sync
 
+    def _add_pending(self, buffer: np.ndarray, name: str) -> None:
+        """Add the pending gradient of ``name`` (the residuals a restore at another world size
+        folded, :mod:`dlion.checkpoint.elastic`) to this exchange's buffer, once."""
+        self._buffer_sizes[name] = buffer.size
+        pending = self._pending.pop(name, None)
+        if pending is not None:
+            if pending.size != buffer.size:
+                raise InvalidArgumentError(
+                    f"rank {runtime.rank()}: {type(self).__name__} exchange of '{name}': the "
+                    f"restored pending gradient has {pending.size} elements, the buffer "
+                    f"{buffer.size}"
+                )
+            buffer += pending.reshape(buffer.shape)
+
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         if buffer.dtype != np.float32:
             raise InvalidArgumentError(
@@ -236,6 +256,7 @@ class PeerExchange(Exchange):
                 f"{buffer.dtype} is not supported; the peer exchange carries float32 gradients"
             )
         self._enter_run()
+        self._add_pending(buffer, name)
         if name not in self._tops:
             self._register(name)
         self._tops.setdefault(name)
@@ -290,7 +311,10 @@ class PeerExchange(Exchange):
         every link's error-feedback residual (call it between steps, when no exchange is in
         flight), and every link's statistics (bytes, bandwidth, latency). The statistics are a
         record: :meth:`set_state` does not restore them, because ``dlion.init`` measures the
-        links afresh and an estimate from before the restart may be stale."""
+        links afresh and an estimate from before the restart may be stale. Also, site-aware,
+        each exchange's size (``size:NAME``), and a pending gradient not yet sent
+        (``pending:NAME``: what a restore at another world size folded, see
+        :mod:`dlion.checkpoint.elastic`)."""
         self._enter_run()
         out: dict[str, np.ndarray | int | float] = {}
         engine = runtime.peer_engine()
@@ -304,6 +328,9 @@ class PeerExchange(Exchange):
                 residual = engine.residual(group, peer)
                 if peer != runtime.rank() and residual.size:
                     out[f"residual:{peer}:{name}"] = residual
+        if self.site_aware():
+            out.update({f"size:{name}": n for name, n in self._buffer_sizes.items()})
+        out.update({f"pending:{name}": p.copy() for name, p in self._pending.items()})
         return out
 
     def set_state(self, state: dict[str, object]) -> None:
@@ -325,6 +352,10 @@ class PeerExchange(Exchange):
                 peer, _, name = rest.partition(":")
                 self._names.setdefault(name)
                 engine.set_residual(group_id(name), int(peer), np.asarray(value, np.float32))
+            elif kind == "size":
+                self._buffer_sizes[rest] = int(value)  # type: ignore[call-overload]
+            elif kind == "pending":
+                self._pending[rest] = np.array(value, np.float32).reshape(-1)
             elif kind not in ("compute_s", "link"):
                 raise InvalidArgumentError(f"{type(self).__name__}.set_state: unknown key {key!r}")
 

@@ -165,6 +165,7 @@ class PerLinkExchange(PeerExchange):
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         if self.collective:
             self._dense.weight = self.weight
+            self._add_pending(buffer, name)  # a dense weighted sum: every rank gets it once
             return self._dense.start(buffer, name=name, signature=signature)
         self._enter_run()
         now = time.perf_counter()

@@ -93,3 +93,22 @@ def run_mpi(
         records = [json.loads(p.read_text()) for p in sorted(Path(out).glob("rank*.json"))]
         records.sort(key=lambda r: r["rank"])
     return MpiResult(proc.returncode, proc.stdout, proc.stderr, seconds, records)
+
+
+def run_each(worker: str, np: int, *scenarios: list[str], **kwargs) -> dict[str, list[dict]]:
+    """Run several scenarios of tests/mpi/workers/<worker>.py in one job (workers/each.py: one
+    start of Python, MPI and TensorFlow for all); fail the test if the job fails.
+
+    Returns ``{"ARGS joined by spaces": every rank's record for that scenario}``, each record
+    with its ``"rank"``."""
+    args: list[str] = []
+    for scenario in scenarios:
+        args += ([] if not args else ["--"]) + list(scenario)
+    res = run_mpi("each", np, worker, *args, **kwargs)
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert [r["rank"] for r in recs] == list(range(np)), res.explain()
+    labels = [" ".join(s) for s in scenarios]
+    for r in recs:
+        assert sorted(r["scenarios"]) == sorted(labels), (r["rank"], res.explain())
+    return {label: [{"rank": r["rank"], **r["scenarios"][label]} for r in recs] for label in labels}

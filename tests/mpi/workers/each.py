@@ -1,0 +1,76 @@
+"""Several scenarios of one worker in one job, so that the job pays for starting Python, MPI and
+TensorFlow once: ``each.py WORKER ARGS [-- ARGS]...`` runs ``WORKER.py ARGS`` for each ARGS, one
+after the other, in this process, as if it had been started alone with those arguments.
+
+Between scenarios dlion is shut down (the worker does it at its end; each.py makes sure) and
+Keras forgets its models (``keras.backend.clear_session()``: auto-names start afresh), so each
+scenario runs on a fresh ``dlion.init()``. Each rank reports ``{"ARGS joined by spaces": what
+the worker reported}``. Every rank prints the scenario it starts to stderr, so that a failure
+names the scenario in which it happened.
+"""
+
+import runpy
+import sys
+from pathlib import Path
+
+import _report
+
+import dlion
+
+worker, *rest = sys.argv[1:]
+scenarios: list[list[str]] = [[]]
+for arg in rest:
+    if arg == "--":
+        scenarios.append([])
+    else:
+        scenarios[-1].append(arg)
+
+records: dict[str, dict] = {}
+current = ""
+
+
+def collect(rank: int, record: dict) -> None:
+    if current in records:
+        raise RuntimeError(f"scenario '{current}' reported twice on rank {rank}")
+    records[current] = record
+
+
+def _keep(module, what: str) -> None:
+    get = getattr(module, f"get_{what}")
+
+    def setter(n: int) -> None:
+        if n != get():
+            raise RuntimeError(f"each.py: a later scenario sets {what}={n}, the first {get()}")
+
+    setattr(module, f"set_{what}", setter)
+
+
+write = _report.report
+_report.report = collect  # the workers do `from _report import report` when they start
+path = str(Path(__file__).with_name(f"{worker}.py"))
+rank = -1
+for args in scenarios:
+    current = " ".join(args)
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    print(f"[each] rank {rank}: {worker} {current}", file=sys.stderr, flush=True)
+    if "tensorflow" in sys.modules:
+        # The workers set TF's thread counts when they start; once TF runs, setting them again
+        # raises RuntimeError even to the same value: later scenarios may only keep them.
+        import tensorflow as tf
+
+        _keep(tf.config.threading, "intra_op_parallelism_threads")
+        _keep(tf.config.threading, "inter_op_parallelism_threads")
+    sys.argv = [path, *args]
+    runpy.run_path(path, run_name="__main__")
+    if dlion.is_initialized():
+        dlion.shutdown()
+    if "keras" in sys.modules:
+        import keras
+
+        keras.backend.clear_session()
+    if current not in records:
+        raise RuntimeError(f"scenario '{current}' reported nothing on rank {rank}")
+
+write(rank, {"scenarios": records})

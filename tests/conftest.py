@@ -95,16 +95,15 @@ def run_mpi(
     return MpiResult(proc.returncode, proc.stdout, proc.stderr, seconds, records)
 
 
-def run_each(worker: str, np: int, *scenarios: list[str], **kwargs) -> dict[str, list[dict]]:
-    """Run several scenarios of tests/mpi/workers/<worker>.py in one job (workers/each.py: one
-    start of Python, MPI and TensorFlow for all); fail the test if the job fails.
-
-    Returns ``{"ARGS joined by spaces": every rank's record for that scenario}``, each record
+def run_each(np: int, *scenarios: list[str], **kwargs) -> dict[str, list[dict]]:
+    """Run several scenarios in one job (workers/each.py: one start of Python, MPI and
+    TensorFlow for all), each ``[NAME=VALUE, ...] WORKER [ARG, ...]``; fail the test if the job
+    fails. Returns ``{"SCENARIO joined by spaces": every rank's record for it}``, each record
     with its ``"rank"``."""
     args: list[str] = []
     for scenario in scenarios:
         args += ([] if not args else ["--"]) + list(scenario)
-    res = run_mpi("each", np, worker, *args, **kwargs)
+    res = run_mpi("each", np, *args, **kwargs)
     assert res.returncode == 0, res.explain()
     recs = res.records()
     assert [r["rank"] for r in recs] == list(range(np)), res.explain()

@@ -9,13 +9,19 @@ pytestmark = [pytest.mark.mpi, pytest.mark.tf]
 @pytest.fixture(scope="module")
 def two_ranks() -> dict[str, list[dict]]:
     """The 2-rank scenarios, one job for all (one TensorFlow start on each rank)."""
-    return run_each("bad_gradients", 2, ["raise"], ["skip"], ["dtype_mismatch"], timeout=300)
+    return run_each(
+        2,
+        ["bad_gradients", "raise"],
+        ["bad_gradients", "skip"],
+        ["bad_gradients", "dtype_mismatch"],
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("np_", [2, 3])
 def test_nonfinite_gradient_raises_on_every_rank_and_is_never_sent(np_, request):
     if np_ == 2:
-        recs = request.getfixturevalue("two_ranks")["raise"]
+        recs = request.getfixturevalue("two_ranks")["bad_gradients raise"]
     else:
         res = run_mpi("bad_gradients", np_, "raise", timeout=180)
         assert res.returncode == 0, res.explain()
@@ -35,7 +41,7 @@ def test_nonfinite_gradient_raises_on_every_rank_and_is_never_sent(np_, request)
 
 
 def test_nonfinite_gradient_skip_skips_the_step_on_every_rank(two_ranks):
-    recs = two_ranks["skip"]
+    recs = two_ranks["bad_gradients skip"]
     assert len(recs) == 2, recs
     for r in recs:
         assert r["skipped"] == 2 and r["steps"] == 5 and r["iterations"] == 3, r
@@ -49,7 +55,7 @@ def test_nonfinite_gradient_skip_skips_the_step_on_every_rank(two_ranks):
 
 
 def test_dtype_mismatch_is_an_error_at_the_first_exchange(two_ranks):
-    for r in two_ranks["dtype_mismatch"]:
+    for r in two_ranks["bad_gradients dtype_mismatch"]:
         assert r["error"] == "MismatchError", r
         assert "rank 1 has 'sequential/hidden/kernel' shape (12, 8) float64" in r["message"], r[
             "message"

@@ -119,13 +119,17 @@ def tf_cases(tmp_path_factory) -> dict[str, list[dict]]:
     """The TensorFlow scenarios of bad_input_tf, one job for all (one TF start on each rank)."""
     folder = tmp_path_factory.mktemp("throwaway")
     return run_each(
-        "bad_input_tf", 2, ["weight"], ["gradients"], ["throwaway", str(folder)], timeout=300
+        2,
+        ["bad_input_tf", "weight"],
+        ["bad_input_tf", "gradients"],
+        ["bad_input_tf", "throwaway", str(folder)],
+        timeout=300,
     )
 
 
 @pytest.mark.tf
 def test_weights_not_finite_in_the_buffer_dtype_fail_the_step_everywhere(tf_cases):
-    recs = tf_cases["weight"]
+    recs = tf_cases["bad_input_tf weight"]
     assert len(recs) == 2
     for rec in recs:
         seen = rec["seen"]
@@ -143,7 +147,7 @@ def test_weights_not_finite_in_the_buffer_dtype_fail_the_step_everywhere(tf_case
 
 @pytest.mark.tf
 def test_gradients_that_are_not_tensors_are_named(tf_cases):
-    recs = tf_cases["gradients"]
+    recs = tf_cases["bad_input_tf gradients"]
     assert len(recs) == 2
     for rec in recs:
         for case, kind in (("numpy", "numpy.ndarray"), ("list", "builtins.list")):
@@ -156,7 +160,7 @@ def test_gradients_that_are_not_tensors_are_named(tf_cases):
 
 @pytest.mark.tf
 def test_same_architecture_after_a_throwaway_model_trains_and_restores(tf_cases):
-    recs = next(v for k, v in tf_cases.items() if k.startswith("throwaway "))
+    recs = next(v for k, v in tf_cases.items() if k.startswith("bad_input_tf throwaway "))
     assert len(recs) == 2
     assert recs[0]["names"] != recs[1]["names"]  # Keras numbered rank 0's layers on
     for rec in recs:

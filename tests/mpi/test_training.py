@@ -9,13 +9,19 @@ pytestmark = [pytest.mark.mpi, pytest.mark.tf]
 @pytest.fixture(scope="module")
 def two_ranks() -> dict[str, list[dict]]:
     """The 2-rank scenarios, one job for all (one TensorFlow start on each rank)."""
-    return run_each("training", 2, ["equivalence"], ["layout_mismatch"], ["tape"], timeout=400)
+    return run_each(
+        2,
+        ["training", "equivalence"],
+        ["training", "layout_mismatch"],
+        ["training", "tape"],
+        timeout=400,
+    )
 
 
 @pytest.mark.parametrize("np_", [2, 4])
 def test_allreduce_training_equals_union_batch_and_is_bit_identical(np_, request):
     if np_ == 2:
-        recs = request.getfixturevalue("two_ranks")["equivalence"]
+        recs = request.getfixturevalue("two_ranks")["training equivalence"]
     else:
         res = run_mpi("training", np_, "equivalence", timeout=300)
         assert res.returncode == 0, res.explain()
@@ -31,7 +37,7 @@ def test_allreduce_training_equals_union_batch_and_is_bit_identical(np_, request
 
 
 def test_different_models_raise_mismatch_naming_rank_and_tensor(two_ranks):
-    recs = two_ranks["layout_mismatch"]
+    recs = two_ranks["training layout_mismatch"]
     assert len(recs) == 2
     for r in recs:
         assert r["error"] == "MismatchError", r
@@ -40,7 +46,7 @@ def test_different_models_raise_mismatch_naming_rank_and_tensor(two_ranks):
 
 
 def test_distributed_gradient_tape_trains_like_the_optimizer(two_ranks):
-    recs = two_ranks["tape"]
+    recs = two_ranks["training tape"]
     assert len(recs) == 2
     assert recs[0]["digest"] == recs[1]["digest"]  # ranks agree bit for bit
     for r in recs:

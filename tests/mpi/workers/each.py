@@ -1,30 +1,34 @@
-"""Several scenarios of one worker in one job, so that the job pays for starting Python, MPI and
-TensorFlow once: ``each.py WORKER ARGS [-- ARGS]...`` runs ``WORKER.py ARGS`` for each ARGS, one
-after the other, in this process, as if it had been started alone with those arguments.
+"""Several scenarios in one job, so that the job pays for starting Python, MPI and TensorFlow
+once: ``each.py SCENARIO [-- SCENARIO]...``, each SCENARIO ``[NAME=VALUE]... WORKER [ARGS]``,
+runs ``WORKER.py ARGS`` (tests/mpi/workers) for each, one after the other, in this process, as if
+it had been started alone with those arguments and with the environment variables NAME=VALUE
+(they are set for that scenario only).
 
-Between scenarios dlion is shut down (the worker does it at its end; each.py makes sure) and
+Between scenarios dlion is shut down (the workers do it at their end; each.py makes sure) and
 Keras forgets its models (``keras.backend.clear_session()``: auto-names start afresh), so each
-scenario runs on a fresh ``dlion.init()``. Each rank reports ``{"ARGS joined by spaces": what
-the worker reported}``. Every rank prints the scenario it starts to stderr, so that a failure
-names the scenario in which it happened.
+scenario runs on a fresh ``dlion.init()``. Each rank reports ``{"scenarios": {"SCENARIO joined
+by spaces": what the worker reported}}``. Every rank prints the scenario it starts to stderr, so
+that a failure names the scenario in which it happened.
 """
 
+import os
 import runpy
 import sys
 from pathlib import Path
 
 import _report
+from mpi4py import MPI
 
 import dlion
 
-worker, *rest = sys.argv[1:]
 scenarios: list[list[str]] = [[]]
-for arg in rest:
+for arg in sys.argv[1:]:
     if arg == "--":
         scenarios.append([])
     else:
         scenarios[-1].append(arg)
 
+rank = MPI.COMM_WORLD.Get_rank()
 records: dict[str, dict] = {}
 current = ""
 
@@ -47,14 +51,14 @@ def _keep(module, what: str) -> None:
 
 write = _report.report
 _report.report = collect  # the workers do `from _report import report` when they start
-path = str(Path(__file__).with_name(f"{worker}.py"))
-rank = -1
-for args in scenarios:
-    current = " ".join(args)
-    from mpi4py import MPI
-
-    rank = MPI.COMM_WORLD.Get_rank()
-    print(f"[each] rank {rank}: {worker} {current}", file=sys.stderr, flush=True)
+for scenario in scenarios:
+    current = " ".join(scenario)
+    env = {}
+    while scenario and "=" in scenario[0]:
+        name, _, value = scenario.pop(0).partition("=")
+        env[name] = value
+    worker, *args = scenario
+    print(f"[each] rank {rank}: {current}", file=sys.stderr, flush=True)
     if "tensorflow" in sys.modules:
         # The workers set TF's thread counts when they start; once TF runs, setting them again
         # raises RuntimeError even to the same value: later scenarios may only keep them.
@@ -62,10 +66,18 @@ for args in scenarios:
 
         _keep(tf.config.threading, "intra_op_parallelism_threads")
         _keep(tf.config.threading, "inter_op_parallelism_threads")
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    path = str(Path(__file__).with_name(f"{worker}.py"))
     sys.argv = [path, *args]
     runpy.run_path(path, run_name="__main__")
     if dlion.is_initialized():
         dlion.shutdown()
+    for name, value in saved.items():
+        if value is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = value
     if "keras" in sys.modules:
         import keras
 

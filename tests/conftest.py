@@ -95,11 +95,18 @@ def run_mpi(
     return MpiResult(proc.returncode, proc.stdout, proc.stderr, seconds, records)
 
 
-def run_each(np: int, *scenarios: list[str], **kwargs) -> dict[str, list[dict]]:
+class Scenarios(dict):
+    """``{"SCENARIO joined by spaces": every rank's record for it}`` (see :func:`run_each`)."""
+
+    output: dict[str, tuple[str, str]]
+
+
+def run_each(np: int, *scenarios: list[str], **kwargs) -> Scenarios:
     """Run several scenarios in one job (workers/each.py: one start of Python, MPI and
     TensorFlow for all), each ``[NAME=VALUE, ...] WORKER [ARG, ...]``; fail the test if the job
     fails. Returns ``{"SCENARIO joined by spaces": every rank's record for it}``, each record
-    with its ``"rank"``."""
+    with its ``"rank"``; ``.output[SCENARIO]`` is what the scenario printed on Python's
+    ``sys.stdout`` and ``sys.stderr``, all ranks' one after the other."""
     args: list[str] = []
     for scenario in scenarios:
         args += ([] if not args else ["--"]) + list(scenario)
@@ -110,4 +117,14 @@ def run_each(np: int, *scenarios: list[str], **kwargs) -> dict[str, list[dict]]:
     labels = [" ".join(s) for s in scenarios]
     for r in recs:
         assert sorted(r["scenarios"]) == sorted(labels), (r["rank"], res.explain())
-    return {label: [{"rank": r["rank"], **r["scenarios"][label]} for r in recs] for label in labels}
+    out = Scenarios(
+        (label, [{"rank": r["rank"], **r["scenarios"][label]} for r in recs]) for label in labels
+    )
+    out.output = {
+        label: (
+            "".join(r["output"][label]["stdout"] for r in recs),
+            "".join(r["output"][label]["stderr"] for r in recs),
+        )
+        for label in labels
+    }
+    return out

@@ -7,10 +7,14 @@ it had been started alone with those arguments and with the environment variable
 Between scenarios dlion is shut down (the workers do it at their end; each.py makes sure) and
 Keras forgets its models (``keras.backend.clear_session()``: auto-names start afresh), so each
 scenario runs on a fresh ``dlion.init()``. Each rank reports ``{"scenarios": {"SCENARIO joined
-by spaces": what the worker reported}}``. Every rank prints the scenario it starts to stderr, so
-that a failure names the scenario in which it happened.
+by spaces": what the worker reported}, "output": {"SCENARIO joined by spaces": {"stdout": ...,
+"stderr": ...}}}``: what the scenario wrote to ``sys.stdout`` and ``sys.stderr`` (Python's
+streams, not what C++ writes to the file descriptors), which also go on to this process's
+streams. Every rank prints the scenario it starts to stderr, so that a failure names the
+scenario in which it happened.
 """
 
+import io
 import os
 import runpy
 import sys
@@ -30,6 +34,7 @@ for arg in sys.argv[1:]:
 
 rank = MPI.COMM_WORLD.Get_rank()
 records: dict[str, dict] = {}
+output: dict[str, dict[str, str]] = {}
 current = ""
 
 
@@ -47,6 +52,26 @@ def _keep(module, what: str) -> None:
             raise RuntimeError(f"each.py: a later scenario sets {what}={n}, the first {get()}")
 
     setattr(module, f"set_{what}", setter)
+
+
+class Tee(io.TextIOBase):
+    """Writes to ``stream`` and keeps a copy."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return False
 
 
 write = _report.report
@@ -70,7 +95,18 @@ for scenario in scenarios:
     os.environ.update(env)
     path = str(Path(__file__).with_name(f"{worker}.py"))
     sys.argv = [path, *args]
-    runpy.run_path(path, run_name="__main__")
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Tee(out), Tee(err)
+    try:
+        runpy.run_path(path, run_name="__main__")
+    finally:
+        output[current] = {
+            "stdout": sys.stdout.copy.getvalue(),
+            "stderr": sys.stderr.copy.getvalue(),
+        }
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = out, err
     if dlion.is_initialized():
         dlion.shutdown()
     for name, value in saved.items():
@@ -85,4 +121,4 @@ for scenario in scenarios:
     if current not in records:
         raise RuntimeError(f"scenario '{current}' reported nothing on rank {rank}")
 
-write(rank, {"scenarios": records})
+write(rank, {"scenarios": records, "output": output})

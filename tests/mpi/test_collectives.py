@@ -6,9 +6,19 @@ from conftest import run_mpi
 pytestmark = pytest.mark.mpi
 
 
+_plain: dict[int, object] = {}
+
+
+def _plain_run(np_: int):
+    """The worker on np_ ranks, one site, default settings; one job for the tests that read it."""
+    if np_ not in _plain:
+        _plain[np_] = run_mpi("collectives", np_, timeout=300)
+    return _plain[np_]
+
+
 @pytest.mark.parametrize("np_", [1, 2, 3, 4])
 def test_collectives_match_numpy(np_):
-    res = run_mpi("collectives", np_, timeout=300)
+    res = _plain_run(np_)
     assert res.returncode == 0, res.explain()
     records = res.records()
     assert sorted(r["rank"] for r in records) == list(range(np_)), res.explain()
@@ -45,7 +55,7 @@ def test_site_aware_allreduce_matches_numpy(sites, extra):
 
 
 def test_one_site_uses_the_flat_ring():
-    res = run_mpi("collectives", 2, timeout=300)
+    res = _plain_run(2)  # the same job as test_collectives_match_numpy[2]
     assert res.returncode == 0, res.explain()
     for r in res.records():
         assert r["stats"]["ring_allreduces"] > 5 and r["stats"]["hierarchical_allreduces"] == 0

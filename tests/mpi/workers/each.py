@@ -2,7 +2,7 @@
 once: ``each.py SCENARIO [-- SCENARIO]...``, each SCENARIO ``[NAME=VALUE]... WORKER [ARGS]``,
 runs ``WORKER.py ARGS`` (tests/mpi/workers) for each, one after the other, in this process, as if
 it had been started alone with those arguments and with the environment variables NAME=VALUE
-(they are set for that scenario only).
+(os.environ is restored after each scenario: what it or the worker set is gone).
 
 Between scenarios dlion is shut down (the workers do it at their end; each.py makes sure) and
 Keras forgets its models (``keras.backend.clear_session()``: auto-names start afresh), so each
@@ -91,7 +91,7 @@ for scenario in scenarios:
 
         _keep(tf.config.threading, "intra_op_parallelism_threads")
         _keep(tf.config.threading, "inter_op_parallelism_threads")
-    saved = {name: os.environ.get(name) for name in env}
+    saved = dict(os.environ)  # what a worker sets (e.g. DLION_SITE) ends with its scenario
     os.environ.update(env)
     path = str(Path(__file__).with_name(f"{worker}.py"))
     sys.argv = [path, *args]
@@ -109,11 +109,8 @@ for scenario in scenarios:
         sys.stdout, sys.stderr = out, err
     if dlion.is_initialized():
         dlion.shutdown()
-    for name, value in saved.items():
-        if value is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = value
+    os.environ.clear()
+    os.environ.update(saved)
     if "keras" in sys.modules:
         import keras
 

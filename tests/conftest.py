@@ -93,3 +93,38 @@ def run_mpi(
         records = [json.loads(p.read_text()) for p in sorted(Path(out).glob("rank*.json"))]
         records.sort(key=lambda r: r["rank"])
     return MpiResult(proc.returncode, proc.stdout, proc.stderr, seconds, records)
+
+
+class Scenarios(dict):
+    """``{"SCENARIO joined by spaces": every rank's record for it}`` (see :func:`run_each`)."""
+
+    output: dict[str, tuple[str, str]]
+
+
+def run_each(np: int, *scenarios: list[str], **kwargs) -> Scenarios:
+    """Run several scenarios in one job (workers/each.py: one start of Python, MPI and
+    TensorFlow for all), each ``[NAME=VALUE, ...] WORKER [ARG, ...]``; fail the test if the job
+    fails. Returns ``{"SCENARIO joined by spaces": every rank's record for it}``, each record
+    with its ``"rank"``; ``.output[SCENARIO]`` is what the scenario printed on Python's
+    ``sys.stdout`` and ``sys.stderr``, all ranks' one after the other."""
+    args: list[str] = []
+    for scenario in scenarios:
+        args += ([] if not args else ["--"]) + list(scenario)
+    res = run_mpi("each", np, *args, **kwargs)
+    assert res.returncode == 0, res.explain()
+    recs = res.records()
+    assert [r["rank"] for r in recs] == list(range(np)), res.explain()
+    labels = [" ".join(s) for s in scenarios]
+    for r in recs:
+        assert sorted(r["scenarios"]) == sorted(labels), (r["rank"], res.explain())
+    out = Scenarios(
+        (label, [{"rank": r["rank"], **r["scenarios"][label]} for r in recs]) for label in labels
+    )
+    out.output = {
+        label: (
+            "".join(r["output"][label]["stdout"] for r in recs),
+            "".join(r["output"][label]["stderr"] for r in recs),
+        )
+        for label in labels
+    }
+    return out

@@ -1,17 +1,32 @@
 """Bad input on the optimizer path (NaN/Inf gradients, mismatched dtypes, invalid options)."""
 
 import pytest
-from conftest import run_mpi
+from conftest import run_each, run_mpi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.tf]
 
 
+@pytest.fixture(scope="module")
+def two_ranks() -> dict[str, list[dict]]:
+    """The 2-rank scenarios, one job for all (one TensorFlow start on each rank)."""
+    return run_each(
+        2,
+        ["bad_gradients", "raise"],
+        ["bad_gradients", "skip"],
+        ["bad_gradients", "dtype_mismatch"],
+        timeout=300,
+    )
+
+
 @pytest.mark.parametrize("np_", [2, 3])
-def test_nonfinite_gradient_raises_on_every_rank_and_is_never_sent(np_):
-    res = run_mpi("bad_gradients", np_, "raise", timeout=180)
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
-    assert len(recs) == np_, res.explain()
+def test_nonfinite_gradient_raises_on_every_rank_and_is_never_sent(np_, request):
+    if np_ == 2:
+        recs = request.getfixturevalue("two_ranks")["bad_gradients raise"]
+    else:
+        res = run_mpi("bad_gradients", np_, "raise", timeout=180)
+        assert res.returncode == 0, res.explain()
+        recs = res.records()
+    assert len(recs) == np_, recs
     last = np_ - 1
     for r in recs:
         assert r["error"] == "NonFiniteGradientError", r
@@ -25,11 +40,9 @@ def test_nonfinite_gradient_raises_on_every_rank_and_is_never_sent(np_):
     assert len({r["digest"] for r in recs}) == 1
 
 
-def test_nonfinite_gradient_skip_skips_the_step_on_every_rank():
-    res = run_mpi("bad_gradients", 2, "skip", timeout=180)
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
-    assert len(recs) == 2, res.explain()
+def test_nonfinite_gradient_skip_skips_the_step_on_every_rank(two_ranks):
+    recs = two_ranks["bad_gradients skip"]
+    assert len(recs) == 2, recs
     for r in recs:
         assert r["skipped"] == 2 and r["steps"] == 5 and r["iterations"] == 3, r
         assert len(r["warnings"]) == 2, r["warnings"]
@@ -41,10 +54,8 @@ def test_nonfinite_gradient_skip_skips_the_step_on_every_rank():
     assert "element 1 is inf" in recs[0]["warnings"][0]
 
 
-def test_dtype_mismatch_is_an_error_at_the_first_exchange():
-    res = run_mpi("bad_gradients", 2, "dtype_mismatch", timeout=180)
-    assert res.returncode == 0, res.explain()
-    for r in res.records():
+def test_dtype_mismatch_is_an_error_at_the_first_exchange(two_ranks):
+    for r in two_ranks["bad_gradients dtype_mismatch"]:
         assert r["error"] == "MismatchError", r
         assert "rank 1 has 'sequential/hidden/kernel' shape (12, 8) float64" in r["message"], r[
             "message"

@@ -2,7 +2,7 @@
 differs, or the correct result; never a crash, a hang or a silently wrong result."""
 
 import pytest
-from conftest import run_mpi
+from conftest import run_each, run_mpi
 
 pytestmark = pytest.mark.mpi
 
@@ -114,11 +114,22 @@ def test_infinite_stall_timeout_means_never():
         assert r["timeout"] == r["engine_timeout"] == 1e9
 
 
+@pytest.fixture(scope="module")
+def tf_cases(tmp_path_factory) -> dict[str, list[dict]]:
+    """The TensorFlow scenarios of bad_input_tf, one job for all (one TF start on each rank)."""
+    folder = tmp_path_factory.mktemp("throwaway")
+    return run_each(
+        2,
+        ["bad_input_tf", "weight"],
+        ["bad_input_tf", "gradients"],
+        ["bad_input_tf", "throwaway", str(folder)],
+        timeout=300,
+    )
+
+
 @pytest.mark.tf
-def test_weights_not_finite_in_the_buffer_dtype_fail_the_step_everywhere():
-    res = run_mpi("bad_input_tf", 2, "weight", timeout=180)
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
+def test_weights_not_finite_in_the_buffer_dtype_fail_the_step_everywhere(tf_cases):
+    recs = tf_cases["bad_input_tf weight"]
     assert len(recs) == 2
     for rec in recs:
         seen = rec["seen"]
@@ -135,10 +146,8 @@ def test_weights_not_finite_in_the_buffer_dtype_fail_the_step_everywhere():
 
 
 @pytest.mark.tf
-def test_gradients_that_are_not_tensors_are_named():
-    res = run_mpi("bad_input_tf", 2, "gradients", timeout=180)
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
+def test_gradients_that_are_not_tensors_are_named(tf_cases):
+    recs = tf_cases["bad_input_tf gradients"]
     assert len(recs) == 2
     for rec in recs:
         for case, kind in (("numpy", "numpy.ndarray"), ("list", "builtins.list")):
@@ -150,10 +159,8 @@ def test_gradients_that_are_not_tensors_are_named():
 
 
 @pytest.mark.tf
-def test_same_architecture_after_a_throwaway_model_trains_and_restores(tmp_path):
-    res = run_mpi("bad_input_tf", 2, "throwaway", str(tmp_path), timeout=180)
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
+def test_same_architecture_after_a_throwaway_model_trains_and_restores(tf_cases):
+    recs = next(v for k, v in tf_cases.items() if k.startswith("bad_input_tf throwaway "))
     assert len(recs) == 2
     assert recs[0]["names"] != recs[1]["names"]  # Keras numbered rank 0's layers on
     for rec in recs:

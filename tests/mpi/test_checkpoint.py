@@ -6,23 +6,42 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MPIEXEC, RANK_ENV, ROOT, run_mpi
+from conftest import MPIEXEC, RANK_ENV, ROOT, run_each, run_mpi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.tf]
 
 TOTAL, EVERY, KILL_AT = 10, 3, 8
 
 
+def _args(folder, *, kill_at=0, resume=0, kind="allreduce"):
+    return ["train", str(folder), str(TOTAL), str(EVERY), str(kill_at), str(resume), kind]
+
+
 def train(folder, *, kill_at=0, resume=0, np_=2, kind="allreduce"):
-    args = ("train", str(folder), str(TOTAL), str(EVERY), str(kill_at), str(resume), kind)
+    args = _args(folder, kill_at=kill_at, resume=resume, kind=kind)
     return run_mpi("checkpointing", np_, *args, timeout=240)
 
 
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> dict:
+    """The 2-rank runs that end normally, one job for all (one TensorFlow start on each rank):
+    the uninterrupted reference runs of both kinds, and the checkpoint that the world size test
+    loads with 3 ranks. {name: every rank's record}; "world_size_dir": that checkpoint."""
+    ref, world = tmp_path_factory.mktemp("ref"), tmp_path_factory.mktemp("world")
+    scenarios = {
+        **{
+            kind: ["checkpointing", *_args(ref / kind, kind=kind)] for kind in ("allreduce", "peer")
+        },
+        "world_size_save": ["checkpointing", "world_size_save", str(world)],
+    }
+    seen = run_each(2, *scenarios.values(), timeout=480)
+    return {"world_size_dir": world, **{k: seen[" ".join(a)] for k, a in scenarios.items()}}
+
+
 @pytest.mark.parametrize("kind", ["allreduce", "peer"])
-def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path, kind):
+def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path, kind, two_ranks):
     # The reference: the same run, never interrupted.
-    ref = train(tmp_path / "ref", kind=kind)
-    assert ref.returncode == 0, ref.explain()
+    ref = two_ranks[kind]
     # Killed (SIGKILL on rank 0) after step 8: the newest checkpoint is step 6.
     killed = train(tmp_path / "ckpt", kill_at=KILL_AT, kind=kind)
     assert killed.returncode != 0, killed.explain()
@@ -44,7 +63,7 @@ def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path, kind):
     assert resumed.returncode == 0, resumed.explain()
     after = resumed.records()
     assert len(after) == 2
-    for b, a, r in zip(before, after, ref.records()):
+    for b, a, r in zip(before, after, ref):
         got = a["restored"]
         want = b["saved"]["6"]
         assert got["step"] == 6
@@ -68,9 +87,8 @@ def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path, kind):
     assert owner_after["resumed_from"] == latest["job"] != owner_after["job"]
 
 
-def test_resuming_with_another_world_size_is_a_clear_error(tmp_path):
-    res = run_mpi("checkpointing", 2, "world_size_save", str(tmp_path), timeout=120)
-    assert res.returncode == 0, res.explain()
+def test_resuming_with_another_world_size_is_a_clear_error(two_ranks):
+    tmp_path = two_ranks["world_size_dir"]  # saved by 2 ranks
     res = run_mpi("checkpointing", 3, "world_size_load", str(tmp_path), timeout=120)
     assert res.returncode == 0, res.explain()
     recs = res.records()

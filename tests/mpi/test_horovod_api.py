@@ -4,17 +4,39 @@ callbacks, and the timeline files."""
 import json
 
 import pytest
-from conftest import run_mpi
+from conftest import run_each, run_mpi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.tf]
 
 
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> dict:
+    """The 2-rank scenarios, one job for all (one TensorFlow start on each rank): the folders
+    of the timelines, and {scenario: every rank's record}."""
+    join, misuse = tmp_path_factory.mktemp("join"), tmp_path_factory.mktemp("misuse")
+    scenarios = {
+        "tensor_collectives": ["tensor_collectives"],
+        "join": [f"DLION_TIMELINE={join / 'trace.json'}", "uneven", "join"],
+        "misuse": ["uneven", "misuse", str(misuse / "t.json")],
+        "fit": ["fit"],
+    }
+    recs = run_each(2, *scenarios.values(), timeout=600)
+    return {
+        "join_dir": join,
+        "misuse_dir": misuse,
+        **{name: recs[" ".join(s)] for name, s in scenarios.items()},
+    }
+
+
 @pytest.mark.parametrize("np_", [2, 3])
-def test_tensor_collectives_match_references_and_name_bad_input(np_):
-    res = run_mpi("tensor_collectives", np_, timeout=300)
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
-    assert [r["rank"] for r in recs] == list(range(np_)), res.explain()
+def test_tensor_collectives_match_references_and_name_bad_input(np_, request):
+    if np_ == 2:
+        recs = request.getfixturevalue("two_ranks")["tensor_collectives"]
+    else:
+        res = run_mpi("tensor_collectives", np_, timeout=300)
+        assert res.returncode == 0, res.explain()
+        recs = res.records()
+    assert [r["rank"] for r in recs] == list(range(np_)), recs
     for r in recs:
         assert r["checks"] > 60
         e = r["errors"]
@@ -27,12 +49,16 @@ def test_tensor_collectives_match_references_and_name_bad_input(np_):
 
 
 @pytest.mark.parametrize("np_", [2, 3])
-def test_join_with_uneven_data_finishes_with_identical_weights(np_, tmp_path):
-    trace = tmp_path / "trace.json"
-    res = run_mpi("uneven", np_, "join", timeout=300, env={"DLION_TIMELINE": str(trace)})
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
-    assert len(recs) == np_, res.explain()
+def test_join_with_uneven_data_finishes_with_identical_weights(np_, tmp_path, request):
+    if np_ == 2:
+        two_ranks = request.getfixturevalue("two_ranks")
+        trace, recs = two_ranks["join_dir"] / "trace.json", two_ranks["join"]
+    else:
+        trace = tmp_path / "trace.json"
+        res = run_mpi("uneven", np_, "join", timeout=300, env={"DLION_TIMELINE": str(trace)})
+        assert res.returncode == 0, res.explain()
+        recs = res.records()
+    assert len(recs) == np_, recs
     assert len({r["digest"] for r in recs}) == 1, "ranks ended with different weights"
     for r in recs:
         assert r["lasts"] == [0, 0]  # rank 0 has the most batches: it joins last
@@ -59,11 +85,9 @@ def _check_trace(path, rank, joined):
     assert any(e["ph"] == "M" and e["args"].get("name") == f"rank {rank}" for e in events)
 
 
-def test_collectives_while_others_joined_fail_everywhere_without_hang(tmp_path):
-    res = run_mpi("uneven", 2, "misuse", str(tmp_path / "t.json"), timeout=300)
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
-    assert len(recs) == 2, res.explain()
+def test_collectives_while_others_joined_fail_everywhere_without_hang(two_ranks):
+    tmp_path, recs = two_ranks["misuse_dir"], two_ranks["misuse"]
+    assert len(recs) == 2, recs
     for r in recs:
         assert r["error"] == "MismatchError", r
         assert "allreduce 'loss'" in r["message"] and "dlion.join.control" in r["message"]
@@ -73,11 +97,9 @@ def test_collectives_while_others_joined_fail_everywhere_without_hang(tmp_path):
         assert len(steps) == 2 and all(e["pid"] == r["rank"] for e in steps)
 
 
-def test_model_fit_matches_the_custom_loop_and_callbacks_follow_horovod():
-    res = run_mpi("fit", 2, timeout=300)
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
-    assert len(recs) == 2, res.explain()
+def test_model_fit_matches_the_custom_loop_and_callbacks_follow_horovod(two_ranks):
+    recs = two_ranks["fit"]
+    assert len(recs) == 2, recs
     assert recs[0]["digest"] == recs[1]["digest"], "ranks ended with different weights"
     assert recs[0]["history"] == recs[1]["history"]  # MetricAverageCallback
     for r in recs:

@@ -3,7 +3,7 @@ line naming dlion, train on real ranks; and Horovod's other names do what they s
 
 import numpy as np
 import pytest
-from conftest import run_mpi
+from conftest import run_each, run_mpi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.tf]
 
@@ -12,25 +12,42 @@ def _falls(losses, n=5):
     return np.mean(losses[-n:]) < 0.7 * np.mean(losses[:n])
 
 
+KERAS = [("none", 1), ("fp16", 2)]
+
+
+@pytest.fixture(scope="module")
+def scripts(tmp_path_factory) -> dict:
+    """The four script runs on 2 ranks, one job for all (one TensorFlow start on each rank):
+    {(script, compression): (every rank's record, stdout, stderr, checkpoint folder)}."""
+    runs = {("tf2", c): (None, ["hvd_tf2_mnist", c]) for c in ("none", "fp16")}
+    for compression, passes in KERAS:
+        folder = tmp_path_factory.mktemp(f"keras-{compression}")
+        runs["keras", compression] = (
+            folder,
+            ["hvd_keras_mnist", str(folder), compression, str(passes)],
+        )
+    seen = run_each(2, *(args for _, args in runs.values()), timeout=900)
+    return {
+        key: (seen[" ".join(args)], *seen.output[" ".join(args)], folder)
+        for key, (folder, args) in runs.items()
+    }
+
+
 @pytest.mark.parametrize("compression", ["none", "fp16"])
-def test_horovod_tf2_custom_loop_script_trains_to_identical_replicas(compression):
-    res = run_mpi("hvd_tf2_mnist", 2, compression, timeout=600)
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
-    assert len(recs) == 2, res.explain()
+def test_horovod_tf2_custom_loop_script_trains_to_identical_replicas(compression, scripts):
+    recs, stdout, stderr, _ = scripts["tf2", compression]
+    assert len(recs) == 2, recs
     assert recs[0]["digest"] == recs[1]["digest"], "replicas ended different"
     for r in recs:
         assert _falls(r["losses"]), r["losses"]
         assert r["accuracy"] > 0.5, r
-    assert "Step #0" in res.stdout and "PerLinkExchange runs as a dense allreduce" in res.stderr
+    assert "Step #0" in stdout and "PerLinkExchange runs as a dense allreduce" in stderr
 
 
-@pytest.mark.parametrize(("compression", "passes"), [("none", 1), ("fp16", 2)])
-def test_horovod_keras_fit_script_trains_to_identical_replicas(compression, passes, tmp_path):
-    res = run_mpi("hvd_keras_mnist", 2, str(tmp_path), compression, str(passes), timeout=600)
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
-    assert len(recs) == 2, res.explain()
+@pytest.mark.parametrize(("compression", "passes"), KERAS)
+def test_horovod_keras_fit_script_trains_to_identical_replicas(compression, passes, scripts):
+    recs, stdout, _, tmp_path = scripts["keras", compression]
+    assert len(recs) == 2, recs
     assert recs[0]["digest"] == recs[1]["digest"], "replicas ended different"
     assert recs[0]["loss"] == recs[1]["loss"]  # MetricAverageCallback
     for r in recs:
@@ -41,7 +58,7 @@ def test_horovod_keras_fit_script_trains_to_identical_replicas(compression, pass
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         f"checkpoint-{e}.keras" for e in (1, 2, 3)
     ]
-    assert "finished gradual learning rate warmup" in res.stdout
+    assert "finished gradual learning rate warmup" in stdout
 
 
 @pytest.fixture(scope="module")

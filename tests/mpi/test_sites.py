@@ -1,18 +1,30 @@
 """The site-aware exchange (dlion.exchange.sites) with real ranks against a numpy model."""
 
 import pytest
-from conftest import run_mpi
+from conftest import run_each, run_mpi
 
 pytestmark = pytest.mark.mpi
 
 LAYOUTS = ["A,A,B,B", "A,B,B,B", "A,A,B,C"]  # sites of 2 and 2; 1 and 3; 2, 1 and 1 ranks
+SCENARIOS = {
+    **{("exact", s): [f"DLION_TEST_SITES={s}", "sites", "exact"] for s in LAYOUTS},
+    **{("feedback", s): [f"DLION_TEST_SITES={s}", "sites", "feedback"] for s in LAYOUTS},
+    ("stale", "A,A,B,B"): ["DLION_TEST_SITES=A,A,B,B", "sites", "stale", "2"],
+    ("checkpoint", "A,B,B,B"): ["DLION_TEST_SITES=A,B,B,B", "sites", "checkpoint"],
+}
+
+
+@pytest.fixture(scope="module")
+def four_ranks() -> dict:
+    """Every scenario without TensorFlow on its sites, one job of 4 ranks for all
+    (workers/each.py): {(scenario, sites): every rank's record}."""
+    seen = run_each(4, *SCENARIOS.values(), timeout=600)
+    return {key: seen[" ".join(args)] for key, args in SCENARIOS.items()}
 
 
 @pytest.mark.parametrize("sites", LAYOUTS)
-def test_site_aware_dense_exchange_is_the_weighted_sum(sites):
-    res = run_mpi("sites", 4, "exact", env={"DLION_TEST_SITES": sites})
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
+def test_site_aware_dense_exchange_is_the_weighted_sum(sites, four_ranks):
+    recs = four_ranks["exact", sites]
     assert len(recs) == 4
     for rec in recs:
         assert rec["site_aware"], rec
@@ -20,29 +32,23 @@ def test_site_aware_dense_exchange_is_the_weighted_sum(sites):
 
 
 @pytest.mark.parametrize("sites", LAYOUTS)
-def test_site_aware_topk_keeps_one_residual_per_site_pair_and_loses_nothing(sites):
-    res = run_mpi("sites", 4, "feedback", env={"DLION_TEST_SITES": sites})
-    assert res.returncode == 0, res.explain()
-    for rec in res.records():
+def test_site_aware_topk_keeps_one_residual_per_site_pair_and_loses_nothing(sites, four_ranks):
+    for rec in four_ranks["feedback", sites]:
         assert rec["worst"] < 1e-4, rec
         assert rec["residual_worst"] < 1e-4, rec
         assert rec["pieces"] >= 1, rec
 
 
-def test_staleness_across_sites_applies_every_message_once():
-    res = run_mpi("sites", 4, "stale", "2", env={"DLION_TEST_SITES": "A,A,B,B"})
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
+def test_staleness_across_sites_applies_every_message_once(four_ranks):
+    recs = four_ranks["stale", "A,A,B,B"]
     for rec in recs:
         assert rec["worst"] < 1e-4, rec
         assert rec["staleness_max"] <= 2, rec
     assert any(rec["staleness_max"] >= 1 for rec in recs), recs  # the fast site ran ahead
 
 
-def test_site_aware_residuals_and_steps_survive_a_checkpoint():
-    res = run_mpi("sites", 4, "checkpoint", env={"DLION_TEST_SITES": "A,B,B,B"})
-    assert res.returncode == 0, res.explain()
-    recs = res.records()
+def test_site_aware_residuals_and_steps_survive_a_checkpoint(four_ranks):
+    recs = four_ranks["checkpoint", "A,B,B,B"]
     assert len(recs) == 4
     for rec in recs:
         assert rec["before"], rec  # every rank sends a piece to the other site

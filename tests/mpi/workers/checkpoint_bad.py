@@ -5,6 +5,9 @@ spoil KIND [OTHER]: after the save, change the state, spoil the checkpoint on th
   (KIND: truncate, flip, architecture, set_state, format, unbuilt (truncate, with an optimizer
   not built yet), mixed (a file of the job that saved into OTHER)) and load; every rank reports
   the error and whether its state is exactly as before the load.
+spoil_each OTHER KIND...: spoil, one KIND after the other in this one job (one TensorFlow start
+  for all), each on a fresh state and on its own copy of the checkpoint, in <directory>/KIND;
+  each rank reports {KIND: what spoil reports for it}.
 write: save step 1 into the directory as a fresh job (a second job must be refused).
 resume_then_write: load the newest checkpoint, then save step 2 (allowed: it resumed).
 """
@@ -25,7 +28,7 @@ from dlion import checkpoint
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 scenario, folder = sys.argv[1], Path(sys.argv[2])
-kind = sys.argv[3] if len(sys.argv) > 3 else ""
+kind = sys.argv[3] if len(sys.argv) > 3 and scenario == "spoil" else ""
 dlion.init()
 rank, size = dlion.rank(), dlion.size()
 last = size - 1
@@ -105,7 +108,12 @@ elif scenario == "resume_then_write":
     )
     report(rank, {"loaded": loaded, "saved": saved})
 
-elif scenario == "spoil":
+elif scenario not in ("spoil", "spoil_each"):
+    raise SystemExit(f"unknown scenario {scenario}")
+
+
+def spoil(folder: Path, other: Path) -> dict:
+    """Spoil the checkpoint in ``folder`` as ``kind`` says, load it; what the load did."""
     step = folder / "step-00000001"
     mine = step / f"rank-{last:05d}.npz"
     model, opt, counter, extra = state(width=7 if kind == "architecture" and rank == last else 6)
@@ -124,7 +132,7 @@ elif scenario == "spoil":
         data[len(data) // 2] ^= 0x01
         mine.write_bytes(bytes(data))
     elif rank == last and kind == "mixed":  # a file of another job's checkpoint of this step
-        mine.write_bytes((Path(sys.argv[4]) / "step-00000001" / mine.name).read_bytes())
+        mine.write_bytes((other / "step-00000001" / mine.name).read_bytes())
     elif rank == 0 and kind == "format":
         manifest = json.loads((step / "manifest.json").read_text())
         (step / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
@@ -133,12 +141,18 @@ elif scenario == "spoil":
     seen = outcome(
         lambda: checkpoint.load(folder, model=model, optimizer=opt, counter=counter, extra=extra)
     )
-    report(
-        rank,
-        {**seen, "unchanged": digest(model, opt, counter, extra) == before, "built": opt.built},
-    )
+    return {**seen, "unchanged": digest(model, opt, counter, extra) == before, "built": opt.built}
 
-else:
-    raise SystemExit(f"unknown scenario {scenario}")
+
+if scenario == "spoil":
+    report(rank, spoil(folder, Path(sys.argv[4]) if len(sys.argv) > 4 else folder))
+
+elif scenario == "spoil_each":
+    seen_each = {}
+    for kind in sys.argv[4:]:  # the Counter reads the global kind
+        seen_each[kind] = spoil(folder / kind, Path(sys.argv[3]))
+        dlion.barrier()
+    report(rank, seen_each)
+
 
 dlion.shutdown()

@@ -253,6 +253,11 @@ def kill() -> dict:
 def stopped(s: int) -> dict:
     """Rank 1 stops exchanging after step 2 (it sleeps); with staleness s the others go on up
     to step 2 + s, then wait for it and time out naming it."""
+    from mpi4py import MPI
+
+    # The others' own communicator, made while everyone is still there: they all report
+    # before any of them exits (and the launcher ends the job, the others with it).
+    others = MPI.COMM_WORLD.Split(MPI.UNDEFINED if rank == 1 else 0, rank)
     n, done = 1000, -1
     start = time.monotonic()
     try:
@@ -274,6 +279,7 @@ def stopped(s: int) -> dict:
             },
         )
         sys.stdout.flush()
+        others.Barrier()
         os._exit(3)
     return {"error": None}
 

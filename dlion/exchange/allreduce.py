@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np
@@ -10,7 +9,7 @@ import numpy as np
 from .. import ops, runtime
 from ..errors import InvalidArgumentError
 from ..gather import Refusal
-from .base import Exchange, Pending
+from .base import Exchange, Pending, checked_weight
 
 
 class Allreduce(Exchange):
@@ -39,11 +38,7 @@ class Allreduce(Exchange):
 
     @weight.setter
     def weight(self, value: float | None) -> None:
-        if value is not None and not (
-            isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
-        ):
-            raise InvalidArgumentError(f"Allreduce(weight={value!r}): must be finite and >= 0")
-        self._weight = None if value is None else float(value)
+        self._weight = checked_weight(value, "Allreduce")
 
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         if self._weight is None:

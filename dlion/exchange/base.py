@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any, Protocol
 
 import numpy as np
@@ -88,6 +89,17 @@ class Exchange(abc.ABC):
     def describe(self) -> str:
         """Short human-readable description, for logs and benchmark tables."""
         return type(self).__name__
+
+
+def checked_weight(value: Any, owner: str) -> float | None:
+    """An aggregation weight as policies take it: ``None``, or a finite number >= 0."""
+    if value is not None and not (
+        isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+    ):
+        from ..errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"{owner}(weight={value!r}): must be finite and >= 0")
+    return None if value is None else float(value)
 
 
 def _plain(value: Any) -> bool:

@@ -38,7 +38,7 @@ import numpy as np
 from .. import runtime
 from ..errors import InvalidArgumentError
 from . import sites as _sites
-from .base import Exchange, Parameters, Pending
+from .base import Exchange, Parameters, Pending, checked_weight
 from .peer import Codec, PeerExchange
 
 
@@ -187,11 +187,7 @@ class OuterSync(Exchange):
 
     @weight.setter
     def weight(self, value: float | None) -> None:
-        if value is not None and not (
-            isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
-        ):
-            raise InvalidArgumentError(f"OuterSync(weight={value!r}): must be finite and >= 0")
-        self._weight = None if value is None else float(value)
+        self._weight = checked_weight(value, "OuterSync")
 
     def set_batches(self, batches: list[int]) -> None:
         """Every rank's batch size (:class:`dlion.DynamicBatcher` calls it at each rebalance)."""

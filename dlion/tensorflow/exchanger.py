@@ -64,7 +64,7 @@ class GradientExchanger:
                 "but call it outside"
             )
         joining.register(self)
-        _check_gradients(grads, names, f"{self.caller} at step {self.steps}")
+        check_gradients(grads, names, f"{self.caller} at step {self.steps}")
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         layout = fusion.layout_of(grads, names)
         if not self.collective:
@@ -224,7 +224,7 @@ def _record_exchange(
         )
 
 
-def _check_gradients(grads: list[Any], names: list[str], caller: str) -> None:
+def check_gradients(grads: list[Any], names: list[str], caller: str) -> None:
     """Gradients must be TF tensors (or ``None``); name the first that is not, and its variable."""
     for i, (g, n) in enumerate(zip(grads, names, strict=False)):
         if g is None or isinstance(g, tf.Tensor | tf.Variable | tf.IndexedSlices):

@@ -31,7 +31,7 @@ import tensorflow as tf
 from .. import timeline
 from ..exchange import Exchange
 from . import fusion
-from .exchanger import GradientExchanger, evict_oldest, var_name
+from .exchanger import GradientExchanger, check_gradients, evict_oldest, var_name
 from .parameters import ParameterHooks
 
 
@@ -66,10 +66,8 @@ class DistributedStep:
     def apply(self, grads: list[Any], variables: list[Any]) -> None:
         """Combine ``grads`` across ranks and apply them to ``variables`` (eagerly or in a
         graph); a step that every rank skips (``nonfinite="skip"``) applies nothing."""
-        keep = [i for i, g in enumerate(grads) if g is not None]
-        dense = [tf.convert_to_tensor(grads[i]) for i in keep]  # IndexedSlices -> dense
+        keep, dense, names = self._present(grads, variables)
         kept = [variables[i] for i in keep]
-        names = [var_name(variables[i], i) for i in keep]
         if not tf.executing_eagerly():
             self._graph_apply(dense, kept, names)
             return
@@ -90,9 +88,7 @@ class DistributedStep:
     def reduce(self, grads: list[Any], variables: list[Any]) -> list[Any] | None:
         """The combined gradients, in order (``None`` stays ``None``), eagerly or in a graph;
         ``None`` instead of the list when every rank skips the step (eagerly only)."""
-        keep = [i for i, g in enumerate(grads) if g is not None]
-        dense = [tf.convert_to_tensor(grads[i]) for i in keep]
-        names = [var_name(variables[i], i) for i in keep]
+        keep, dense, names = self._present(grads, variables)
         if tf.executing_eagerly():
             combined = self.exchanger.reduce(dense, names)
             if combined is None:
@@ -103,6 +99,15 @@ class DistributedStep:
         for i, g in zip(keep, combined):
             out[i] = g
         return out
+
+    def _present(self, grads: list[Any], variables: list[Any]) -> tuple[list[int], list, list]:
+        """The indices, dense gradients and variable names of the gradients that are not None;
+        anything but a TF tensor (a numpy array, a list) is refused, naming it."""
+        names_all = [var_name(v, i) for i, v in enumerate(variables)]
+        check_gradients(grads, names_all, f"{self.exchanger.caller} at step {self.exchanger.steps}")
+        keep = [i for i, g in enumerate(grads) if g is not None]
+        dense = [tf.convert_to_tensor(grads[i]) for i in keep]  # IndexedSlices -> dense
+        return keep, dense, [names_all[i] for i in keep]
 
     def flush(self) -> None:
         """Apply what the policy still has in flight (:class:`dlion.OuterSync` with overlap)."""

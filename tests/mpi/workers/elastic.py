@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from _flat_params import FlatParams
 from _report import report
 from mpi4py import MPI
 
@@ -56,20 +57,14 @@ class Var:
         self.a[...] = v
 
 
-class Toy:
+class Toy(FlatParams):
     """OuterSync's parameters: flat tensors of SIZES, read and written by range."""
 
     def __init__(self) -> None:
-        self.flat = np.random.default_rng(5).standard_normal(sum(SIZES)).astype(np.float32)
+        super().__init__(
+            np.random.default_rng(5).standard_normal(sum(SIZES)).astype(np.float32), SIZES
+        )
         self.variables = [Var(self.flat)]
-        self.sizes = list(SIZES)
-        self.offsets = np.concatenate([[0], np.cumsum(SIZES)]).astype(int)
-
-    def read(self, lo: int, hi: int) -> np.ndarray:
-        return self.flat[self.offsets[lo] : self.offsets[hi]].copy()
-
-    def write(self, lo: int, hi: int, values: np.ndarray) -> None:
-        self.flat[self.offsets[lo] : self.offsets[hi]] = values
 
 
 def build(rank: int, size: int, width: int = 5, seed: int = 11):

@@ -11,6 +11,7 @@ difference between what the ranks hold and what the model predicts.
 import os
 
 import numpy as np
+from _flat_params import FlatParams
 from _report import report
 from mpi4py import MPI
 
@@ -46,19 +47,6 @@ def grad(q: int, step: int, theta: np.ndarray) -> np.ndarray:
 
 
 THETA0 = np.random.default_rng(5).standard_normal(N).astype(np.float32)
-
-
-class NumpyParams:
-    def __init__(self, flat: np.ndarray) -> None:
-        self.flat = flat
-        self.sizes = list(SIZES)
-        self.offsets = np.concatenate([[0], np.cumsum(SIZES)]).astype(int)
-
-    def read(self, lo: int, hi: int) -> np.ndarray:
-        return self.flat[self.offsets[lo] : self.offsets[hi]].copy()
-
-    def write(self, lo: int, hi: int, values: np.ndarray) -> None:
-        self.flat[self.offsets[lo] : self.offsets[hi]] = values
 
 
 def topk_site_exchange(sums: dict, k_ratio: float, residual: dict, f: int) -> dict:
@@ -159,7 +147,7 @@ def policy_of(cfg: dict) -> dlion.OuterSync:
 
 def train(policy, name: str, first: int, last: int, theta: np.ndarray, batches) -> np.ndarray:
     """Steps ``first..last`` of this rank's training with ``policy`` (in place on theta)."""
-    params = NumpyParams(theta)
+    params = FlatParams(theta, SIZES)
     if batches is not None:
         policy.set_batches(batches)
     for step in range(first, last + 1):

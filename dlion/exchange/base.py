@@ -82,6 +82,10 @@ class Exchange(abc.ABC):
     def after_apply(self, params: Parameters, *, name: str) -> None:  # noqa: B027
         """Called after the optimizer applied a step's combined gradients (default: nothing)."""
 
+    def flush(self, params: Parameters) -> None:  # noqa: B027
+        """Complete and apply what the policy still has in flight at the end of training
+        (default: nothing)."""
+
     @abc.abstractmethod
     def start(self, buffer: np.ndarray, *, name: str, signature: int = 0) -> Pending:
         """Begin combining ``buffer`` with the other ranks'; returns a handle to wait on."""

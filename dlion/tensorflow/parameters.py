@@ -82,9 +82,8 @@ class ParameterHooks:
     def flush(self) -> None:
         """Complete and apply what the policy still has in flight (eagerly), on the variables
         the latest step used."""
-        flush = getattr(self.exchange, "flush", None)
-        if self.active and flush is not None and self._last is not None:
-            flush(self._last)
+        if self.active and self._last is not None:
+            self.exchange.flush(self._last)
 
     def _call(self, hook: Any, variables: list[Any]) -> Any:
         params = self.params(variables)

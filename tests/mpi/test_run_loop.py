@@ -1,5 +1,6 @@
 """dlion.run's loop on the real hydra mpiexec, with shell commands as the "training" (cheap):
-restarts and their bound, the doubling backoff, --min-np, a changed host list, stops, the CLI."""
+restarts and their bound, the doubling backoff, --min-np, a changed host list, stops, the CLI.
+No rank starts MPI here; mpiexec itself is what is under test."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from dlion.run import __main__ as cli
 from dlion.run.hosts import DiscoveryError, Host
 from dlion.run.job import default_mpiexec, mpiexec_command
 from dlion.run.supervisor import EXIT_GAVE_UP, Options, Supervisor
+
+pytestmark = pytest.mark.mpi
 
 ONE, TWO = (Host("localhost", 1, "A"),), (Host("localhost", 2, "A"),)
 

@@ -11,8 +11,9 @@ then; the command resumes from its last checkpoint by itself (``--resume`` of
 examples/train.py). See docs/elastic.md.
 
 Exit status: 0 when the job finished; the job's last exit status when the restarts ran out;
-75 when it gave up waiting for hosts (fewer than --min-np slots for --wait seconds);
-128 + N when stopped by signal N (SIGINT, SIGTERM).
+2 for bad options or a host list that cannot be read at the start; 75 when it gave up waiting
+for hosts (fewer than --min-np slots for --wait seconds); 128 + N when stopped by signal N
+(SIGINT, SIGTERM).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             mpiexec_args=tuple(shlex.split(args.mpiexec_args)),
         )
         mpiexec_command(mpiexec, [Host("localhost", 1, "-")], options.command)  # fits mpiexec?
-    except (ValueError, DiscoveryError) as e:
+        source.hosts()  # a host list that cannot be read at the start is an error at once
+    except (ValueError, DiscoveryError) as e:  # HostsError is a ValueError
         parser.error(str(e))
     return Supervisor(source, options).run()
 

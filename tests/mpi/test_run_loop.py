@@ -159,6 +159,9 @@ def test_a_stop_request_ends_the_job_with_sigkill_after_the_grace():
         (["--hosts", "h", "--max-restarts", "-1", "--", "true"], "max_restarts must be >= 0"),
         (["--hosts", "h", "--", "echo", ":"], "argument ':'"),
         (["--discover", " ", "--", "true"], "the discovery command is empty"),
+        (["--hosts", "/nonexistent/hosts", "--", "true"], "cannot read it"),
+        (["--discover", "echo a:0:A", "--", "true"], "line 1: slots must be an int > 0, got 0"),
+        (["--discover", "exit 3", "--", "true"], "failed with exit status 3"),
     ],
 )
 def test_command_line_errors_are_usage_errors(argv, message, capsys):

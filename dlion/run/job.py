@@ -95,19 +95,35 @@ class Job:
         """End the job: SIGTERM to ``mpiexec`` (hydra forwards it to every rank), then SIGKILL
         to ``mpiexec`` and every process under it on this machine after ``grace_s`` seconds.
 
-        Returns its exit status (that of a job which ended by itself meanwhile, too).
+        Returns its exit status (that of a job which ended by itself meanwhile, too). When every
+        rank has ended already (only hydra's teardown is left), it first waits up to
+        ``min(grace_s, 2)`` seconds for ``mpiexec`` to end by itself, so that a job that has
+        just succeeded keeps its exit status 0 (a SIGTERM during hydra's teardown ends it with
+        255).
         """
         rc = self.poll()
+        if rc is None and self.ranks_ended():
+            rc = self.wait(min(grace_s, 2.0))
         if rc is None:
             self._signal(signal.SIGTERM)
             rc = self.wait(grace_s)
         if rc is None:
-            for pid in [*_descendants(self.pid), self.pid]:  # hydra's proxies run the ranks,
-                _kill(pid, signal.SIGKILL)  # each in a session of its own: name every one
+            for pid in [*_descendants(_processes(), self.pid), self.pid]:  # each rank and proxy
+                _kill(pid, signal.SIGKILL)  # runs in a session of its own: name every one
             rc = self.wait(10.0)
         if rc is None:  # pragma: no cover - a process that outlives SIGKILL (kernel trouble)
             raise RuntimeError(f"mpiexec (pid {self.pid}) did not end after SIGKILL")
         return rc
+
+    def ranks_ended(self) -> bool:
+        """Whether every rank has ended: ``mpiexec``'s children on this machine are all hydra
+        proxies and none of them has a live child. False when unknown (a rank on another host:
+        ``mpiexec`` then has an ssh child; or no /proc)."""
+        table = _processes()
+        proxies = [p for p, (ppid, _, _) in table.items() if ppid == self.pid]
+        if not proxies or any(table[p][2] != _PROXY for p in proxies):
+            return False
+        return not any(ppid in proxies and state != "Z" for ppid, state, _ in table.values())
 
     def _signal(self, sig: signal.Signals) -> None:
         try:
@@ -123,13 +139,16 @@ def _kill(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _descendants(pid: int) -> list[int]:
-    """The processes under ``pid`` (children first), from /proc; empty where there is none."""
-    children: dict[int, list[int]] = {}
+_PROXY = "hydra_pmi_proxy"  # its name in /proc/PID/stat (at most 15 characters)
+
+
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, name) of every process, from /proc; empty where there is none."""
+    table: dict[int, tuple[int, str, str]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return []
+        return table
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -138,9 +157,18 @@ def _descendants(pid: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue  # it ended meanwhile
-        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after it
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+        # pid (name) state ppid ...: the name may hold spaces and parentheses
+        name = stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace")
+        state, ppid = stat[stat.rindex(b")") + 2 :].split()[:2]
+        table[int(entry)] = (int(ppid), state.decode(), name)
+    return table
+
+
+def _descendants(table: dict[int, tuple[int, str, str]], pid: int) -> list[int]:
+    """The processes under ``pid`` in ``table`` (children first)."""
+    children: dict[int, list[int]] = {}
+    for child, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(child)
     found: list[int] = []
     todo = list(children.get(pid, []))
     while todo:

@@ -6,7 +6,8 @@
    ended, every ``discover_every_s`` whether the hosts changed (a failed discovery is logged and
    the job goes on; a change that leaves fewer than ``min_np`` slots is logged and the job goes
    on until it fails by itself).
-3. The job ended with 0: done, exit 0 (also when the hosts changed at the very end). It ended
+3. The job ended with 0: done, exit 0 (also when the hosts changed at the very end: a job whose
+   ranks have all ended is left to end by itself, see :meth:`Job.stop`). It ended
    otherwise (a lost rank: the other ranks raise ``RankLostError`` and exit non-zero; a killed
    rank ends hydra's job), or the hosts changed (stop: SIGTERM to its process group, SIGKILL
    after ``grace_s``): restart from step 1, after a backoff (``backoff_s``, doubling per

@@ -13,7 +13,7 @@ import pytest
 
 from dlion.run import __main__ as cli
 from dlion.run.hosts import DiscoveryError, Host
-from dlion.run.job import default_mpiexec, mpiexec_command
+from dlion.run.job import Job, default_mpiexec, mpiexec_command
 from dlion.run.supervisor import EXIT_GAVE_UP, Options, Supervisor
 
 pytestmark = pytest.mark.mpi
@@ -120,6 +120,19 @@ def test_a_changed_host_list_stops_the_job_and_restarts_on_the_new_hosts(tmp_pat
     ]
     assert "attempt 1 of 3" in " ".join(lines)
     assert "started 2 ranks on localhost:2:A" in [x for x in lines if "started" in x][1]
+
+
+@pytest.mark.parametrize(
+    ("script", "ended", "rc"), [("sleep 1.5 & exit 0", True, 0), ("exec sleep 9", False, 15)]
+)
+def test_stopping_a_job_whose_ranks_have_ended_keeps_its_exit_status(script, ended, rc):
+    # "sleep &" holds the rank's stdout: hydra is still tearing down after the rank exited 0.
+    # A SIGTERM then would end the job with 255 and the supervisor would restart a finished job.
+    job = Job(mpiexec_command(default_mpiexec(), TWO, ["sh", "-c", script]))
+    time.sleep(0.5)
+    assert job.poll() is None
+    assert job.ranks_ended() is ended
+    assert job.stop(5.0) == rc and job.seconds() < 5
 
 
 def test_a_failing_discovery_is_logged_once_and_the_job_goes_on():

@@ -88,6 +88,13 @@ class Supervised:
                 self.proc.wait(10)
 
 
+def write(path: Path, text: str) -> None:
+    """Replace ``path`` atomically: the discovery command never reads half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def latest(ckpt: Path) -> int:
     try:
         return int(json.loads((ckpt / "latest.json").read_text())["step"])
@@ -130,7 +137,7 @@ def rank_pid(root_pid: int, rank: int) -> int:
 
 def test_supervisor_restarts_after_a_lost_rank_and_grows_back(tmp_path):
     hosts, ckpt = tmp_path / "hosts.txt", tmp_path / "ckpt"
-    hosts.write_text(FOUR)
+    write(hosts, FOUR)
     train = [sys.executable, "examples/train.py", "--threads", "1", "--batch", "32"]
     train += ["--epochs", "1", "--max-steps", str(STEPS), "--checkpoint-dir", str(ckpt)]
     train += ["--checkpoint-every", str(EVERY), "--resume"]
@@ -145,7 +152,7 @@ def test_supervisor_restarts_after_a_lost_rank_and_grows_back(tmp_path):
         os.kill(rank_pid(sup.proc.pid, 3), signal.SIGKILL)
         failed_at = time.monotonic()
         _, ended = sup.wait_for(r"dlion\.run: the job ended rc=(\S+)", 60)
-        hosts.write_text(THREE)  # its slot leaves the host list (before the 2 s backoff ends)
+        write(hosts, THREE)  # its slot leaves the host list (before the 2 s backoff ends)
         assert ended[1] != "0", sup.output()
         saved = latest(ckpt)
         sup.wait_for(r"dlion\.run: restarting in 2 s \(attempt 1 of 3\)", 10)
@@ -164,7 +171,7 @@ def test_supervisor_restarts_after_a_lost_rank_and_grows_back(tmp_path):
 
         # 3. After a 3-rank checkpoint, the 4th slot comes back: stop, restart at 4 ranks.
         wait_until("a 3-rank checkpoint", lambda: latest(ckpt) > saved, 120, sup)
-        hosts.write_text(FOUR)
+        write(hosts, FOUR)
         sup.wait_for(
             r"dlion\.run: discovery changed from localhost:2:A,localhost:1:B to "
             r"localhost:2:A,localhost:2:B: stopping the job",

@@ -56,10 +56,10 @@ class Options:
     env: Mapping[str, str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("max_restarts", "min_np"):
-            value = getattr(self, name)
-            if value < (0 if name == "max_restarts" else 1):
-                raise ValueError(f"{name} must be >= {int(name == 'min_np')}, got {value}")
+        if self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}")
+        if self.min_np < 1:
+            raise ValueError(f"min_np must be >= 1, got {self.min_np}")
         for name in ("backoff_s", "backoff_max_s", "wait_s", "grace_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
@@ -82,8 +82,8 @@ class Supervisor:
         self.source = source
         self.options = options
         self._log = log or _stderr
-        self._stop = threading.Event()
-        self._signal: int | None = None
+        self._signal: int | None = None  # set by a stop request (a plain attribute: a signal
+        # handler must not take a lock that the interrupted main thread may hold)
         self._last_error = ""
 
     def log(self, message: str) -> None:
@@ -93,7 +93,6 @@ class Supervisor:
     def request_stop(self, signum: int) -> None:
         """Stop the job and end :meth:`run` (what SIGINT/SIGTERM do); safe from a handler."""
         self._signal = signum
-        self._stop.set()
 
     def run(self) -> int:
         """Supervise until the job succeeds, restarts run out, or a stop; the exit status."""
@@ -117,7 +116,7 @@ class Supervisor:
             if rc == 0:
                 self.log("the job finished (rc=0)")
                 return 0
-            if self._stop.is_set():
+            if self._signal is not None:
                 return self._stopped()
             if restarts >= opts.max_restarts:
                 why = "the hosts changed" if changed else f"the job failed (rc={rc})"
@@ -132,7 +131,7 @@ class Supervisor:
                 f"restarting in {delay:g} s (attempt {restarts} of {opts.max_restarts}) from the "
                 "last checkpoint, on the hosts present then"
             )
-            if self._stop.wait(delay):
+            if self._sleep(delay):
                 return self._stopped()
 
     def _run_once(self, hosts: tuple[Host, ...]) -> tuple[int, bool]:
@@ -152,7 +151,7 @@ class Supervisor:
                 job.stop(opts.grace_s)  # anything left behind in its process group
                 self.log(f"the job ended rc={_rc_text(rc)} after {job.seconds():.1f} s")
                 return rc, False
-            if self._stop.is_set():
+            if self._signal is not None:
                 name = signal.Signals(self._signal or signal.SIGTERM).name
                 self.log(f"{name} received: stopping the job (grace {opts.grace_s:g} s)")
                 rc = job.stop(opts.grace_s)
@@ -219,8 +218,18 @@ class Supervisor:
                     f"up to {left:.0f} s for more"
                 )
                 told = True
-            if self._stop.wait(min(opts.discover_every_s, left)):
+            if self._sleep(min(opts.discover_every_s, left)):
                 return None
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True (at once) when a stop is requested."""
+        deadline = time.monotonic() + seconds
+        while self._signal is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.05))
+        return True
 
     def _stopped(self) -> int:
         signum = self._signal or signal.SIGTERM

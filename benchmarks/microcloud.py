@@ -34,7 +34,7 @@ Policies: ``allreduce`` (``dlion.Allreduce``, the site-aware hierarchical dense 
 ``horovod`` (one flat dense MPI allreduce per step, no control rounds), ``gaia``
 (``dlion.GaiaExchange``), ``ako`` (``dlion.AkoExchange``), ``dlion`` (``PerLinkExchange`` +
 ``DynamicBatcher`` + ``KnowledgeTransfer``), ``outer`` (``dlion.OuterSync``: local steps, dense
-inside a site, every ``--outer-every`` steps the sites exchange their 8-bit quantized parameter
+inside a site, every ``--outer-every`` steps the sites exchange their 4-bit quantized parameter
 deltas and apply an outer Nesterov step; with ``DynamicBatcher``, no knowledge transfer;
 ``outer-kt`` adds it) and DLion's ablations ``dlion-ranks`` (rank to rank instead of
 site-aware), ``dlion-nobatch``, ``dlion-nokt``, ``dlion-overlap`` (staleness 1).
@@ -140,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outer-momentum", type=float, default=0.9, help="outer: Nesterov momentum")
     p.add_argument("--outer-fragments", type=int, default=1, help="outer: streamed fragments")
     p.add_argument("--outer-overlap", type=int, default=0, help="outer: steps a sync overlaps")
-    p.add_argument("--outer-bits", type=int, default=8, help="outer: qsgd bits of the deltas")
+    p.add_argument("--outer-bits", type=int, default=4, help="outer: qsgd bits of the deltas")
     p.add_argument(
         "--reference",
         action=argparse.BooleanOptionalAction,

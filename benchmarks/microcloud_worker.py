@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outer-momentum", type=float, default=0.9, help="outer: Nesterov momentum")
     p.add_argument("--outer-fragments", type=int, default=1, help="outer: streamed fragments")
     p.add_argument("--outer-overlap", type=int, default=0, help="outer: steps a sync overlaps")
-    p.add_argument("--outer-bits", type=int, default=8, help="outer: qsgd bits of the deltas")
+    p.add_argument("--outer-bits", type=int, default=4, help="outer: qsgd bits of the deltas")
     p.add_argument("--sites", default=None, help="site of each rank, e.g. A,A,B,B")
     p.add_argument("--data", default=None)
     p.add_argument("--result", required=True)

@@ -130,6 +130,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-samples", type=int, default=2000, help="test subset evaluated")
     p.add_argument("--slow-step", type=int, default=150, help="wan-dynamic: step of slowdown")
     p.add_argument("--max-steps", type=int, default=0, help="also stop a run after N steps")
+    p.add_argument(
+        "--stop-at",
+        type=float,
+        default=0.0,
+        help="also stop a run at its first evaluation with this test accuracy (0: off), so "
+        "that a slow baseline can get a long --budget; its 'accuracy at budget' is then the "
+        "accuracy when it stopped",
+    )
     p.add_argument("--gaia-threshold", type=float, default=0.01)
     p.add_argument("--gaia-bits", type=int, choices=(8, 32), default=8, help="Gaia's values")
     p.add_argument("--ako-partitions", type=int, default=4)

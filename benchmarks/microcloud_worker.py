@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kt-every", type=int, default=100)
     p.add_argument("--staleness", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop a policy after N steps (0: off)")
+    p.add_argument("--stop-at", type=float, default=0.0, help="stop at this test accuracy (0: off)")
     p.add_argument("--threads", type=int, default=1, help="TF intra-op threads of this rank")
     p.add_argument("--outer-every", type=int, default=25, help="outer: inner steps per sync")
     p.add_argument("--outer-lr", type=float, default=0.7, help="outer: outer learning rate")
@@ -194,10 +195,14 @@ class _Run:
         if self.kt is not None:
             self.kt.maybe_transfer(step + 1, self.model)
 
-    def control(self, train_s: float, next_eval: float, steps: int) -> tuple[bool, bool]:
-        """Rank 0's decision, broadcast: (evaluate now, stop now)."""
+    def control(
+        self, train_s: float, next_eval: float, steps: int, accuracy: float
+    ) -> tuple[bool, bool]:
+        """Rank 0's decision, broadcast: (evaluate now, stop now); ``accuracy`` is the last
+        evaluation's."""
         a = self.args
         stop = train_s >= a.budget or bool(a.max_steps and steps >= a.max_steps)
+        stop = stop or bool(a.stop_at and accuracy >= a.stop_at)
         flags = np.array([float(train_s >= next_eval or stop), float(stop)])
         self.dlion.broadcast(flags, root_rank=0, name=f"mc.{self.policy}.control")
         return bool(flags[0]), bool(flags[1])
@@ -217,7 +222,7 @@ class _Run:
             if steps % CHECK:
                 continue
             train_s = time.perf_counter() - t0 - eval_s
-            evaluate, stop = self.control(train_s, next_eval, steps)
+            evaluate, stop = self.control(train_s, next_eval, steps, curve[-1][2])
             if evaluate:
                 e0 = time.perf_counter()
                 curve.append((train_s, steps, self.accuracy()))

@@ -179,6 +179,9 @@ def accuracy_at_step(curve: list[dict[str, Any]], step: float) -> float | None:
     points = sorted((float(p["step"]), float(p["accuracy"])) for p in curve)
     if not points:
         return None
+    exact = [a for s, a in points if s == step]
+    if exact:
+        return exact[0]
     if step <= points[0][0]:
         return points[0][1]
     for (s0, a0), (s1, a1) in zip(points, points[1:]):

@@ -16,6 +16,7 @@ Every attempt (one ``mpiexec`` job on the hosts present then) is a fresh process
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,12 @@ class Elastic:
         from dlion import checkpoint
 
         if checkpoint.latest_step(self.dir) is None:
+            # No complete checkpoint (a job stopped before or during its first save): start
+            # over, and clear what that job left (its owner.json would refuse this job's saves).
+            if self.rank == 0:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                Path(self.dir).mkdir(parents=True, exist_ok=True)
+            self.dlion.broadcast(np.zeros(1), 0, "mc.cleared")
             return 0, None
         ckpt = checkpoint.load(self.dir, elastic="average", **self.state_of(run))
         saved = int(ckpt.manifest["world_size"])

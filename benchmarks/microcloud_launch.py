@@ -70,6 +70,8 @@ def with_bandwidth(key: str, mbit: float) -> str:
         base.ranks,
         wan_mbit=mbit,
         base=key,
+        leaves=base.leaves,  # refused by microcloud.py's options
+        plain=base.plain,
     )
     return name
 

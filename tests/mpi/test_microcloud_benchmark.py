@@ -74,7 +74,7 @@ def test_microcloud_benchmark_writes_seed_statistics_table_and_plots(tmp_path):
 
 def test_wan_leave_restarts_resumes_elastically_and_reports_both_runs(tmp_path):
     """The dynamic scenario, tiny (2 ranks: A:1,B:1): B leaves at 3 s of training and rejoins
-    at 11 s; the supervisor restarts the job on 1 rank, then on 2, each resuming from a
+    at 16 s; the supervisor restarts the job on 1 rank, then on 2, each resuming from a
     checkpoint; the report has the restarts, the recoveries and the run without the event."""
     cmd = [
         sys.executable,
@@ -82,9 +82,9 @@ def test_wan_leave_restarts_resumes_elastically_and_reports_both_runs(tmp_path):
         "--np=2",
         "--scenarios=wan-leave",
         "--policies=dlion",
-        "--budget=16",
+        "--budget=20",
         "--leave-at=3",
-        "--rejoin-at=11",
+        "--rejoin-at=16",
         "--checkpoint-every=5",
         "--eval-every=2",
         "--test-samples=200",

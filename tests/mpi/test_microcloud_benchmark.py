@@ -72,6 +72,7 @@ def test_microcloud_benchmark_writes_seed_statistics_table_and_plots(tmp_path):
         assert (tmp_path / "inprocess-wan-hetero.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # 3 supervised jobs and one plain: about 80 s idle, minutes on a loaded machine
 def test_wan_leave_restarts_resumes_elastically_and_reports_both_runs(tmp_path):
     """The dynamic scenario, tiny (2 ranks: A:1,B:1): B leaves at 3 s of training and rejoins
     at 16 s; the supervisor restarts the job on 1 rank, then on 2, each resuming from a

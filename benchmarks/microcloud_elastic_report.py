@@ -38,7 +38,7 @@ def seed_figures(dyn: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
         "accuracy_at_equal_steps": with_event,
         "accuracy_at_equal_steps_no_event": without,
         "points_at_equal_steps": (
-            None if with_event is None or without is None else 100 * (with_event - without)
+            None if with_event is None or without is None else 100 * (with_event - without) + 0.0
         ),
         "accuracy_at_end": dyn["accuracy_at_budget"],
         "accuracy_at_end_no_event": plain["accuracy_at_budget"],

@@ -70,11 +70,16 @@ def excluded(journal: list[Event], wall: float) -> float:
     zero = start_wall(journal)
     if zero is None:
         return 0.0
-    total = 0.0
-    for e in journal:
-        if e["ev"] == "eval":
-            lo, hi = max(float(e["wall"]), zero), min(float(e["end"]), wall)
-            total += max(0.0, hi - lo)
+    spans = sorted(
+        (max(float(e["wall"]), zero), min(float(e["end"]), wall))
+        for e in journal
+        if e["ev"] == "eval"
+    )
+    total, upto = 0.0, zero
+    for lo, hi in spans:  # overlaps counted once
+        lo = max(lo, upto)
+        if hi > lo:
+            total, upto = total + hi - lo, hi
     return total
 
 

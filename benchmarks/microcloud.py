@@ -49,7 +49,7 @@ Policies: ``allreduce`` (``dlion.Allreduce``, the site-aware hierarchical dense 
 ``horovod`` (one flat dense MPI allreduce per step, no control rounds), ``gaia``
 (``dlion.GaiaExchange``), ``ako`` (``dlion.AkoExchange``), ``dlion`` (``PerLinkExchange`` +
 ``DynamicBatcher`` + ``KnowledgeTransfer``), ``outer`` (``dlion.OuterSync``: local steps, dense
-inside a site, every ``--outer-every`` steps the sites exchange their 8-bit quantized parameter
+inside a site, every ``--outer-every`` steps the sites exchange their 4-bit quantized parameter
 deltas and apply an outer Nesterov step; with ``DynamicBatcher``, no knowledge transfer;
 ``outer-kt`` adds it) and DLion's ablations ``dlion-ranks`` (rank to rank instead of
 site-aware), ``dlion-nobatch``, ``dlion-nokt``, ``dlion-overlap`` (staleness 1).
@@ -150,6 +150,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--leave-at", type=float, default=20.0, help="wan-leave: a site leaves (s)")
     p.add_argument("--rejoin-at", type=float, default=40.0, help="wan-leave: it rejoins (0: no)")
     p.add_argument("--checkpoint-every", type=int, default=25, help="wan-leave: steps")
+    p.add_argument(
+        "--stop-at",
+        type=float,
+        default=0.0,
+        help="also stop a run at its first evaluation with this test accuracy (0: off), so "
+        "that a slow baseline can get a long --budget; its 'accuracy at budget' is then the "
+        "accuracy when it stopped",
+    )
     p.add_argument("--gaia-threshold", type=float, default=0.01)
     p.add_argument("--gaia-bits", type=int, choices=(8, 32), default=8, help="Gaia's values")
     p.add_argument("--ako-partitions", type=int, default=4)
@@ -160,7 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outer-momentum", type=float, default=0.9, help="outer: Nesterov momentum")
     p.add_argument("--outer-fragments", type=int, default=1, help="outer: streamed fragments")
     p.add_argument("--outer-overlap", type=int, default=0, help="outer: steps a sync overlaps")
-    p.add_argument("--outer-bits", type=int, default=8, help="outer: qsgd bits of the deltas")
+    p.add_argument("--outer-bits", type=int, default=4, help="outer: qsgd bits of the deltas")
     p.add_argument(
         "--reference",
         action=argparse.BooleanOptionalAction,

@@ -122,6 +122,7 @@ def worker_args(
         f"--ako-partitions={args.ako_partitions}",
         f"--staleness={args.staleness}",
         f"--max-steps={args.max_steps}",
+        f"--stop-at={args.stop_at}",
         f"--batch={args.batch}",
         f"--outer-every={args.outer_every}",
         f"--outer-lr={args.outer_lr}",

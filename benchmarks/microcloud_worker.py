@@ -57,13 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kt-every", type=int, default=100)
     p.add_argument("--staleness", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop a policy after N steps (0: off)")
+    p.add_argument("--stop-at", type=float, default=0.0, help="stop at this test accuracy (0: off)")
     p.add_argument("--threads", type=int, default=1, help="TF intra-op threads of this rank")
     p.add_argument("--outer-every", type=int, default=25, help="outer: inner steps per sync")
     p.add_argument("--outer-lr", type=float, default=0.7, help="outer: outer learning rate")
     p.add_argument("--outer-momentum", type=float, default=0.9, help="outer: Nesterov momentum")
     p.add_argument("--outer-fragments", type=int, default=1, help="outer: streamed fragments")
     p.add_argument("--outer-overlap", type=int, default=0, help="outer: steps a sync overlaps")
-    p.add_argument("--outer-bits", type=int, default=8, help="outer: qsgd bits of the deltas")
+    p.add_argument("--outer-bits", type=int, default=4, help="outer: qsgd bits of the deltas")
     p.add_argument("--sites", default=None, help="site of each rank, e.g. A,A,B,B")
     p.add_argument("--data", default=None)
     p.add_argument("--result", required=True)
@@ -216,10 +217,14 @@ class _Run:
         if self.kt is not None:
             self.kt.maybe_transfer(step + 1, self.model)
 
-    def control(self, train_s: float, next_eval: float, steps: int) -> tuple[bool, bool]:
-        """Rank 0's decision, broadcast: (evaluate now, stop now)."""
+    def control(
+        self, train_s: float, next_eval: float, steps: int, accuracy: float
+    ) -> tuple[bool, bool]:
+        """Rank 0's decision, broadcast: (evaluate now, stop now); ``accuracy`` is the last
+        evaluation's."""
         a = self.args
         stop = train_s >= a.budget or bool(a.max_steps and steps >= a.max_steps)
+        stop = stop or bool(a.stop_at and accuracy >= a.stop_at)
         flags = np.array([float(train_s >= next_eval or stop), float(stop)])
         self.dlion.broadcast(flags, root_rank=0, name=f"mc.{self.policy}.control")
         return bool(flags[0]), bool(flags[1])
@@ -259,7 +264,7 @@ class _Run:
             train_s = base + time.perf_counter() - t0 - eval_s
             if el is not None:
                 el.log({"ev": "progress", "wall": time.time(), "step": steps})
-            evaluate, stop = self.control(train_s, next_eval, steps)
+            evaluate, stop = self.control(train_s, next_eval, steps, curve[-1][2])
             if evaluate:
                 eval_s += self.evaluate(curve, train_s, steps)
                 while next_eval <= train_s:

@@ -64,8 +64,9 @@ class GradientExchanger:
         """
         if not tf.executing_eagerly():
             raise RuntimeError(
-                f"{self.caller} must run eagerly: keep the forward/backward in a tf.function "
-                "but call it outside"
+                f"{self.caller}: GradientExchanger.exchange_step runs eagerly; inside a "
+                "tf.function the exchange goes through graph_reduce (what the optimizers and "
+                "the tape do)"
             )
         joining.register(self)
         check_gradients(grads, names, f"{self.caller} at step {self.steps}")

@@ -13,6 +13,11 @@ void add_inplace(double* dst, const double* src, std::size_t n);
 // same bits wherever it runs). dst and src must not overlap.
 void add_scaled(float* dst, const float* src, std::size_t n, float w);
 
+// out[i] = base[i] + w * x[i] for i < n, or, with base == nullptr, out[i] = 0.0f + w * x[i] (the
+// first term of a sum that starts at +0: the same bits as add_scaled into zeros). out may be x
+// (element-wise in place); base must not overlap out.
+void scaled_sum(float* out, const float* base, const float* x, std::size_t n, float w);
+
 // dst[i] *= factor for i < n.
 void scale_inplace(float* dst, std::size_t n, double factor);
 void scale_inplace(double* dst, std::size_t n, double factor);

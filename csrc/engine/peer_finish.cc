@@ -2,7 +2,6 @@
 // exchange once every awaited peer has sent far enough (step 2 of peer_engine.h), with the
 // weighted aggregate of step 3.
 #include <algorithm>
-#include <cstring>
 #include <mutex>
 #include <utility>
 
@@ -39,17 +38,19 @@ bool PeerEngine::try_finish(Task& task, Clock::time_point now) {
   for (int p = 0; p < size_; ++p)
     if (p != rank_ && expects(r, p) && g.latest[static_cast<std::size_t>(p)] < need) return false;
 
-  // Weighted sum in rank order, so that ranks holding the same messages get the same bits.
-  g.acc.assign(r.n, 0.0f);
-  for (int p = 0; p < size_; ++p) {
-    if (p == rank_) {
-      add_scaled(g.acc.data(), r.grad, r.n, r.weight);
-      continue;
-    }
+  // Weighted sum in rank order, so that ranks holding the same messages get the same bits:
+  // ((0 + the terms of the ranks before this one) + w_i * grad) + the later ranks' terms. Only
+  // the earlier terms need a scratch sum (out may be grad, which the middle term reads); the
+  // own term writes out in one pass, and the later terms add into out in place.
+  auto due = [&](int p) {
+    const auto& box = g.inbox[static_cast<std::size_t>(p)];
+    return !box.empty() && static_cast<std::int64_t>(box.front().step) <= step;
+  };
+  auto apply_due = [&](int p, float* into) {
     auto& box = g.inbox[static_cast<std::size_t>(p)];
-    while (!box.empty() && static_cast<std::int64_t>(box.front().step) <= step) {
+    while (due(p)) {
       const Arrived& a = box.front();
-      wire::apply_add(a.dec, g.acc.data(), r.n, a.dec.weight());
+      wire::apply_add(a.dec, into, r.n, a.dec.weight());
       const std::int64_t lag = step - static_cast<std::int64_t>(a.step);
       {
         std::lock_guard<std::mutex> slock(mu_);
@@ -60,8 +61,17 @@ bool PeerEngine::try_finish(Task& task, Clock::time_point now) {
       give(std::move(box.front().msg));
       box.pop_front();
     }
+  };
+  bool earlier = false;
+  for (int p = 0; p < rank_; ++p) earlier = earlier || due(p);
+  const float* base = nullptr;
+  if (earlier) {
+    g.acc.assign(r.n, 0.0f);
+    for (int p = 0; p < rank_; ++p) apply_due(p, g.acc.data());
+    base = g.acc.data();
   }
-  if (r.n > 0) std::memcpy(r.out, g.acc.data(), r.n * sizeof(float));
+  scaled_sum(r.out, base, r.grad, r.n, r.weight);
+  for (int p = rank_ + 1; p < size_; ++p) apply_due(p, r.out);
   task.handle->complete();
   return true;
 }

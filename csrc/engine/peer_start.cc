@@ -86,17 +86,17 @@ void PeerEngine::start(Task& task, Clock::time_point now) {
     const bool lossless = plan.codec.encoding == wire::Encoding::kDenseF32;
     if (plan.error_feedback && !(lossless && res.empty())) {
       if (res.empty()) res.assign(r.n, 0.0f);
-      ef_compensate(res.data(), r.grad, r.n);
-      auto m = std::make_shared<wire::Message>(wire::encode(
-          res.data(), r.n, plan.codec, f, seed, r.reference, take(wire::kHeaderBytes)));
+      wire::Message storage = take(wire::encoded_bound(r.n, plan.codec));
       if (lossless) {
         // Dense float32 carries the residual exactly: it is empty afterwards.
+        ef_compensate(res.data(), r.grad, r.n);
+        msg = std::make_shared<wire::Message>(wire::encode(res.data(), r.n, plan.codec, f, seed,
+                                                           r.reference, std::move(storage)));
         std::vector<float>().swap(res);
       } else {
-        const wire::Decoded sent = wire::validate(m->data(), m->size(), rank_, r.group, r.n);
-        wire::apply_add(sent, res.data(), r.n, -1.0f);  // residual -= what the link carries
+        msg = std::make_shared<wire::Message>(wire::encode_compensated(
+            res.data(), r.grad, r.n, plan.codec, f, seed, r.reference, std::move(storage)));
       }
-      msg = std::move(m);
     } else {
       for (const auto& [codec, m] : shared) {
         if (codec->encoding == plan.codec.encoding && codec->k == plan.codec.k &&
@@ -106,8 +106,9 @@ void PeerEngine::start(Task& task, Clock::time_point now) {
           msg = m;
       }
       if (!msg) {
-        msg = std::make_shared<wire::Message>(wire::encode(
-            r.grad, r.n, plan.codec, f, seed, r.reference, take(wire::kHeaderBytes)));
+        msg = std::make_shared<wire::Message>(
+            wire::encode(r.grad, r.n, plan.codec, f, seed, r.reference,
+                         take(wire::encoded_bound(r.n, plan.codec))));
         shared.emplace_back(&plan.codec, msg);
       }
     }

@@ -147,14 +147,13 @@ Message encode_with(const float* x, std::size_t n, const Codec& codec, Fields f,
   const Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket, f.flags);
   msg.reset(kHeaderBytes + l.total);
   std::uint8_t* p = msg.data() + kHeaderBytes;
-  auto* values = reinterpret_cast<float*>(p + (l.values == kAbsent ? 0 : l.values));
   auto* scales = reinterpret_cast<float*>(p + (l.scales == kAbsent ? 0 : l.scales));
   std::uint8_t* packed = p + (l.packed == kAbsent ? 0 : l.packed);
   if (l.packed_bytes > 0) packed[l.packed_bytes - 1] = 0;  // reused storage: clean tail bits
   switch (f.encoding) {
     case Encoding::kDenseF32:
-      if (n > 0) std::memcpy(values, x, n * sizeof(float));
-      break;
+      encode_header_copy(f, msg.data(), msg.size(), x);  // copies x while checksumming
+      return msg;
     case Encoding::kSparseF32:
     case Encoding::kSparseQsgd8:
       break;  // encode_sparse

@@ -28,6 +28,9 @@ void scaled_sum(float* out, const float* base, const float* x, std::size_t n, fl
     for (std::size_t i = 0; i < n; ++i) out[i] = base[i] + w * x[i];
   }
 }
+void scaled_sum2(float* out, const float* a, float wa, const float* x, float wx, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = (0.0f + wa * a[i]) + wx * x[i];
+}
 void scale_inplace(float* dst, std::size_t n, double factor) {
   scale_impl(dst, n, static_cast<float>(factor));
 }

@@ -62,16 +62,52 @@ bool PeerEngine::try_finish(Task& task, Clock::time_point now) {
       box.pop_front();
     }
   };
-  bool earlier = false;
-  for (int p = 0; p < rank_; ++p) earlier = earlier || due(p);
-  const float* base = nullptr;
-  if (earlier) {
-    g.acc.assign(r.n, 0.0f);
-    for (int p = 0; p < rank_; ++p) apply_due(p, g.acc.data());
-    base = g.acc.data();
+  // A lone dense float32 message next to the own term (two ranks, dense) joins its pass.
+  auto lone_dense = [&](int p) -> const float* {
+    const auto& box = g.inbox[static_cast<std::size_t>(p)];
+    const bool one = due(p) && (box.size() == 1 || static_cast<std::int64_t>(box[1].step) > step);
+    return one && box.front().dec.encoding() == wire::Encoding::kDenseF32
+               ? box.front().dec.values().data
+               : nullptr;
+  };
+  auto pop_applied = [&](int p) {  // the lone message, applied by a fused pass
+    auto& box = g.inbox[static_cast<std::size_t>(p)];
+    {
+      std::lock_guard<std::mutex> slock(mu_);
+      LinkStats& st = stats_[static_cast<std::size_t>(p)];
+      st.staleness_last = step - static_cast<std::int64_t>(box.front().step);
+      st.staleness_max = std::max(st.staleness_max, st.staleness_last);
+    }
+    give(std::move(box.front().msg));
+    box.pop_front();
+  };
+  int earlier = 0, first_earlier = -1;
+  for (int p = 0; p < rank_; ++p) {
+    if (!due(p)) continue;
+    first_earlier = first_earlier < 0 ? p : first_earlier;
+    ++earlier;
   }
-  scaled_sum(r.out, base, r.grad, r.n, r.weight);
-  for (int p = rank_ + 1; p < size_; ++p) apply_due(p, r.out);
+  int next = rank_ + 1;  // the first later rank still to apply
+  while (next < size_ && !due(next)) ++next;
+  const float* m = nullptr;
+  if (earlier == 1 && (m = lone_dense(first_earlier)) != nullptr) {
+    scaled_sum2(r.out, m, g.inbox[static_cast<std::size_t>(first_earlier)].front().dec.weight(),
+                r.grad, r.weight, r.n);
+    pop_applied(first_earlier);
+  } else if (earlier == 0 && next < size_ && (m = lone_dense(next)) != nullptr) {
+    scaled_sum2(r.out, r.grad, r.weight, m,
+                g.inbox[static_cast<std::size_t>(next)].front().dec.weight(), r.n);
+    pop_applied(next++);
+  } else {
+    const float* base = nullptr;
+    if (earlier > 0) {
+      g.acc.assign(r.n, 0.0f);
+      for (int p = 0; p < rank_; ++p) apply_due(p, g.acc.data());
+      base = g.acc.data();
+    }
+    scaled_sum(r.out, base, r.grad, r.n, r.weight);
+  }
+  for (int p = next; p < size_; ++p) apply_due(p, r.out);
   task.handle->complete();
   return true;
 }

@@ -8,11 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from test_topk import ref_topk
 
 import dlion_core
 from dlion_core import InvalidArgumentError
-
-from test_topk import ref_topk
 
 
 def check(residual: np.ndarray, grad: np.ndarray, k: int) -> None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_wire import ENC, GRADIENT, GROUP, SENDER, STEP, apply, assert_rejected, with_payload
 
 import dlion_core as dc
-
-from test_wire import ENC, GRADIENT, GROUP, SENDER, STEP, apply, assert_rejected, with_payload
 
 F32_BAD = [0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0xFFFFFFFF]
 HALF_BAD = {"fp16": [0x7C00, 0xFC00, 0x7E00, 0xFFFF], "bf16": [0x7F80, 0xFF80, 0x7FC1, 0xFFFF]}

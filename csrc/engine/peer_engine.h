@@ -12,7 +12,9 @@
 // One exchange (group g, step t) on rank i:
 //   1. for every peer p: x = grad (or residual[g][p] += grad with error feedback); encode x with
 //      the link's codec into one wire message (format.h) with i's weight; with error feedback
-//      residual[g][p] -= decode(message); queue it on link p (paced when the link is emulated);
+//      residual[g][p] -= decode(message); queue it on link p (paced when the link is emulated).
+//      Links with the same codec share one message, encoded once: without error feedback, and
+//      with it while their residuals are one (Group::residual);
 //   2. wait until every peer p has sent some step >= t - staleness (sync: >= t);
 //   3. out = sum over ranks r in rank order of: w_i * grad (r == i), or, for r = p, every
 //      message of p not yet applied with step <= t, each times its own weight. Every message is

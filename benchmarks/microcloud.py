@@ -22,6 +22,21 @@ of the policies is rotated from one seed to the next. Scenarios:
   wan-dynamic  the same, and rank 2 becomes 3x slower at step --slow-step (dynamism)
   3site        sites A:2,B:1,C:1; A-B 20 Mbit/s 40 ms, A-C and B-C 10 Mbit/s 60 ms;
                compute 1,1,0.5,0.5 (4 ranks)
+  wan-leave    wan-hetero where site B leaves at --leave-at s of training and rejoins at
+               --rejoin-at s (dynamic membership; in-process mode only, see below)
+
+``wan-leave`` runs each policy under ``python -m dlion.run --hosts FILE`` (docs/elastic.md):
+the benchmark edits the host list (atomically) when the training clock reaches --leave-at and
+--rejoin-at, the supervisor restarts the job on the sites listed, the worker checkpoints every
+--checkpoint-every steps and resumes with ``dlion.checkpoint.load(..., elastic="average")``,
+keeping the global batch (--batch x --np) at any size. Its clock: wall time from the first
+attempt's start of training, evaluation excluded, so everything an event costs counts (the
+steps redone since the checkpoint, the stop, the restart, TF's start-up, the restore). The same
+policies without the event (wan-hetero, same seed) run in the same command, as runs named
+"POLICY (no event)"; the report adds the restarts, each recovery (host-list edit to training
+again) and the accuracy of both at equal steps. The real-network mode refuses it (the testbed is
+set up once per MPI job and cannot follow a supervisor's restarts), and so does a run under
+mpiexec or with --bandwidths.
 
 Modes (``--modes``): ``inprocess`` emulates the links inside dlion (``DLION_EMULATE``: one
 shared pacing clock per ordered site pair); ``microcloud`` runs the job under
@@ -34,7 +49,7 @@ Policies: ``allreduce`` (``dlion.Allreduce``, the site-aware hierarchical dense 
 ``horovod`` (one flat dense MPI allreduce per step, no control rounds), ``gaia``
 (``dlion.GaiaExchange``), ``ako`` (``dlion.AkoExchange``), ``dlion`` (``PerLinkExchange`` +
 ``DynamicBatcher`` + ``KnowledgeTransfer``), ``outer`` (``dlion.OuterSync``: local steps, dense
-inside a site, every ``--outer-every`` steps the sites exchange their 8-bit quantized parameter
+inside a site, every ``--outer-every`` steps the sites exchange their 4-bit quantized parameter
 deltas and apply an outer Nesterov step; with ``DynamicBatcher``, no knowledge transfer;
 ``outer-kt`` adds it) and DLion's ablations ``dlion-ranks`` (rank to rank instead of
 site-aware), ``dlion-nobatch``, ``dlion-nokt``, ``dlion-overlap`` (staleness 1).
@@ -65,7 +80,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,8 +88,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+import microcloud_dynamic as dynamic  # noqa: E402
+import microcloud_elastic_report as elastic_report  # noqa: E402
 import microcloud_launch as launcher  # noqa: E402
 import microcloud_report as report  # noqa: E402
+import microcloud_runs as runs_  # noqa: E402
 from microcloud_launch import SCENARIOS, Scenario  # noqa: E402
 
 POLICIES = ("allreduce", "gaia", "ako", "dlion", "outer")
@@ -130,6 +147,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-samples", type=int, default=2000, help="test subset evaluated")
     p.add_argument("--slow-step", type=int, default=150, help="wan-dynamic: step of slowdown")
     p.add_argument("--max-steps", type=int, default=0, help="also stop a run after N steps")
+    p.add_argument("--leave-at", type=float, default=20.0, help="wan-leave: a site leaves (s)")
+    p.add_argument("--rejoin-at", type=float, default=40.0, help="wan-leave: it rejoins (0: no)")
+    p.add_argument("--checkpoint-every", type=int, default=25, help="wan-leave: steps")
+    p.add_argument(
+        "--stop-at",
+        type=float,
+        default=0.0,
+        help="also stop a run at its first evaluation with this test accuracy (0: off), so "
+        "that a slow baseline can get a long --budget; its 'accuracy at budget' is then the "
+        "accuracy when it stopped",
+    )
     p.add_argument("--gaia-threshold", type=float, default=0.01)
     p.add_argument("--gaia-bits", type=int, choices=(8, 32), default=8, help="Gaia's values")
     p.add_argument("--ako-partitions", type=int, default=4)
@@ -140,7 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outer-momentum", type=float, default=0.9, help="outer: Nesterov momentum")
     p.add_argument("--outer-fragments", type=int, default=1, help="outer: streamed fragments")
     p.add_argument("--outer-overlap", type=int, default=0, help="outer: steps a sync overlaps")
-    p.add_argument("--outer-bits", type=int, default=8, help="outer: qsgd bits of the deltas")
+    p.add_argument("--outer-bits", type=int, default=4, help="outer: qsgd bits of the deltas")
     p.add_argument(
         "--reference",
         action=argparse.BooleanOptionalAction,
@@ -234,7 +262,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 varied[(mode, launcher.with_bandwidth(scen, b))] = (mode, scen)
         plan = {k: plan[v] for k, v in varied.items()}
         budgets = {k: budgets[v] for k, v in varied.items()}
-    for (_mode, scen), pols in plan.items():
+    for (mode, scen), pols in plan.items():
+        if SCENARIOS[scen].leaves and (mode != "inprocess" or bandwidths):
+            p.error(f"scenario {scen}: in-process mode only, without --bandwidths (see --help)")
         names = pols.split(",")
         if not names or [x for x in names if x not in POLICIES + EXTRA_POLICIES]:
             p.error(
@@ -248,41 +278,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def rotated(policies: str, seed_index: int) -> str:
-    """The policy order of the ``seed_index``-th seed: rotated by one per seed."""
-    names = policies.split(",")
-    k = seed_index % len(names)
-    return ",".join(names[k:] + names[:k])
-
-
-def git_state() -> tuple[str, bool]:
-    """(commit, whether tracked files outside benchmarks/results differ from it)."""
-
-    def git(*a: str) -> str:
-        r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False)
-        return r.stdout.strip()
-
-    changed = [
-        line
-        for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
-        if "benchmarks/results/" not in line and not line.endswith(("README.md", report.DOCS_PAGE))
-    ]
-    return git("rev-parse", "HEAD") or "unknown", bool(changed)
-
-
 def run_cell(args: argparse.Namespace, mode: str, scen: str, commit: str) -> dict[str, Any]:
     """Every seed of one (mode, scenario): its raw runs and their statistics."""
     budget, policies = args.budgets[(mode, scen)], args.plan[(mode, scen)]
     tp = SCENARIOS[scen].topology(args.np, args.slow_step)
     runs: dict[str, dict[int, dict[str, Any]]] = {p: {} for p in policies.split(",")}
+    start = dynamic.launch_seed if SCENARIOS[scen].leaves else launcher.launch
     orders, raw, others = {}, {}, set()
     saved = Path(args.out) / "runs"
     for i in range(args.seeds):
-        order = rotated(policies, i)
+        order = runs_.rotated(policies, i)
         path = saved / f"{args.stem}-{mode}-{scen}-s{i}.json"
-        raw = _load(path, commit, order) if args.resume else None
+        raw = runs_.load_saved(path, commit, order) if args.resume else None
         if raw is None:
-            raw = launcher.launch(args, mode, scen, tp, seed=i, policies=order, budget=budget)
+            raw = start(args, mode, scen, tp, seed=i, policies=order, budget=budget)
             raw.update(commit=commit, order=order)
             saved.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(raw))
@@ -290,7 +299,7 @@ def run_cell(args: argparse.Namespace, mode: str, scen: str, commit: str) -> dic
         if raw.get("commit") != commit:
             others.add(str(raw.get("commit")))
         for name, run in raw["policies"].items():
-            runs[name][i] = report.summarize_run(run, args.target_list)
+            runs.setdefault(name, {})[i] = report.summarize_run(run, args.target_list)
         if args.reference:
             ref = reference_run(args, tp.size, seed=i, budget=budget, commit=commit)
             if ref.get("commit") != commit:
@@ -315,6 +324,7 @@ def run_cell(args: argparse.Namespace, mode: str, scen: str, commit: str) -> dic
             else None
         ),
         "topology": tp.describe(),
+        "events": dynamic.describe_events(args, scen),
         "budget_s": budget,
         "seeds": list(range(args.seeds)),
         "order": orders,
@@ -324,6 +334,7 @@ def run_cell(args: argparse.Namespace, mode: str, scen: str, commit: str) -> dic
         "data": raw["data"],
         "runs": runs,
         "policies": {n: report.aggregate(r, args.target_list) for n, r in runs.items()},
+        "elastic": elastic_report.compare(runs, args.target_list) if sc.leaves else None,
     }
 
 
@@ -339,7 +350,7 @@ def reference_run(
         return cache[key]
     saved = Path(args.out) / "runs"
     path = saved / f"{args.stem}-{REFERENCE}-b{key[0]}-{budget:g}s-s{seed}.json"
-    raw = _load(path, commit, REFERENCE) if args.resume else None
+    raw = runs_.load_saved(path, commit, REFERENCE) if args.resume else None
     if raw is None:
         raw = launcher.launch_reference(args, ranks, seed=seed, budget=budget)
         raw.update(commit=commit, order=REFERENCE)
@@ -349,23 +360,12 @@ def reference_run(
     return raw
 
 
-def _load(path: Path, commit: str, order: str) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    raw = json.loads(path.read_text())
-    if raw.get("order") != order:
-        return None
-    same = "same commit" if raw.get("commit") == commit else f"made at commit {raw.get('commit')}"
-    print(f"[microcloud] reusing {path} ({same})", flush=True)
-    return raw
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     if launcher.under_mpiexec():
         return launcher.run_here(args)
-    commit, dirty = git_state()
+    commit, dirty = runs_.git_state()
     results: dict[str, Any] = {
         "command": "python benchmarks/microcloud.py " + shlex.join(sys.argv[1:]),
         "commit": commit,

@@ -38,6 +38,8 @@ class Scenario:
     ranks: int = 0  # fixed number of ranks (0: any --np)
     wan_mbit: float | None = None  # every site-to-site link at this rate (--bandwidths)
     base: str = ""  # the scenario this one varies (--bandwidths)
+    leaves: str = ""  # dynamic membership: this site leaves and rejoins (microcloud_dynamic.py)
+    plain: str = ""  # dynamic membership: the same without the event, run beside it
 
     def topology(self, n: int, slow_step: int) -> topo.Topology:
         """The topology on ``n`` ranks; ValueError when this scenario cannot have ``n``."""
@@ -68,6 +70,8 @@ def with_bandwidth(key: str, mbit: float) -> str:
         base.ranks,
         wan_mbit=mbit,
         base=key,
+        leaves=base.leaves,  # refused by microcloud.py's options
+        plain=base.plain,
     )
     return name
 
@@ -81,6 +85,12 @@ SCENARIOS = {
     "wan-dynamic": Scenario(
         "2 sites, WAN, compute 1,1,0.5,0.5, rank 2 3x slower mid-run",
         "A:{a},B:{b} " + WAN + " compute={speeds} slow={half}:3@{slow_step}",
+    ),
+    "wan-leave": Scenario(
+        "2 sites, 20 Mbit/s 40 ms, compute 1,1,0.5,0.5; site B leaves and rejoins",
+        "A:{a},B:{b} " + WAN + " compute={speeds}",
+        leaves="B",
+        plain="wan-hetero",
     ),
     "3site": Scenario(
         "3 sites A:2,B:1,C:1, A-B 20 Mbit/s 40 ms, A-C B-C 10 Mbit/s 60 ms, compute 1,1,0.5,0.5",
@@ -112,6 +122,7 @@ def worker_args(
         f"--ako-partitions={args.ako_partitions}",
         f"--staleness={args.staleness}",
         f"--max-steps={args.max_steps}",
+        f"--stop-at={args.stop_at}",
         f"--batch={args.batch}",
         f"--outer-every={args.outer_every}",
         f"--outer-lr={args.outer_lr}",
@@ -286,6 +297,8 @@ def run_here(args: argparse.Namespace) -> None:
             "benchmark without mpiexec for --reference"
         )
     mode, key = cells[0]
+    if SCENARIOS[key].leaves:
+        raise SystemExit(f"scenario {key} restarts its jobs: run the benchmark without mpiexec")
     comm = MPI.COMM_WORLD
     tp = SCENARIOS[key].topology(comm.size, args.slow_step)
     os.environ["DLION_EMULATE"] = tp.emulate_inprocess()

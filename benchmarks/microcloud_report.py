@@ -82,6 +82,7 @@ def summarize_run(run: dict[str, Any], targets: list[float]) -> dict[str, Any]:
         "batch_split": run["batch_split"],
         "transfers": run["transfers"],
         "curve": run["curve"],
+        "elastic": run.get("elastic"),  # dynamic scenarios: restarts and recoveries
     }
 
 
@@ -199,7 +200,10 @@ def table(results: dict[str, Any]) -> str:
                 f"{_cell_num(agg.get('kb_per_wan_link_step', NONE), '.1f')} |"
             )
         lines.append("")
+    import microcloud_elastic_report as elastic  # the dynamic scenarios' table (it imports us)
+
     lines += ratios(results) + versus_reference(results) + bandwidth(results) + fidelity(results)
+    lines += elastic.lines(results)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -25,7 +25,16 @@ import os
 import time
 from typing import Any
 
+import microcloud_elastic as elastic
 import numpy as np
+from microcloud_policies import (
+    BATCHED,
+    TRANSFERRING,
+    check_policy,
+    counts_links,
+    describe,
+    make_exchange,
+)
 
 CHECK = 5  # steps between rank 0's evaluate/stop decisions
 HELD_OUT = 1000  # last training samples: knowledge transfer's held-out batch
@@ -48,16 +57,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kt-every", type=int, default=100)
     p.add_argument("--staleness", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="stop a policy after N steps (0: off)")
+    p.add_argument("--stop-at", type=float, default=0.0, help="stop at this test accuracy (0: off)")
     p.add_argument("--threads", type=int, default=1, help="TF intra-op threads of this rank")
     p.add_argument("--outer-every", type=int, default=25, help="outer: inner steps per sync")
     p.add_argument("--outer-lr", type=float, default=0.7, help="outer: outer learning rate")
     p.add_argument("--outer-momentum", type=float, default=0.9, help="outer: Nesterov momentum")
     p.add_argument("--outer-fragments", type=int, default=1, help="outer: streamed fragments")
     p.add_argument("--outer-overlap", type=int, default=0, help="outer: steps a sync overlaps")
-    p.add_argument("--outer-bits", type=int, default=8, help="outer: qsgd bits of the deltas")
+    p.add_argument("--outer-bits", type=int, default=4, help="outer: qsgd bits of the deltas")
     p.add_argument("--sites", default=None, help="site of each rank, e.g. A,A,B,B")
     p.add_argument("--data", default=None)
     p.add_argument("--result", required=True)
+    # the dynamic scenarios (one policy under python -m dlion.run; microcloud_elastic.py)
+    p.add_argument("--journal", default=None, help="rank 0's event journal (JSON lines)")
+    p.add_argument("--checkpoint-dir", default=None, help="save there; resume from it")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="save every N steps")
+    p.add_argument("--topology", default=None, help="emulate this topology's present sites")
+    p.add_argument("--global-batch", type=int, default=0, help="fixed at any size (0: batch x n)")
     return p.parse_args(argv)
 
 
@@ -68,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         from mpi4py import MPI
 
         os.environ["DLION_SITE"] = args.sites.split(",")[MPI.COMM_WORLD.Get_rank()]
+    elastic.check_args(args)
+    if args.topology:  # the sites present now (python -m dlion.run's DLION_SITE), before init
+        os.environ["DLION_EMULATE"] = elastic.emulate_for(args.topology)
     import dlion
 
     policies = args.policies.split(",")
@@ -147,9 +166,12 @@ class _Run:
         dlion.broadcast_variables(self.model.variables, root_rank=0)
         self.batcher = None
         self.kt = None
+        # --global-batch (the dynamic scenarios): the same global batch at any size
+        self.local_batch = max(1, args.global_batch // size) if args.global_batch else args.batch
         if policy in BATCHED:
             # clock="auto": wall time (it sees CPU quotas), CPU time where ranks oversubscribe.
-            self.batcher = dlion.DynamicBatcher(args.batch * size, exchange=self.exchange)
+            gb = args.global_batch or args.batch * size
+            self.batcher = dlion.DynamicBatcher(gb, exchange=self.exchange)
         if policy in TRANSFERRING:
             self.kt = dlion.KnowledgeTransfer(
                 args.kt_every, alpha=0.5, held_out=held_out, loss_fn=loss_fn
@@ -168,6 +190,7 @@ class _Run:
             return tf.argmax(model(x, training=False), axis=1)
 
         self.grads_of, self.predict = grads_of, predict
+        self.el = elastic.Elastic(args, dlion) if args.journal else None
 
     # -- pieces -------------------------------------------------------------------------------
     def accuracy(self) -> float:
@@ -179,7 +202,7 @@ class _Run:
 
     def step(self, step: int, last: bool) -> None:
         dlion, b = self.dlion, self.batcher
-        x, y = self.shard.next(b.local_batch if b is not None else self.args.batch)
+        x, y = self.shard.next(b.local_batch if b is not None else self.local_batch)
         if b is not None:
             with b.compute():
                 _, grads = self.grads_of(x, y)
@@ -194,34 +217,56 @@ class _Run:
         if self.kt is not None:
             self.kt.maybe_transfer(step + 1, self.model)
 
-    def control(self, train_s: float, next_eval: float, steps: int) -> tuple[bool, bool]:
-        """Rank 0's decision, broadcast: (evaluate now, stop now)."""
+    def control(
+        self, train_s: float, next_eval: float, steps: int, accuracy: float
+    ) -> tuple[bool, bool]:
+        """Rank 0's decision, broadcast: (evaluate now, stop now); ``accuracy`` is the last
+        evaluation's."""
         a = self.args
         stop = train_s >= a.budget or bool(a.max_steps and steps >= a.max_steps)
+        stop = stop or bool(a.stop_at and accuracy >= a.stop_at)
         flags = np.array([float(train_s >= next_eval or stop), float(stop)])
         self.dlion.broadcast(flags, root_rank=0, name=f"mc.{self.policy}.control")
         return bool(flags[0]), bool(flags[1])
 
+    def evaluate(self, curve: list, train_s: float, steps: int) -> float:
+        """Append the test accuracy now to ``curve`` (and the journal); its seconds."""
+        e0, w0 = time.perf_counter(), time.time()
+        acc = self.accuracy()
+        curve.append((train_s, steps, acc))
+        if self.el is not None:
+            self.el.log(
+                {"ev": "eval", "wall": w0, "end": time.time(), "step": steps, "accuracy": acc}
+            )
+        return time.perf_counter() - e0
+
     # -- the run --------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        dlion, a = self.dlion, self.args
-        curve = [(0.0, 0, self.accuracy())]
-        self.step(0, last=False)  # warm-up (traces the tf.functions), not timed
+        dlion, a, el = self.dlion, self.args, self.el
+        resumed = el.resume(self) if el is not None else (0, None)  # (step, saved world size)
+        curve: list = []
+        self.evaluate(curve, 0.0, resumed[0])
+        self.step(resumed[0], last=False)  # warm-up (traces the tf.functions), not timed
         sent0 = {p: s.bytes_sent for p, s in dlion.link_stats().items()}
-        steps, train_s, eval_s = 1, 0.0, 0.0
-        next_eval = a.eval_every
+        steps, train_s, eval_s = resumed[0] + 1, 0.0, 0.0
+        # the dynamic scenarios: the clock goes on from where the last attempt's left it,
+        # recovery included (microcloud_clock.py); the first attempt starts it at 0
+        base = el.started(steps, resumed) if el is not None else 0.0
+        next_eval = (base // a.eval_every + 1) * a.eval_every
         t0 = time.perf_counter()
         while True:
             self.step(steps, last=False)
             steps += 1
+            if el is not None:
+                el.maybe_save(self, steps)
             if steps % CHECK:
                 continue
-            train_s = time.perf_counter() - t0 - eval_s
-            evaluate, stop = self.control(train_s, next_eval, steps)
+            train_s = base + time.perf_counter() - t0 - eval_s
+            if el is not None:
+                el.log({"ev": "progress", "wall": time.time(), "step": steps})
+            evaluate, stop = self.control(train_s, next_eval, steps, curve[-1][2])
             if evaluate:
-                e0 = time.perf_counter()
-                curve.append((train_s, steps, self.accuracy()))
-                eval_s += time.perf_counter() - e0
+                eval_s += self.evaluate(curve, train_s, steps)
                 while next_eval <= train_s:
                     next_eval += a.eval_every
             if stop:
@@ -231,14 +276,16 @@ class _Run:
             # is left unapplied when training ends
             self.step(steps, last=True)
             steps += 1
-            train_s = time.perf_counter() - t0 - eval_s
-            curve.append((train_s, steps, self.accuracy()))
+            train_s = base + time.perf_counter() - t0 - eval_s
+            self.evaluate(curve, train_s, steps)
         elif getattr(self.exchange, "overlap", 0) and callable(getattr(self.opt, "flush", None)):
             # OuterSync with overlap: the rounds still in flight are completed and applied
             self.opt.flush()
-            train_s = time.perf_counter() - t0 - eval_s
-            curve.append((train_s, steps, self.accuracy()))
-        return self.summary(curve, steps, train_s, sent0)
+            train_s = base + time.perf_counter() - t0 - eval_s
+            self.evaluate(curve, train_s, steps)
+        if el is not None:
+            el.log({"ev": "end", "wall": time.time(), "step": steps})
+        return self.summary(curve, steps, train_s - base, sent0)
 
     def summary(self, curve, steps, train_s, sent0) -> dict[str, Any]:
         dlion = self.dlion
@@ -282,109 +329,6 @@ def build_model(keras: Any, input_shape: tuple, classes: int) -> Any:
             layers.Dense(classes),
         ]
     )
-
-
-#: Policies trained with dlion.DynamicBatcher (weighted dynamic batching), and with
-#: dlion.KnowledgeTransfer.
-BATCHED = ("dlion", "dlion-ranks", "dlion-nokt", "dlion-overlap", "outer", "outer-kt")
-TRANSFERRING = ("dlion", "dlion-ranks", "dlion-nobatch", "dlion-overlap", "outer-kt")
-
-
-def check_policy(policy: str, dlion: Any) -> None:
-    """SystemExit naming what is missing when ``policy`` cannot run with this dlion."""
-    known = ("reference", "allreduce", "gaia", "ako", "horovod", *BATCHED, *TRANSFERRING)
-    if policy not in known:
-        raise SystemExit(f"unknown policy {policy!r}: use one of {sorted(set(known))}")
-    if policy.startswith("outer") and getattr(dlion, "OuterSync", None) is None:
-        raise SystemExit(
-            f"policy {policy!r} needs dlion.OuterSync (local steps with outer synchronization, "
-            f"issue 17), which this dlion ({dlion.__file__}) does not have"
-        )
-
-
-def counts_links(exchange: Any, dlion: Any) -> bool:
-    """Whether ``exchange``'s bytes are in dlion.link_stats (peer-to-peer policies and those
-    that say so with ``peer_links = True``); the collective engine's are not."""
-    return isinstance(exchange, dlion.PeerExchange) or bool(getattr(exchange, "peer_links", False))
-
-
-def describe(exchange: Any, args: argparse.Namespace) -> str:
-    if exchange is None:
-        return (
-            f"no communication: 1 process, {args.threads} TF threads, batch {args.batch}, "
-            "plain Keras SGD"
-        )
-    return str(exchange.describe())
-
-
-def make_exchange(policy: str, args: argparse.Namespace, model: Any, dlion: Any) -> Any:
-    """The exchange of ``policy`` (see benchmarks/microcloud.py); None for ``reference``."""
-    s = args.staleness
-    if policy == "reference":
-        return None
-    if policy == "allreduce":
-        # The site-aware hierarchical allreduce; in-process its ring between sites is paced on
-        # the shared site links like every peer message.
-        return dlion.Allreduce()
-    if policy == "gaia":
-        # Gaia's threshold is on accumulated updates; momentum SGD's steady-state step is
-        # lr / (1 - momentum) times the gradient, the learning rate the filter is given.
-        return dlion.GaiaExchange(
-            args.gaia_threshold,
-            params=model.trainable_variables,
-            learning_rate=args.lr / (1 - 0.9),
-            bits=args.gaia_bits,
-            staleness=s,
-        )
-    if policy == "ako":
-        return dlion.AkoExchange(args.ako_partitions, staleness=s)
-    if policy == "horovod":
-        return _flat_allreduce_class(dlion)()
-    if policy in ("dlion", "dlion-nobatch", "dlion-nokt"):
-        return dlion.PerLinkExchange(staleness=s)
-    if policy == "dlion-ranks":  # the paper's literal rank-to-rank form
-        return dlion.PerLinkExchange(staleness=s, topology="ranks")
-    if policy == "dlion-overlap":  # the wide-area phase one step behind the compute
-        return dlion.PerLinkExchange(staleness=max(1, s))
-    if policy in ("outer", "outer-kt"):  # local steps, outer synchronization across sites
-        check_policy(policy, dlion)
-        return dlion.OuterSync(
-            every=args.outer_every,
-            outer_lr=args.outer_lr,
-            momentum=args.outer_momentum,
-            fragments=args.outer_fragments,
-            overlap=args.outer_overlap,
-            codec="qsgd",
-            bits=args.outer_bits,
-        )
-    raise ValueError(f"unknown policy {policy!r}: see benchmarks/microcloud.py POLICIES")
-
-
-def _flat_allreduce_class(dlion):
-    """FlatAllreduce as a dlion.Exchange (defined once dlion is imported)."""
-    return type("FlatAllreduce", (_FlatAllreduce, dlion.Exchange), {})
-
-
-class _FlatAllreduce:
-    """Horovod's behaviour as a baseline: one flat, dense MPI allreduce of each fused buffer
-    per step (mpi4py on COMM_WORLD: no site hierarchy, no per-step control rounds). Not paced
-    by the in-process emulation; on the real network it meets the real links."""
-
-    collective = False  # no dlion agreement rounds ride along
-    weight = None
-
-    def start(self, buffer, *, name: str, signature: int = 0):
-        from mpi4py import MPI
-
-        MPI.COMM_WORLD.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
-        buffer *= 1.0 / MPI.COMM_WORLD.size
-        return self
-
-    def wait(self, timeout=None) -> bool:
-        return True
-
-    def describe(self) -> str:
-        return "flat MPI allreduce (Horovod-like)"
 
 
 if __name__ == "__main__":

@@ -88,6 +88,37 @@ class Topology:
             raise ValueError(f"link rate {rate!r}: want a tc-style rate such as 5mbit")
         return replace(self, links=[(a, b, rate, delay) for a, b, _, delay in self.links])
 
+    def on_sites(self, present: list[str]) -> Topology:
+        """The part of this topology that ranks of sites ``present`` (one entry per rank, in
+        rank order, e.g. ``["A", "A"]`` when site B has left) run: the k-th present rank of a
+        site has the compute speed of that site's k-th rank here; links and quotas of absent
+        sites are dropped, and so are ``slow`` items (they name ranks of the full layout).
+        ``ValueError`` for a site this topology lacks or more ranks of a site than it has."""
+        full, speeds = dict(self.sites), self.speeds(with_quota=False)
+        first = {name: sum(n for s, n in self.sites[:i]) for i, (name, _) in enumerate(self.sites)}
+        sites: list[tuple[str, int]] = []
+        compute: list[float] = []
+        for name in present:
+            if name not in full:
+                raise ValueError(f"site {name!r} is not in the topology {self.describe()!r}")
+            if sites and sites[-1][0] == name:
+                sites[-1] = (name, sites[-1][1] + 1)
+            elif name in dict(sites):
+                raise ValueError(f"the ranks of site {name!r} are not contiguous in {present}")
+            else:
+                sites.append((name, 1))
+            k = dict(sites)[name] - 1
+            if k >= full[name]:
+                raise ValueError(f"site {name!r} has {full[name]} ranks, not {k + 1}")
+            compute.append(speeds[first[name] + k])
+        names = set(dict(sites))
+        return Topology(
+            sites,
+            links=[x for x in self.links if x[0] in names and x[1] in names],
+            compute=compute if self.compute else [],
+            cpu={s: q for s, q in self.cpu.items() if s in names},
+        )
+
     def describe(self) -> str:
         """The topology string back (normalised)."""
         parts = [",".join(f"{name}:{n}" for name, n in self.sites)]

@@ -126,7 +126,7 @@ class Config:
         hints = _hints(cls)
         values: dict[str, Any] = {}
         for name in fields:
-            var = ENV_PREFIX + name.upper()
+            var = _env_name(name)
             if var in environ:
                 values[name] = _parse(var, environ[var], hints[name])
         values.update(overrides or {})
@@ -184,6 +184,18 @@ class Config:
         for name in ENGINE_FIELDS:
             setattr(ec, name, getattr(self, name))
         return ec
+
+
+def env_var(name: str) -> str:
+    """The environment variable of option ``name`` (``site`` -> ``DLION_SITE``), for a launcher
+    that sets options for the ranks it starts; ``TypeError`` for an unknown option."""
+    if name not in {f.name for f in dataclasses.fields(Config)}:
+        raise TypeError(f"unknown dlion option {name!r}")
+    return _env_name(name)
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
 
 
 def _hints(cls: type) -> dict[str, Any]:

@@ -64,29 +64,47 @@ def exchange(kind: str, payload: bytes, name: str, layout: str = "") -> list[byt
     Raises ``InvalidArgumentError`` when some rank refused this call (naming it and its
     error) and ``MismatchError`` when some rank made another call under this name.
     """
-    framed = frame(kind, payload)
-    handle = runtime.engine().allgather(framed, name, layout or kind)
-    runtime.emulated(handle, "allgather", len(framed)).wait()
-    chunks = [_unframe(c) for c in handle.result()]
-    me = runtime.rank()
-    refused = [(r, p.decode("utf-8", "replace")) for r, (k, p) in enumerate(chunks) if k == REFUSED]
-    if refused:
-        detail = "; ".join(
-            msg if msg.startswith("rank ") else f"rank {r}: {msg}" for r, msg in refused
-        )
-        raise InvalidArgumentError(
-            f"rank {me}: {kind} '{name}': {_ranks(r for r, _ in refused)} refused the call, "
-            f"so no rank ran it ({detail})"
-        )
-    other = [(r, k) for r, (k, _) in enumerate(chunks) if k != kind]
-    if other:
-        detail = ", ".join(f"rank {r} called {k}" for r, k in other)
-        raise MismatchError(
-            f"rank {me}: '{name}': ranks made different calls under one name: this rank "
-            f"called {kind}, {detail}. Every rank must call the same collectives in the same "
-            "order; the operation was dropped on every rank."
-        )
-    return [p for _, p in chunks]
+    return Gathering(kind, payload, name, layout).result()
+
+
+class Gathering:
+    """An :func:`exchange` in flight: started at construction, ``result()`` waits for it (the
+    ranks submit it in order with their other operations, and it moves while they do)."""
+
+    def __init__(self, kind: str, payload: bytes, name: str, layout: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        framed = frame(kind, payload)
+        handle = runtime.engine().allgather(framed, name, layout or kind)
+        self._handle = handle
+        self._waitable = runtime.emulated(handle, "allgather", len(framed))
+
+    def result(self) -> list[bytes]:
+        """Every rank's payload, in rank order (the errors of :func:`exchange`)."""
+        kind, name = self.kind, self.name
+        self._waitable.wait()
+        chunks = [_unframe(c) for c in self._handle.result()]
+        me = runtime.rank()
+        refused = [
+            (r, p.decode("utf-8", "replace")) for r, (k, p) in enumerate(chunks) if k == REFUSED
+        ]
+        if refused:
+            detail = "; ".join(
+                msg if msg.startswith("rank ") else f"rank {r}: {msg}" for r, msg in refused
+            )
+            raise InvalidArgumentError(
+                f"rank {me}: {kind} '{name}': {_ranks(r for r, _ in refused)} refused the call, "
+                f"so no rank ran it ({detail})"
+            )
+        other = [(r, k) for r, (k, _) in enumerate(chunks) if k != kind]
+        if other:
+            detail = ", ".join(f"rank {r} called {k}" for r, k in other)
+            raise MismatchError(
+                f"rank {me}: '{name}': ranks made different calls under one name: this rank "
+                f"called {kind}, {detail}. Every rank must call the same collectives in the same "
+                "order; the operation was dropped on every rank."
+            )
+        return [p for _, p in chunks]
 
 
 class Refusal:

@@ -8,10 +8,20 @@ that joined last.
 Protocol (runs whenever more than one rank exists; engine operations in quotes):
 
   1. Every gradient exchange (``DistributedOptimizer``, ``DistributedGradientTape``, the Keras
-     ``DistributedOptimizer``) starts with one small control allgather "dlion.join.control".
-     An active rank sends ``("active", exchanger name, digest of the gradient layout)``; a rank
-     inside ``join()`` sends ``("joined", round it joined in, keys of the layouts it knows)``.
-     Every rank counts control rounds; all ranks take part in every round, so counts agree.
+     ``DistributedOptimizer``) has one small control allgather "dlion.join.control", its first
+     operation. A rank inside ``join()`` sends ``("joined", round it joined in, keys of the
+     layouts it knows)`` and waits for the round. An active rank sends
+     ``("active", exchanger name, digest of the gradient layout)`` and waits for the round
+     before it starts its gradients (*separate* round: the first step of a layout on this rank),
+     or ``("active", name, digest, non-finite vote)`` and starts its gradients right after the
+     control without waiting (*merged* round: a layout it has exchanged before). A merged round
+     carries the step's non-finite vote (:mod:`dlion.tensorflow.nonfinite`) too, so a step pays
+     one small round trip, overlapped with the gradients, instead of a control round before
+     them and a vote beside them. When any active rank sent a separate record, every rank runs
+     the vote allreduce after the gradients, as before. A merged round that cannot go on (the
+     active ranks' layouts differ, or a joined rank lacks theirs: gradients are in flight
+     already) raises ``MismatchError`` on every rank. Every rank counts control rounds; all
+     ranks take part in every round, so counts agree.
   2. No active record: everyone has joined; ``join()`` returns on every rank.
   3. Active records that disagree: with every rank active, the exchanger's layout check runs
      and names the first differing gradient; with some rank joined, ``MismatchError``.
@@ -24,19 +34,24 @@ Protocol (runs whenever more than one rank exists; engine operations in quotes):
      broadcasts the variables after ``join()`` instead, as in Horovod).
 
 The cost, paid on every exchange step with more than one rank, is the control allgather of a
-few dozen bytes (about one small-allreduce latency). Between a rank's ``join()`` and the last
-rank's, the active ranks may run only gradient exchanges: any other collective meets the
-control round and fails with ``MismatchError`` on every rank (never a hang).
+few dozen bytes: one small-operation latency at a layout's first step, then overlapped with the
+gradients (across a 40 ms WAN it was about 120 ms before the gradients of every step).
+Between a rank's ``join()`` and the last rank's, the active ranks may run only gradient
+exchanges: any other collective meets the control round and fails with ``MismatchError`` on
+every rank (never a hang).
 """
 
 from __future__ import annotations
 
 import hashlib
+import pickle
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import ops, runtime, timeline
+import numpy as np
+
+from . import gather, ops, runtime, timeline
 from .errors import DlionError, InvalidArgumentError, MismatchError
 from .exchange import Allreduce
 
@@ -51,7 +66,7 @@ class Responder(Protocol):
 
     def known_layouts(self) -> list[tuple]: ...
 
-    def join_step(self, layout: tuple, n_active: int) -> None: ...
+    def join_step(self, layout: tuple, n_active: int, votes: np.ndarray | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ class StepControl:
 
     n_active: int
     check_layout: bool  # every rank is active but layouts differ: run the descriptive check
+    votes: np.ndarray | None = None  # a merged round's non-finite votes (None: vote apart)
 
 
 @dataclass
@@ -110,12 +126,73 @@ def before_exchange(name: str, layout: tuple) -> StepControl:
         return StepControl(1, False)
     records = _gather(("active", name, digest(layout)))
     active = [r for r, rec in enumerate(records) if rec[0] == "active"]
+    if any(len(records[r]) == 4 for r in active):  # a merged round: its rules
+        return _merged_control(records, (name, digest(layout)))
     keys = {records[r][1:] for r in active}
     if len(keys) > 1:
         return StepControl(len(active), _differ(records, active, size))
     if _lacking(records, (name, digest(layout))):
         ops.broadcast_object(layout if runtime.rank() == active[0] else None, active[0], LAYOUT)
     return StepControl(len(active), False)
+
+
+class PendingControl:
+    """A merged control round in flight (protocol step 1, merged): started before the step's
+    gradient buffers, finished after they were started."""
+
+    def __init__(self, name: str, layout: tuple, vote: int) -> None:
+        self.name = name
+        self.key = (name, digest(layout))
+        record = ("active", name, self.key[1], vote)
+        state = _state()
+        self._round = state.rounds
+        state.rounds += 1
+        self._span = timeline.span("join", "join", op=CONTROL, round=self._round)
+        self._gathering = gather.Gathering("allgather_object", pickle.dumps(record), CONTROL)
+
+    def finish(self) -> StepControl:
+        """The round's records: how many ranks are active and every rank's vote (None when
+        some rank runs the separate vote this round); raises ``MismatchError`` on every rank
+        when the round cannot go on (see the module docstring, step 1)."""
+        with self._span:
+            records = [pickle.loads(b) for b in self._gathering.result()]
+        return _merged_control(records, self.key)
+
+
+def start_exchange(name: str, layout: tuple, vote: int) -> PendingControl:
+    """Step 1, merged, on an active rank whose plan for ``layout`` exists: start the control
+    round carrying this rank's non-finite ``vote``; ``finish()`` it after the gradients were
+    started."""
+    return PendingControl(name, layout, vote)
+
+
+def _merged_control(records: list[Any], key: tuple) -> StepControl:
+    """What a round with at least one merged record means, the same on every rank."""
+    size = len(records)
+    active = [r for r, rec in enumerate(records) if rec[0] == "active"]
+    keys = {tuple(records[r][1:3]) for r in active}
+    me = runtime.rank()
+    if len(keys) > 1:
+        other = next(r for r in active if tuple(records[r][1:3]) != tuple(records[active[0]][1:3]))
+        raise MismatchError(
+            f"rank {me}: ranks exchange different gradients in one step: rank {active[0]} "
+            f"'{records[active[0]][1]}' layout {records[active[0]][2].hex()}, rank {other} "
+            f"'{records[other][1]}' layout {records[other][2].hex()}. Every rank must pass the "
+            "same variables in the same order at every step."
+        )
+    lacking = [r for r, rec in enumerate(records) if rec[0] == "joined" and key not in rec[2]]
+    if lacking:
+        raise MismatchError(
+            f"rank {me}: rank(s) {lacking} joined without knowing the gradients of "
+            f"'{key[0]}' (layout {key[1].hex()}) that the active ranks exchange; a joined rank "
+            "must have run the same exchanges before it joined"
+        )
+    if any(len(records[r]) == 3 for r in active):  # some rank votes apart this round
+        return StepControl(len(active), False)
+    votes = np.zeros(size, np.float64)
+    for r in active:
+        votes[r] = float(records[r][3])
+    return StepControl(len(active), False, votes)
 
 
 def join() -> int:
@@ -157,12 +234,16 @@ def join() -> int:
 
 def _answer(records: list[Any], active: list[int]) -> None:
     """Steps 3-6 on a joined rank: take part in the active ranks' exchange with zeros."""
-    if len({records[r][1:] for r in active}) > 1:
-        _differ(records, active, len(records))
-    _, name, key = records[active[0]]
+    name, key = records[active[0]][1:3]
+    votes = None
     layout = None
-    if _lacking(records, (name, key)):
-        layout = ops.broadcast_object(None, active[0], LAYOUT)
+    if any(len(records[r]) == 4 for r in active):  # a merged round: its rules
+        votes = _merged_control(records, (name, key)).votes
+    else:
+        if len({records[r][1:] for r in active}) > 1:
+            _differ(records, active, len(records))
+        if _lacking(records, (name, key)):
+            layout = ops.broadcast_object(None, active[0], LAYOUT)
     responder = _state().responders.get(name)
     if responder is None:
         raise DlionError(
@@ -172,7 +253,7 @@ def _answer(records: list[Any], active: list[int]) -> None:
         )
     if layout is None:
         layout = next(lay for lay in responder.known_layouts() if digest(lay) == key)
-    responder.join_step(layout, len(active))
+    responder.join_step(layout, len(active), votes)
 
 
 def _gather(record: tuple) -> list[Any]:

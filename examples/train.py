@@ -20,8 +20,11 @@ batching + knowledge transfer.
 Rank 0 prints per epoch: loss, test accuracy (evaluated on all ranks, each on a slice of the
 test set), wall time, MB sent per link by rank 0, and the batch split. With --checkpoint-dir,
 every rank's model, optimizer slots, step and data position are saved (dlion.checkpoint) every
---checkpoint-every steps and at the end; --resume continues from the newest checkpoint (same
-number of ranks).
+--checkpoint-every steps and at the end; --resume continues from the newest checkpoint, also
+one saved by another number of ranks or on other sites (dlion.checkpoint.load(...,
+elastic="average"): the weighted replica average, residuals folded, the interrupted epoch
+re-sharded; load prints what was merged and folded). `python -m dlion.run` restarts it that
+way when ranks come and go (docs/elastic.md).
 """
 
 from __future__ import annotations
@@ -203,9 +206,19 @@ def main() -> None:
         state["batcher"] = batcher
     step = 0
     if args.resume and checkpoint.latest_step(args.checkpoint_dir) is not None:
-        step = checkpoint.load(args.checkpoint_dir, **state).step
+        # elastic="average": at the saved size and sites the exact per-rank resume; at another
+        # (a supervisor restarted the job on the hosts that are left, or on more) the weighted
+        # replica average, residuals folded into a pending gradient, the epoch re-sharded; rank 0
+        # prints what was merged and folded (ckpt.elastic.summary()).
+        ckpt = checkpoint.load(args.checkpoint_dir, elastic="average", **state)
+        step = ckpt.step
         if rank == 0:
-            print(f"resumed from step {step} ({args.checkpoint_dir})", flush=True)
+            saved = ckpt.manifest["world_size"]
+            print(
+                f"resumed from step {step} ({args.checkpoint_dir}), saved by {saved} ranks, "
+                f"now {size}",
+                flush=True,
+            )
 
     def save() -> None:
         checkpoint.save(args.checkpoint_dir, step, **state)

@@ -6,6 +6,10 @@ steps in the same job, on the same model and data:
   dlion   dlion.DistributedOptimizer(exchange=dlion.Allreduce())   (the C++ engine)
   mpi4py  flatten gradients, comm.Allreduce in place, divide, split, apply
   local   no exchange at all (the compute-only ceiling)
+Each row also gives the CPU this rank spent during that exchange's timed steps, split by thread
+(Linux /proc): the training (the Python thread, TF's threads, an mpi4py exchange's MPI calls)
+and dlion's progress threads (dlion-engine, dlion-peers), as engine_cpu_pct = engine /
+training; the mpi4py and local rows show what the idle engine takes meanwhile.
 All three apply the gradients the same way (compiled, as DistributedOptimizer does by default;
 --eager-apply: Keras' eager apply_gradients for all), so only the exchange differs.
 """
@@ -59,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import tensorflow as tf
 
+    from . import cpu
     from .report import Report
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -72,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
             ("steps_per_s", "{:.1f}"),
             ("samples_per_s", "{:.0f}"),
             ("vs_mpi4py", "{:.3f}"),
+            ("train_cpu_s", "{:.2f}"),
+            ("engine_cpu_s", "{:.3f}"),
+            ("engine_cpu_pct", "{:.1f}"),
             ("final_loss", "{:.3f}"),
         ],
         args.json,
@@ -97,17 +105,21 @@ def run(args: argparse.Namespace) -> int:
     # Interleave the exchanges in rounds so that drift of a noisy machine hits all alike.
     rounds = max(1, min(args.rounds, args.steps))
     seconds = dict.fromkeys(steppers, 0.0)
+    used = {name: {"training": 0.0, "engine": 0.0} for name in steppers}
     last = dict.fromkeys(steppers, 0.0)
     done = 0
     for r in range(rounds):
         n = args.steps * (r + 1) // rounds - done
         for name, step in steppers.items():
             comm.Barrier()
-            t = time.perf_counter()
+            t, cpu0 = time.perf_counter(), cpu.thread_cpu_seconds()
             for i in range(done, done + n):
                 last[name] = step(i) or last[name]
             comm.Barrier()
             seconds[name] += time.perf_counter() - t
+            split = cpu.split(cpu0, cpu.thread_cpu_seconds())
+            used[name]["training"] += split["training"]
+            used[name]["engine"] += split["dlion-engine"] + split["dlion-peers"]
         done += n
     results = {name: args.steps / seconds[name] for name in steppers}
     for name in steppers:
@@ -118,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
                 "steps_per_s": results[name],
                 "samples_per_s": results[name] * args.batch * size,
                 "vs_mpi4py": results[name] / results["mpi4py"] if "mpi4py" in results else None,
+                "train_cpu_s": used[name]["training"],
+                "engine_cpu_s": used[name]["engine"],
+                "engine_cpu_pct": 100 * used[name]["engine"] / max(used[name]["training"], 1e-9),
                 "final_loss": last[name],
                 "steps": args.steps,
                 "batch_per_rank": args.batch,

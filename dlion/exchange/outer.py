@@ -111,8 +111,9 @@ class OuterSync(Exchange):
             :meth:`dlion.DistributedOptimizer.flush` at the end of training (``model.fit``
             does it itself).
         codec, bits, k_ratio, error_feedback: how the pseudo-gradients cross each site pair,
-            as for :class:`dlion.PeerExchange` (default 8-bit QSGD with error feedback:
-            what the rounding drops is sent in later rounds).
+            as for :class:`dlion.PeerExchange` (default 4-bit QSGD with error feedback:
+            what the rounding drops is sent in later rounds; ``bits`` None: 4 for
+            ``"qsgd"``, 8 for ``"topk"``).
         weight: this rank's share of the outer combination, default ``1 / size``;
             :class:`dlion.DynamicBatcher` sets the batch sizes instead (``set_batches``), and
             then the in-site average weights each rank by its batch and the outer combination
@@ -134,7 +135,7 @@ class OuterSync(Exchange):
         fragments: int = 1,
         overlap: int = 0,
         codec: Codec = "qsgd",
-        bits: int | None = 8,
+        bits: int | None = None,
         k_ratio: float = 0.01,
         error_feedback: bool | None = None,
         weight: float | None = None,
@@ -157,6 +158,8 @@ class OuterSync(Exchange):
             raise InvalidArgumentError(f"{where}(momentum={momentum!r}): must be in [0, 1)")
         self.every, self.fragments, self.overlap = every, fragments, overlap
         self.outer_lr, self.momentum, self.nesterov = float(outer_lr), float(momentum), nesterov
+        if bits is None:  # 4-bit QSGD (as Streaming DiLoCo), 8-bit top-k values
+            bits = {"qsgd": 4, "topk": 8}.get(codec)
         self._outer = PeerExchange(
             codec,
             bits=bits if codec in ("qsgd", "topk") else None,

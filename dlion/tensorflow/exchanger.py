@@ -1,8 +1,10 @@
 """GradientExchanger: fuse a list of gradients, combine them across ranks, hand them back.
 
 Shared by DistributedOptimizer and DistributedGradientTape. Keeps one fusion plan per gradient
-layout (checked across ranks the first time it is seen) and runs the exchange policy on each
-fused buffer; packing the next buffer overlaps exchanging the previous one.
+layout (checked across ranks the first time it is seen), packs and checks every fused buffer
+(non-finite values), then runs the exchange policy on each; a collective policy's step starts
+with dlion.join's control round (:mod:`dlion.joining`), which at a layout's later steps also
+carries the non-finite vote and overlaps the buffers instead of preceding them.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from .. import joining, links, ops, runtime, timeline
 from ..errors import EngineShutdownError, InvalidArgumentError, MismatchError, PeerTimeoutError
 from ..exchange import Exchange, PerLinkExchange
+from ..joining import StepControl
 from . import fusion
 from .nonfinite import StepVerdict
 
@@ -60,8 +64,9 @@ class GradientExchanger:
         """
         if not tf.executing_eagerly():
             raise RuntimeError(
-                f"{self.caller} must run eagerly: keep the forward/backward in a tf.function "
-                "but call it outside"
+                f"{self.caller}: GradientExchanger.exchange_step runs eagerly; inside a "
+                "tf.function the exchange goes through graph_reduce (what the optimizers and "
+                "the tape do)"
             )
         joining.register(self)
         check_gradients(grads, names, f"{self.caller} at step {self.steps}")
@@ -69,37 +74,48 @@ class GradientExchanger:
         layout = fusion.layout_of(grads, names)
         if not self.collective:
             check = layout not in self.plans
-            return self._exchange(grads, names, layout, runtime.size(), check)
+            return self._exchange(grads, names, layout, StepControl(runtime.size(), check))
+        if layout in self.plans and runtime.size() > 1:  # merged control round: dlion/joining.py
+            return self._exchange(grads, names, layout, None)
         try:
             control = joining.before_exchange(self.name, layout)  # uneven data: dlion/joining.py
         except (PeerTimeoutError, EngineShutdownError) as e:
             raise type(e)(f"{e} (at step {self.steps} of {self.caller})") from e
-        return self._exchange(grads, names, layout, control.n_active, control.check_layout)
+        return self._exchange(grads, names, layout, control)
 
     def _exchange(
-        self, grads: list[Any], names: list[str], layout: tuple, n_active: int, check: bool
+        self, grads: list[Any], names: list[str], layout: tuple, control: StepControl | None
     ) -> fusion.FusionPlan | None:
-        plan = self._plan_for(grads, names, layout, check)
+        """One step: pack, start, wait, vote. ``control`` is the step's finished control round,
+        or None to run a merged one (started after packing, before the buffers)."""
+        plan = self._plan_for(grads, names, layout, control is not None and control.check_layout)
         verdict = StepVerdict(self.name, self.steps, collective=self.collective)
         self.steps += 1
         links_before = _link_bytes() if not self.collective else None  # before any is queued
-        pending = []
+        buffers = []
         for gi, group in enumerate(plan.groups):
             with timeline.span("pack", "pack", group=gi):
-                buffer = plan.pack(grads, group)
+                buffers.append(plan.pack(grads, group))
             verdict.check(group)  # zeroes a non-finite buffer before it can leave this rank
-            name = f"{self.name}.grads[{gi}]"
-            started = _now_us()
-            pending.append(
-                (
-                    name,
-                    buffer,
-                    started,
-                    self.exchange.start(buffer, name=name, signature=plan.signature),
-                )
-            )
-        vote = verdict.start()
+        merged = None
+        pending = []
         try:
+            if control is None:
+                merged = joining.start_exchange(self.name, layout, verdict.vote())
+            try:
+                for gi, buffer in enumerate(buffers):
+                    name = f"{self.name}.grads[{gi}]"
+                    started = _now_us()
+                    handle = self.exchange.start(buffer, name=name, signature=plan.signature)
+                    pending.append((name, buffer, started, handle))
+            except EngineShutdownError:
+                if merged is not None:  # the control round failed first: its error says why
+                    merged.finish()
+                raise
+            if merged is not None:
+                control = merged.finish()
+            assert control is not None
+            vote = verdict.start(control.votes)
             for name, buffer, started, handle in pending:
                 with timeline.span("wait", "wait", op=name):
                     handle.wait()
@@ -111,7 +127,7 @@ class GradientExchanger:
         if not verdict.settle(plan, self.nonfinite):
             self.skipped += 1
             return None
-        factor = joining.rescale_factor(self.exchange, n_active, runtime.size())
+        factor = joining.rescale_factor(self.exchange, control.n_active, runtime.size())
         if factor != 1.0:
             for group in plan.groups:
                 group.buffer *= group.buffer.dtype.type(factor)
@@ -155,10 +171,12 @@ class GradientExchanger:
         """Layouts this exchanger has plans for (dlion.join's responder protocol)."""
         return list(self.plans)
 
-    def join_step(self, layout: tuple, n_active: int) -> None:
-        """Take part in one exchange with zero gradients; apply the result if we can."""
+    def join_step(self, layout: tuple, n_active: int, votes: np.ndarray | None = None) -> None:
+        """Take part in one exchange with zero gradients (``votes``: the merged control round's,
+        or None to take part in the vote); apply the result if we can."""
         grads = [None if dt == "none" else tf.zeros(shape, dt) for _, shape, dt in layout]
-        plan = self._exchange(grads, [n for n, _, _ in layout], layout, n_active, False)
+        control = StepControl(n_active, False, votes)
+        plan = self._exchange(grads, [n for n, _, _ in layout], layout, control)
         if plan is not None and self.joined_apply is not None:
             self.joined_apply(plan)
 

@@ -7,7 +7,9 @@ Protocol, once per exchange step (every rank runs it, in this order):
    non-finite ever leaves the rank (the exchange of that buffer still runs, to keep the ranks'
    operations paired, but its result is discarded).
 2. After the step's buffers are started, every rank adds its verdict to a ``size()``-long
-   float64 vector in one small sum-allreduce: entry ``r`` is 0 when rank ``r``'s gradients were
+   float64 vector in one small sum-allreduce (or, at a layout's later steps of a collective
+   exchange, sends it in the step's control round, :mod:`dlion.joining`, which every rank
+   waits for anyway): entry ``r`` is 0 when rank ``r``'s gradients were
    finite, else 1 + the index of its first non-finite gradient (the gradient lists are the same
    on every rank, checked at the first exchange). So every rank learns which ranks were bad, and
    in which tensor, at the same step.
@@ -18,7 +20,7 @@ Protocol, once per exchange step (every rank runs it, in this order):
 Cost per step: the check is one ``np.dot(x, x)`` over each buffer (any NaN or infinity makes the
 sum of squares non-finite; only when it is, an exact ``np.isfinite`` pass tells an overflowing
 but finite buffer apart), about a third of a memcpy of the gradients, plus one allreduce of
-``size()`` float64 values.
+``size()`` float64 values at a layout's first step (later, a few bytes in the control round).
 """
 
 from __future__ import annotations
@@ -87,12 +89,20 @@ class StepVerdict:
             self.local = first_nonfinite(group)
         group.buffer.fill(0)
 
-    def start(self) -> _core.Handle | _Decided:
-        """Step 2: the verdict allreduce (after every buffer of the step was started). A
+    def vote(self) -> int:
+        """This rank's entry of the vote: 0 when its buffers were finite, else 1 + the index
+        of its first non-finite gradient."""
+        return 0 if self.local is None else 1 + self.local[0]
+
+    def start(self, votes: np.ndarray | None = None) -> _core.Handle | _Decided:
+        """Step 2: the verdict allreduce (after every buffer of the step was started), or
+        ``votes`` every rank already has (dlion.join's merged control round carried them). A
         decentralized exchange (``collective=False``) votes alone: peers are not held in
         lockstep, so only the bad rank raises or skips; its peers received zeros from it."""
-        if self.local is not None:
-            self.votes[runtime.rank()] = 1 + self.local[0]
+        if votes is not None:
+            self.votes[:] = votes
+            return _Decided()
+        self.votes[runtime.rank()] = self.vote()
         if not self.collective:
             return _Decided()
         return ops.allreduce_async(self.votes, "sum", f"{self.name}.finite")

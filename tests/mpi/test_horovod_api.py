@@ -64,6 +64,10 @@ def test_join_with_uneven_data_finishes_with_identical_weights(np_, tmp_path, re
         assert r["lasts"] == [0, 0]  # rank 0 has the most batches: it joins last
         assert r["steps"] == 20 and r["iterations"] == 20  # joined ranks applied too
         assert r["max_abs_err"] <= 1e-5 * max(1.0, r["scale"]), r
+        # One control round and the gradients per step (the first step of the layout also
+        # votes apart; each join() ends with one more control round): the non-finite vote
+        # rides in the control round, joined or not.
+        assert r["ops"] <= 2 * r["rounds"] + 1 + 2, r
     for rank in range(np_):
         _check_trace(trace.with_name(f"trace.rank{rank}.json"), rank, joined=rank != 0)
 

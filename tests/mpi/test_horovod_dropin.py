@@ -131,7 +131,7 @@ def test_fit_with_a_decentralized_exchange_ends_with_one_model_and_load_model_wr
         assert r["loaded"] == ["DistributedOptimizer", "SGD"]
         assert r["config"]["backward_passes_per_step"] == 3
         assert r["config"]["average_aggregated_gradients"] is True
-        want = "outer(H=10, lr=0.7, momentum=0.9 nesterov, fragments=2, overlap=0, qsgd 8 bit)"
+        want = "outer(H=10, lr=0.7, momentum=0.9 nesterov, fragments=2, overlap=0, qsgd 4 bit)"
         assert r["roundtrip"] == [want, 1 << 20], r["roundtrip"]
         assert r["wrapped"] == ["cast_allreduce(fp16)", 2]
 

@@ -70,3 +70,52 @@ def test_microcloud_benchmark_writes_seed_statistics_table_and_plots(tmp_path):
     assert proc.stdout.count("reusing") == 4 and "seed 0" not in proc.stdout
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "inprocess-wan-hetero.png").stat().st_size > 1000
+
+
+@pytest.mark.slow  # 3 supervised jobs and one plain: about 80 s idle, minutes on a loaded machine
+def test_wan_leave_restarts_resumes_elastically_and_reports_both_runs(tmp_path):
+    """The dynamic scenario, tiny (2 ranks: A:1,B:1): B leaves at 3 s of training and rejoins
+    at 16 s; the supervisor restarts the job on 1 rank, then on 2, each resuming from a
+    checkpoint; the report has the restarts, the recoveries and the run without the event."""
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "microcloud.py"),
+        "--np=2",
+        "--scenarios=wan-leave",
+        "--policies=dlion",
+        "--budget=20",
+        "--leave-at=3",
+        "--rejoin-at=16",
+        "--checkpoint-every=5",
+        "--eval-every=2",
+        "--test-samples=200",
+        "--targets=0.2,0.3",
+        f"--out={tmp_path}",
+    ]
+    env = {**os.environ, **RANK_ENV}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "microcloud.json").read_text())
+    assert len(results["commit"]) == 40 and "--scenarios=wan-leave" in results["command"]
+    cell = results["cells"]["inprocess/wan-leave"]
+    assert set(cell["runs"]) == {"dlion", "dlion (no event)"}
+    assert cell["events"]["leaves"] == "B" and cell["events"]["without_event"] == "wan-hetero"
+    el = cell["runs"]["dlion"]["0"]["elastic"]
+    assert el["restarts"] == 2, el
+    # every attempt after the first resumed from a checkpoint: at 1 rank (B gone), then at 2
+    trains = [e for e in el["journal"] if e["ev"] == "train"]
+    assert [t["ranks"] for t in trains] == [2, 1, 2], trains
+    assert all(t["resumed_from"] is not None for t in trains[1:]), trains
+    assert [t["saved_by"] for t in trains[1:]][0] == 2
+    leave, rejoin = el["recoveries"]
+    assert (leave["cause"], rejoin["cause"]) == ("B leaves", "B rejoins")
+    for r in (leave, rejoin):
+        assert 0 < r["recovery_s"] <= r["recovery_wall_s"] < 120, r
+    figures = cell["elastic"]["dlion"]["seeds"]["0"]
+    assert figures["restarts"] == 2 and len(figures["recoveries"]) == 2
+    assert figures["equal_steps"] == min(figures["steps"], figures["steps_no_event"])
+    assert 0 <= figures["accuracy_at_equal_steps"] <= 1
+    assert 0 <= figures["accuracy_at_equal_steps_no_event"] <= 1
+    table = (tmp_path / "microcloud.md").read_text()
+    assert "wan-leave, with and without the event" in table
+    assert "B leaves:" in table and "B rejoins:" in table

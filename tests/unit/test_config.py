@@ -6,7 +6,7 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from dlion.config import ENGINE_FIELDS, Config
+from dlion.config import ENGINE_FIELDS, Config, env_var
 from dlion.errors import InvalidArgumentError, OptionTypeError
 from dlion.option_checks import NEVER_S
 
@@ -25,6 +25,13 @@ def test_env_is_derived_from_field_names_and_overrides_win():
     c = Config.from_env({"stall_warning_s": 3}, environ=env)
     assert c.stall_timeout_s == 12.5 and c.ring_segment_bytes == 65536 and c.stall_warning_s == 3
     assert Config.from_env({"stall_timeout_s": 1.0}, environ=env).stall_timeout_s == 1.0
+
+
+def test_env_var_names_an_option_for_a_launcher():
+    assert env_var("site") == "DLION_SITE"
+    assert env_var("liveness_timeout_s") == "DLION_LIVENESS_TIMEOUT_S"
+    with pytest.raises(TypeError, match="unknown dlion option 'sites'"):
+        env_var("sites")
 
 
 def test_unknown_option_is_a_type_error_listing_the_options():

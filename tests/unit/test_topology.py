@@ -36,3 +36,19 @@ def test_one_topology_drives_both_modes():
 def test_bad_topologies_are_refused_naming_the_item(bad):
     with pytest.raises(ValueError, match="topology"):
         topology.parse(bad)
+
+
+def test_on_sites_keeps_each_present_rank_its_speed_and_drops_absent_sites():
+    t = topology.parse("A:2,B:2 A-B:20mbit:40ms compute=1,1,0.5,0.5 cpu=B:0.5 slow=2:3@10")
+    alone = t.on_sites(["A", "A"])
+    assert alone.describe() == "A:2 compute=1,1" and alone.emulate_inprocess() == ""
+    assert t.on_sites(["A", "A", "B", "B"]).describe() == t.describe().replace(" slow=2:3@10", "")
+    part = t.on_sites(["A", "B"])  # one rank of each: B's first rank, quota and link
+    assert part.describe() == "A:1,B:1 A-B:20mbit:40ms compute=1,0.5 cpu=B:0.5"
+    spec.parse(part.emulate_inprocess()).check(["A", "B"])
+    with pytest.raises(ValueError, match="site 'C' is not in"):
+        t.on_sites(["A", "C"])
+    with pytest.raises(ValueError, match="has 2 ranks, not 3"):
+        t.on_sites(["B", "B", "B"])
+    with pytest.raises(ValueError, match="not contiguous"):
+        t.on_sites(["A", "B", "A"])

@@ -59,11 +59,13 @@ if scenario == "join":
         keras.optimizers.SGD(0.1, momentum=0.9), exchange=dlion.Allreduce()
     )
     lasts = []
+    ops_before = dlion.runtime.engine().stats()["ops_completed"]
     for epoch in range(epochs):
         for step in range(n_batches[rank]):
             x, y = batch(epoch, step, rank)
             opt.apply_gradients(zip(grads_of(model, x, y), model.trainable_variables))
         lasts.append(dlion.join())
+    ops = dlion.runtime.engine().stats()["ops_completed"] - ops_before  # engine operations
     weights = [v.numpy() for v in model.trainable_variables]
     digest = hashlib.sha256(b"".join(w.tobytes() for w in weights)).hexdigest()
 
@@ -91,6 +93,8 @@ if scenario == "join":
             "iterations": int(opt.iterations.numpy()),
             "max_abs_err": err,
             "scale": scale,
+            "ops": ops,
+            "rounds": epochs * max(n_batches),
         },
     )
 

@@ -237,12 +237,14 @@ struct Estimate {
 // One key per stride of n / kSample at a seeded offset; lo is the sample key whose rank is
 // the expected sample count of the top k plus four standard deviations (and a little), so
 // fewer than k keys >= lo is very unlikely, while the candidates stay close to k.
-Estimate estimate_threshold(const float* x, std::size_t n, std::size_t k) {
+// value(i) is element i of the tensor.
+template <typename Value>
+Estimate estimate_threshold(Value value, std::size_t n, std::size_t k) {
   const std::size_t stride = n / kSample;
   std::vector<std::uint32_t> sample(kSample);
   std::uint64_t state = kSampleSeed;
   for (std::size_t j = 0; j < kSample; ++j)
-    sample[j] = key_of(x[j * stride + bounded(state, static_cast<std::uint32_t>(stride))]);
+    sample[j] = key_of(value(j * stride + bounded(state, static_cast<std::uint32_t>(stride))));
   const double mu = static_cast<double>(k) * static_cast<double>(kSample) / static_cast<double>(n);
   const auto rank = std::min(kSample, static_cast<std::size_t>(mu + 4 * std::sqrt(mu) + 8));
   std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(rank - 1),
@@ -269,6 +271,43 @@ bool collect_at_least(const float* x, std::size_t n, std::uint32_t lo, std::size
   return complete;
 }
 
+// collect_at_least over residual + grad, written back to residual block by block as it goes:
+// the whole residual is updated even when collecting stops past limit (then false).
+bool compensate_collect(float* __restrict residual, const float* __restrict grad, std::size_t n,
+                        std::uint32_t lo, std::size_t limit, std::vector<Cand>& cand) {
+  cand.resize(limit + kBlock);
+  Cand* out = cand.data();
+  std::size_t c = 0;
+  bool complete = true;
+  std::size_t i = 0;
+  for (; i + kBlock <= n; i += kBlock) {
+    float* __restrict r = residual + i;
+    const float* __restrict g = grad + i;
+    for (std::size_t j = 0; j < kBlock; ++j) r[j] += g[j];
+    if (!complete || !block_has(r, lo)) continue;
+    if (c > limit) {
+      complete = false;
+      continue;
+    }
+    for (std::size_t j = 0; j < kBlock; ++j) {
+      out[c] = {r[j], static_cast<std::uint32_t>(i + j)};
+      c += key_of(r[j]) >= lo;
+    }
+  }
+  for (std::size_t j = i; j < n; ++j) residual[j] += grad[j];
+  if (complete && c > limit) complete = false;
+  for (std::size_t j = i; j < n && complete; ++j) {
+    out[c] = {residual[j], static_cast<std::uint32_t>(j)};
+    c += key_of(residual[j]) >= lo;
+  }
+  cand.resize(c);
+  return complete;
+}
+
+void compensate(float* __restrict residual, const float* __restrict grad, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) residual[i] += grad[i];
+}
+
 }  // namespace
 
 void topk_exact(const float* x, std::size_t n, std::size_t k, std::uint32_t* idx, float* val) {
@@ -292,7 +331,7 @@ void topk_fast(const float* x, std::size_t n, std::size_t k, std::uint32_t* idx,
   check_sizes(n, k, "topk_fast");
   if (k == 0) return;
   if (n < kFastMinN || k > n / 4) return topk_exact(x, n, k, idx, val);
-  const Estimate est = estimate_threshold(x, n, k);
+  const Estimate est = estimate_threshold([x](std::size_t i) { return x[i]; }, n, k);
   if (est.lo >= kNonFinite) throw_nonfinite(x, n, 0);
   std::vector<Cand> cand;
   if (!collect_at_least(x, n, est.lo, est.limit, cand) || cand.size() < k)
@@ -300,6 +339,27 @@ void topk_fast(const float* x, std::size_t n, std::size_t k, std::uint32_t* idx,
   // Every NaN/Inf has a key >= est.lo, so the first one in x is the first one in cand.
   for (const Cand& e : cand)
     if (key_of(e.val) >= kNonFinite) throw_nonfinite(x, n, e.idx);
+  emit(cand, kth_key(cand, k, 0, 0), idx, val);
+}
+
+void topk_compensate(float* residual, const float* grad, std::size_t n, std::size_t k,
+                     std::uint32_t* idx, float* val) {
+  check_sizes(n, k, "topk_compensate");
+  if (n < kFastMinN || k == 0 || k > n / 4) {
+    compensate(residual, grad, n);
+    return topk_exact(residual, n, k, idx, val);
+  }
+  const Estimate est = estimate_threshold(
+      [residual, grad](std::size_t i) { return residual[i] + grad[i]; }, n, k);
+  std::vector<Cand> cand;
+  if (est.lo >= kNonFinite) {
+    compensate(residual, grad, n);
+    throw_nonfinite(residual, n, 0);
+  }
+  if (!compensate_collect(residual, grad, n, est.lo, est.limit, cand) || cand.size() < k)
+    return topk_exact(residual, n, k, idx, val);
+  for (const Cand& e : cand)
+    if (key_of(e.val) >= kNonFinite) throw_nonfinite(residual, n, e.idx);
   emit(cand, kth_key(cand, k, 0, 0), idx, val);
 }
 

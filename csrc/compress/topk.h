@@ -30,6 +30,15 @@ void topk_exact(const float* x, std::size_t n, std::size_t k, std::uint32_t* idx
 // small n or k > n/4, so the result never depends on the sample, only the speed does.
 void topk_fast(const float* x, std::size_t n, std::size_t k, std::uint32_t* idx, float* val);
 
+// Error feedback's compensate and select in one pass: residual[i] += grad[i] for i < n (as
+// ef_compensate), then (idx, val) = the top-k of the updated residual, with topk_fast's contract
+// and result. The sampled threshold is read from residual + grad before the pass, so the one
+// streaming pass both writes the residual and collects the candidates (falling back to
+// topk_exact on the updated residual when the estimate is off). On NaN/Inf the residual has
+// been updated when InvalidArgument is thrown. residual and grad must not overlap.
+void topk_compensate(float* residual, const float* grad, std::size_t n, std::size_t k,
+                     std::uint32_t* idx, float* val);
+
 // k distinct indices drawn uniformly from [0, n), written ascending to idx[0..k). The same
 // (n, k, seed) gives the same indices on every platform (own splitmix64 generator, Floyd's
 // sampling). k > n or n >= 2^32 throws InvalidArgument.

@@ -152,7 +152,8 @@ std::vector<float> PeerEngine::residual(std::uint32_t group, int peer) const {
   std::lock_guard<std::mutex> lock(groups_mu_);
   auto it = groups_.find(group);
   if (it == groups_.end()) return {};
-  return it->second.residual[static_cast<std::size_t>(peer)];
+  const auto& r = it->second.residual[static_cast<std::size_t>(peer)];
+  return r ? *r : std::vector<float>{};
 }
 
 void PeerEngine::set_residual(std::uint32_t group, int peer, std::vector<float> values) {
@@ -174,7 +175,8 @@ void PeerEngine::set_residual(std::uint32_t group, int peer, std::vector<float> 
     g.latest.assign(static_cast<std::size_t>(size_), -1);
     g.residual.resize(static_cast<std::size_t>(size_));
   }
-  g.residual[static_cast<std::size_t>(peer)] = std::move(values);
+  g.residual[static_cast<std::size_t>(peer)] =
+      values.empty() ? nullptr : std::make_shared<std::vector<float>>(std::move(values));
 }
 
 void PeerEngine::shutdown() {

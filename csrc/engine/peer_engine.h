@@ -12,7 +12,9 @@
 // One exchange (group g, step t) on rank i:
 //   1. for every peer p: x = grad (or residual[g][p] += grad with error feedback); encode x with
 //      the link's codec into one wire message (format.h) with i's weight; with error feedback
-//      residual[g][p] -= decode(message); queue it on link p (paced when the link is emulated);
+//      residual[g][p] -= decode(message); queue it on link p (paced when the link is emulated).
+//      Links with the same codec share one message, encoded once: without error feedback, and
+//      with it while their residuals are one (Group::residual);
 //   2. wait until every peer p has sent some step >= t - staleness (sync: >= t);
 //   3. out = sum over ranks r in rank order of: w_i * grad (r == i), or, for r = p, every
 //      message of p not yet applied with step <= t, each times its own weight. Every message is
@@ -129,7 +131,10 @@ class PeerEngine {
     bool registered = false;                     // its first exchange has started
     std::vector<std::deque<Arrived>> inbox;      // per peer, in arrival (= step) order
     std::vector<std::int64_t> latest;            // per peer: newest step received, -1: none
-    std::vector<std::vector<float>> residual;    // per peer; empty until used
+    // Per peer; null (or empty) until used. Links whose residuals are known equal (error feedback
+    // with the same plans since they started, or restored so) share one: they carry one message,
+    // encoded once (peer_start.cc); a link whose plan differs gets its own copy first.
+    std::vector<std::shared_ptr<std::vector<float>>> residual;
     std::vector<float> acc;                      // the aggregate being built
     std::int64_t last_step = -1;                 // newest step exchanged by this rank
   };
@@ -161,6 +166,9 @@ class PeerEngine {
   void start(Task& task, Clock::time_point now);
   void start_probe_round(Task& task, Clock::time_point now);
   Group& group(std::uint32_t id, std::size_t n);
+  // The links of r with error feedback and this codec whose residual is res (shared storage).
+  long sharers(const Group& g, const ExchangeRequest& r, const std::vector<float>* res,
+               const wire::Codec& codec) const;
   // peer_mpi.cc: MPI progress and message storage.
   bool service(Clock::time_point now);  // MPI progress; true when anything happened
   void post_due_sends(Clock::time_point now, bool& progressed);

@@ -2,7 +2,6 @@
 // exchange once every awaited peer has sent far enough (step 2 of peer_engine.h), with the
 // weighted aggregate of step 3.
 #include <algorithm>
-#include <cstring>
 #include <mutex>
 #include <utility>
 
@@ -39,29 +38,72 @@ bool PeerEngine::try_finish(Task& task, Clock::time_point now) {
   for (int p = 0; p < size_; ++p)
     if (p != rank_ && expects(r, p) && g.latest[static_cast<std::size_t>(p)] < need) return false;
 
-  // Weighted sum in rank order, so that ranks holding the same messages get the same bits.
-  g.acc.assign(r.n, 0.0f);
-  for (int p = 0; p < size_; ++p) {
-    if (p == rank_) {
-      add_scaled(g.acc.data(), r.grad, r.n, r.weight);
-      continue;
-    }
+  // Weighted sum in rank order, so that ranks holding the same messages get the same bits:
+  // ((0 + the terms of the ranks before this one) + w_i * grad) + the later ranks' terms, each
+  // pass element-wise, so out may be grad. Two terms commute exactly (and 0 + a + b == 0 + b + a
+  // with signed zeros too), so with at most one earlier term the own term writes out first and
+  // every other term adds into it in place; a dense float32 term next to the own one joins its
+  // pass (two dense ranks: one read of each tensor). Only two or more earlier terms need a
+  // scratch sum, which then meets the own term in one pass.
+  auto due = [&](int p) {
+    const auto& box = g.inbox[static_cast<std::size_t>(p)];
+    return !box.empty() && static_cast<std::int64_t>(box.front().step) <= step;
+  };
+  auto due_count = [&](int p) {
+    std::size_t c = 0;
+    for (const Arrived& a : g.inbox[static_cast<std::size_t>(p)])
+      c += static_cast<std::int64_t>(a.step) <= step;  // in step order: a prefix
+    return c;
+  };
+  auto pop = [&](int p) {  // the front message, once applied
     auto& box = g.inbox[static_cast<std::size_t>(p)];
-    while (!box.empty() && static_cast<std::int64_t>(box.front().step) <= step) {
-      const Arrived& a = box.front();
-      wire::apply_add(a.dec, g.acc.data(), r.n, a.dec.weight());
-      const std::int64_t lag = step - static_cast<std::int64_t>(a.step);
-      {
-        std::lock_guard<std::mutex> slock(mu_);
-        LinkStats& st = stats_[static_cast<std::size_t>(p)];
-        st.staleness_last = lag;
-        st.staleness_max = std::max(st.staleness_max, lag);
-      }
-      give(std::move(box.front().msg));
-      box.pop_front();
+    const std::int64_t lag = step - static_cast<std::int64_t>(box.front().step);
+    {
+      std::lock_guard<std::mutex> slock(mu_);
+      LinkStats& st = stats_[static_cast<std::size_t>(p)];
+      st.staleness_last = lag;
+      st.staleness_max = std::max(st.staleness_max, lag);
     }
+    give(std::move(box.front().msg));
+    box.pop_front();
+  };
+  auto apply_due = [&](int p, float* into) {
+    while (due(p)) {
+      const wire::Decoded& d = g.inbox[static_cast<std::size_t>(p)].front().dec;
+      wire::apply_add(d, into, r.n, d.weight());
+      pop(p);
+    }
+  };
+  auto dense = [&](int p) -> const wire::Decoded* {  // p's front message if dense float32
+    const wire::Decoded& d = g.inbox[static_cast<std::size_t>(p)].front().dec;
+    return d.encoding() == wire::Encoding::kDenseF32 ? &d : nullptr;
+  };
+  std::size_t earlier = 0;
+  int first = -1;  // the earlier rank with a term
+  for (int p = 0; p < rank_; ++p) {
+    const std::size_t c = due_count(p);
+    if (c > 0 && first < 0) first = p;
+    earlier += c;
   }
-  if (r.n > 0) std::memcpy(r.out, g.acc.data(), r.n * sizeof(float));
+  int next = rank_ + 1;  // the first later rank with a term
+  while (next < size_ && !due(next)) ++next;
+  const wire::Decoded* d = nullptr;
+  if (earlier == 1 && (d = dense(first)) != nullptr) {
+    scaled_sum2(r.out, d->values().data, d->weight(), r.grad, r.weight, r.n);
+    pop(first);
+  } else if (earlier == 0 && next < size_ && due_count(next) == 1 &&
+             (d = dense(next)) != nullptr) {
+    scaled_sum2(r.out, r.grad, r.weight, d->values().data, d->weight(), r.n);
+    pop(next++);
+  } else if (earlier <= 1) {
+    scaled_sum(r.out, nullptr, r.grad, r.n, r.weight);
+    if (earlier == 1) apply_due(first, r.out);
+  } else {
+    g.acc.assign(r.n, 0.0f);
+    for (int p = 0; p < rank_; ++p) apply_due(p, g.acc.data());
+    scaled_sum(r.out, g.acc.data(), r.grad, r.n, r.weight);
+  }
+  for (int p = next; p < size_; ++p) apply_due(p, r.out);
   task.handle->complete();
   return true;
 }

@@ -51,8 +51,16 @@ bool PeerEngine::any_group() const {
   return !groups_.empty();
 }
 
+namespace {
+constexpr std::size_t kSmall = 64 * 1024;  // messages below this size are not pooled
+}  // namespace
+
 wire::Message PeerEngine::take(std::size_t len) {
-  // The smallest pooled storage that fits, else the largest one (it grows once), else fresh.
+  // A small message (an acknowledgement, a heartbeat) gets fresh storage: handing it a pooled
+  // large buffer would lose that buffer (control messages are not given back) and make the
+  // next large message fault in fresh pages. Else the smallest pooled storage that fits, else
+  // the largest one (it grows once), else fresh.
+  if (len < kSmall) return wire::Message(len);
   auto best = pool_.end();
   for (auto it = pool_.begin(); it != pool_.end(); ++it) {
     if (best == pool_.end()) {
@@ -75,7 +83,6 @@ wire::Message PeerEngine::take(std::size_t len) {
 void PeerEngine::give(wire::Message&& msg) {
   // Keep what one step needs (a message out and one in per link, of every group in flight:
   // about 2 per peer) and only buffers worth keeping; the rest goes back to the allocator.
-  constexpr std::size_t kSmall = 64 * 1024;
   const std::size_t keep = 2 * static_cast<std::size_t>(size_) + 2;
   if (msg.capacity() < kSmall) return;
   if (pool_.size() >= keep) {

@@ -25,7 +25,23 @@ std::uint64_t seed_of(int rank, std::uint32_t group, std::uint64_t step, int pee
   return detail::splitmix64(s);
 }
 
+bool same_codec(const wire::Codec& a, const wire::Codec& b) {
+  return a.encoding == b.encoding && a.k == b.k && a.bits == b.bits && a.bucket == b.bucket &&
+         a.select == b.select && a.threshold == b.threshold && a.offset == b.offset;
+}
+
 }  // namespace
+
+long PeerEngine::sharers(const Group& g, const ExchangeRequest& r,
+                         const std::vector<float>* res, const wire::Codec& codec) const {
+  long count = 0;
+  for (int p = 0; p < size_; ++p) {
+    const LinkPlan& plan = r.links[static_cast<std::size_t>(p)];
+    count += p != rank_ && plan.send && plan.error_feedback &&
+             g.residual[static_cast<std::size_t>(p)].get() == res && same_codec(plan.codec, codec);
+  }
+  return count;
+}
 
 PeerEngine::Group& PeerEngine::group(std::uint32_t id, std::size_t n) {
   Group& g = groups_[id];
@@ -37,8 +53,8 @@ PeerEngine::Group& PeerEngine::group(std::uint32_t id, std::size_t n) {
   }
   if (!g.registered) {
     for (const auto& r : g.residual) {
-      DLION_CHECK(r.empty() || r.size() == n, InvalidArgument, "rank ", rank_, ": group ", id,
-                  " has ", n, " elements, but a residual of ", r.size(),
+      DLION_CHECK(!r || r->empty() || r->size() == n, InvalidArgument, "rank ", rank_,
+                  ": group ", id, " has ", n, " elements, but a residual of ", r->size(),
                   " was restored for it");
     }
     g.n = n;
@@ -73,43 +89,61 @@ void PeerEngine::start(Task& task, Clock::time_point now) {
   f.group = r.group;
   f.step = r.step;
   f.weight = r.weight;
-  // Links without error feedback and with the same codec share one message.
-  std::vector<std::pair<const wire::Codec*, std::shared_ptr<wire::Message>>> shared;
+  // Links with the same codec share one message, encoded once: without error feedback, and with
+  // it when their residuals are one (the same storage, or none yet: links that have carried the
+  // same plans since their start hold equal residuals, so one residual serves them all).
+  struct Done {
+    const wire::Codec* codec;
+    bool ef;
+    const std::vector<float>* before;       // the residual the message was encoded from
+    std::shared_ptr<std::vector<float>> after;  // what the links that share it hold afterwards
+    std::shared_ptr<wire::Message> msg;
+  };
+  std::vector<Done> done;
   const int tag = kGroupTag + static_cast<int>(r.group);
   for (int i = 1; i < size_; ++i) {
     const int p = (rank_ + i) % size_;
     const LinkPlan& plan = r.links[static_cast<std::size_t>(p)];
     if (!plan.send) continue;
-    std::shared_ptr<wire::Message> msg;
-    const std::uint64_t seed = seed_of(rank_, r.group, r.step, p);
-    std::vector<float>& res = g.residual[static_cast<std::size_t>(p)];
+    std::shared_ptr<std::vector<float>>& res = g.residual[static_cast<std::size_t>(p)];
+    if (res && res->empty()) res.reset();
     const bool lossless = plan.codec.encoding == wire::Encoding::kDenseF32;
-    if (plan.error_feedback && !(lossless && res.empty())) {
-      if (res.empty()) res.assign(r.n, 0.0f);
-      ef_compensate(res.data(), r.grad, r.n);
-      auto m = std::make_shared<wire::Message>(wire::encode(
-          res.data(), r.n, plan.codec, f, seed, r.reference, take(wire::kHeaderBytes)));
-      if (lossless) {
-        // Dense float32 carries the residual exactly: it is empty afterwards.
-        std::vector<float>().swap(res);
+    const bool ef = plan.error_feedback && !(lossless && !res);
+    std::shared_ptr<wire::Message> msg;
+    for (const Done& d : done) {
+      if (d.ef == ef && same_codec(*d.codec, plan.codec) && (!ef || d.before == res.get())) {
+        msg = d.msg;
+        if (ef) res = d.after;
+        break;
+      }
+    }
+    if (!msg) {
+      const std::uint64_t seed = seed_of(rank_, r.group, r.step, p);
+      wire::Message storage = take(wire::encoded_bound(r.n, plan.codec));
+      const std::vector<float>* before = res.get();
+      if (!ef) {
+        msg = std::make_shared<wire::Message>(wire::encode(r.grad, r.n, plan.codec, f, seed,
+                                                           r.reference, std::move(storage)));
       } else {
-        const wire::Decoded sent = wire::validate(m->data(), m->size(), rank_, r.group, r.n);
-        wire::apply_add(sent, res.data(), r.n, -1.0f);  // residual -= what the link carries
+        // Encode in place only when every link holding this residual shares this message;
+        // else this link takes its own copy first (the others keep the residual as it was).
+        if (!res) {
+          res = std::make_shared<std::vector<float>>(r.n, 0.0f);
+        } else if (res.use_count() > sharers(g, r, res.get(), plan.codec)) {
+          res = std::make_shared<std::vector<float>>(*res);
+        }
+        if (lossless) {
+          // Dense float32 carries the residual exactly: it is empty afterwards.
+          ef_compensate(res->data(), r.grad, r.n);
+          msg = std::make_shared<wire::Message>(wire::encode(
+              res->data(), r.n, plan.codec, f, seed, r.reference, std::move(storage)));
+          res.reset();
+        } else {
+          msg = std::make_shared<wire::Message>(wire::encode_compensated(
+              res->data(), r.grad, r.n, plan.codec, f, seed, r.reference, std::move(storage)));
+        }
       }
-      msg = std::move(m);
-    } else {
-      for (const auto& [codec, m] : shared) {
-        if (codec->encoding == plan.codec.encoding && codec->k == plan.codec.k &&
-            codec->bits == plan.codec.bits && codec->bucket == plan.codec.bucket &&
-            codec->select == plan.codec.select && codec->threshold == plan.codec.threshold &&
-            codec->offset == plan.codec.offset)
-          msg = m;
-      }
-      if (!msg) {
-        msg = std::make_shared<wire::Message>(wire::encode(
-            r.grad, r.n, plan.codec, f, seed, r.reference, take(wire::kHeaderBytes)));
-        shared.emplace_back(&plan.codec, msg);
-      }
+      done.push_back(Done{&plan.codec, ef, before, res, msg});
     }
     std::uint64_t k = 0;
     std::memcpy(&k, msg->data() + 40, sizeof k);

@@ -22,12 +22,19 @@ std::size_t ceil_div(std::uint64_t a, std::uint64_t b) {
   return static_cast<std::size_t>(a / b + (a % b != 0));
 }
 
-// The checksum of msg[0, len) with the checksum field read as zero.
-std::uint64_t message_checksum(const std::uint8_t* msg, std::size_t len) {
-  std::uint8_t head[kHeaderBytes];
-  std::memcpy(head, msg, kHeaderBytes);
-  std::memset(head + kChecksumOffset, 0, sizeof(std::uint64_t));
-  return hash64_concat(head, kHeaderBytes, msg + kHeaderBytes, len - kHeaderBytes);
+// The lanes whose all-ones exponent the checksum pass looks for: the encodings whose payload
+// is their values alone (DENSE_F32, FP16, BF16); nullptr for the others.
+const LaneScan* finite_scan(std::uint16_t encoding) {
+  switch (static_cast<Encoding>(encoding)) {
+    case Encoding::kDenseF32:
+      return &kScanF32;
+    case Encoding::kFp16:
+      return &kScanF16;
+    case Encoding::kBf16:
+      return &kScanBf16;
+    default:
+      return nullptr;
+  }
 }
 
 std::string hex(std::uint64_t v) {
@@ -152,31 +159,34 @@ void check_levels(View<std::uint8_t> packed, int bits, const Rejector& reject) {
 std::uint32_t raw_bits(float v) { return bits_of(v); }
 std::uint32_t raw_bits(std::uint16_t v) { return v; }
 
+// values[from, size) (the checksum's pass found values[0, from) finite).
 template <typename T>
 void check_finite(View<T> values, std::uint32_t exponent_mask, const char* what,
-                  const Rejector& reject) {
+                  const Rejector& reject, std::size_t from = 0) {
   bool bad = false;
-  for (std::size_t i = 0; i < values.size; ++i)
+  for (std::size_t i = from; i < values.size; ++i)
     bad |= (raw_bits(values.data[i]) & exponent_mask) == exponent_mask;
   if (!bad) return;
-  std::size_t i = 0;
+  std::size_t i = from;
   while ((raw_bits(values.data[i]) & exponent_mask) != exponent_mask) ++i;
   reject(detail::concat(what, "[", i, "]").c_str(),
          detail::concat("0x", std::hex, raw_bits(values.data[i]), " (infinite or NaN)"),
          "a finite value");
 }
 
-void check_payload_values(const Decoded& d, const Rejector& reject) {
+// known_finite: the leading bytes of a DENSE_F32/FP16/BF16 payload that the checksum's scan
+// found finite.
+void check_payload_values(const Decoded& d, const Rejector& reject, std::size_t known_finite) {
   switch (d.encoding()) {
     case Encoding::kDenseF32:
     case Encoding::kSparseF32:
-      check_finite(d.values(), 0x7f800000u, "values", reject);
+      check_finite(d.values(), 0x7f800000u, "values", reject, known_finite / sizeof(float));
       break;
     case Encoding::kFp16:
-      check_finite(d.halves(), 0x7c00u, "fp16 values", reject);
+      check_finite(d.halves(), 0x7c00u, "fp16 values", reject, known_finite / 2);
       break;
     case Encoding::kBf16:
-      check_finite(d.halves(), 0x7f80u, "bf16 values", reject);
+      check_finite(d.halves(), 0x7f80u, "bf16 values", reject, known_finite / 2);
       break;
     case Encoding::kQsgd:
     case Encoding::kSparseQsgd8:
@@ -302,10 +312,10 @@ bool consecutive(const std::uint32_t* idx, std::size_t k) {
   return run;
 }
 
-void encode_header(const Fields& f, std::uint8_t* msg, std::size_t len) {
-  const Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket, f.flags);
-  DLION_CHECK(len >= kHeaderBytes && len - kHeaderBytes == l.total, InvalidArgument,
-              "wire: message of ", len, " bytes; this one needs 64 + ", l.total);
+namespace {
+
+// The header of f with a zero checksum.
+Header header_of(const Fields& f, std::size_t payload) {
   Header h{};
   std::memcpy(h.magic, kMagic, 4);
   h.version = kWireVersion;
@@ -314,11 +324,34 @@ void encode_header(const Fields& f, std::uint8_t* msg, std::size_t len) {
   h.encoding = static_cast<std::uint16_t>(f.encoding);
   h.bits = static_cast<std::uint8_t>(f.bits);
   h.flags = f.flags;
-  h.weight = f.weight, h.n = f.n, h.k = f.k, h.payload_bytes = l.total;
+  h.weight = f.weight, h.n = f.n, h.k = f.k, h.payload_bytes = payload;
+  return h;
+}
+
+}  // namespace
+
+void encode_header(const Fields& f, std::uint8_t* msg, std::size_t len) {
+  const Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket, f.flags);
+  DLION_CHECK(len >= kHeaderBytes && len - kHeaderBytes == l.total, InvalidArgument,
+              "wire: message of ", len, " bytes; this one needs 64 + ", l.total);
+  Header h = header_of(f, l.total);
   std::memcpy(msg, &h, kHeaderBytes);
   if (l.bucket_word != kAbsent)
     std::memcpy(msg + kHeaderBytes + l.bucket_word, &f.bucket, sizeof f.bucket);
   h.checksum = message_checksum(msg, len);
+  std::memcpy(msg + kChecksumOffset, &h.checksum, sizeof h.checksum);
+}
+
+void encode_header_copy(const Fields& f, std::uint8_t* msg, std::size_t len, const void* src) {
+  DLION_CHECK(!is_bucketed(f.encoding), InvalidArgument,
+              "wire: encode_header_copy of a bucketed encoding (its payload starts with the "
+              "bucket word); use encode_header");
+  const Layout l = layout(f.encoding, f.n, f.k, f.bits, f.bucket, f.flags);
+  DLION_CHECK(len >= kHeaderBytes && len - kHeaderBytes == l.total, InvalidArgument,
+              "wire: message of ", len, " bytes; this one needs 64 + ", l.total);
+  Header h = header_of(f, l.total);
+  std::memcpy(msg, &h, kHeaderBytes);
+  h.checksum = hash64_concat_copy(msg, kHeaderBytes, src, msg + kHeaderBytes, l.total);
   std::memcpy(msg + kChecksumOffset, &h.checksum, sizeof h.checksum);
 }
 
@@ -338,7 +371,14 @@ Decoded validate(const std::uint8_t* msg, std::size_t len, int expected_sender,
   check_header(h, reject, registered_group, registered_n, expected_sender);
   const std::uint8_t* payload = msg + kHeaderBytes;
   d.bucket_ = check_sizes(h, payload, len, reject);
-  const std::uint64_t sum = message_checksum(msg, len);
+  // The finite check of a dense payload rides on the checksum's pass (hash64_concat_scan).
+  const LaneScan* scan = finite_scan(h.encoding);
+  bool hit = true;
+  std::size_t known_finite = 0;
+  const std::uint64_t sum = scan != nullptr
+                                ? message_checksum_scan(msg, len, *scan, &hit, &known_finite)
+                                : message_checksum(msg, len);
+  if (hit) known_finite = 0;
   if (h.checksum != sum) reject("checksum", hex(h.checksum), hex(sum));
 
   const auto enc = static_cast<Encoding>(h.encoding);
@@ -354,7 +394,7 @@ Decoded validate(const std::uint8_t* msg, std::size_t len, int expected_sender,
   d.packed_ = view_at<std::uint8_t>(payload, l.packed, l.packed_bytes);
   check_scales(d.scales_, reject);
   if (enc == Encoding::kQsgd || enc == Encoding::kSign) check_tail_bits(d.packed_, n, h.bits, reject);
-  check_payload_values(d, reject);
+  check_payload_values(d, reject, known_finite);
   check_indices(d.idx_, h.n, reject);
   if (d.contiguous()) check_first(d.first_, h.k, h.n, reject);
   return d;

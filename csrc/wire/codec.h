@@ -73,6 +73,12 @@ struct Fields {
 // The payload's content (index order, first + k <= n, scales) is not checked: validate() does.
 void encode_header(const Fields& fields, std::uint8_t* msg, std::size_t len);
 
+// encode_header of a message whose whole payload is src[0, len - kHeaderBytes) (DENSE_F32's
+// values): copies it into place in the same pass that checksums it. Not for the bucketed
+// encodings (InvalidArgument). src must not overlap msg.
+void encode_header_copy(const Fields& fields, std::uint8_t* msg, std::size_t len,
+                        const void* src);
+
 template <typename T>
 struct View {
   const T* data = nullptr;

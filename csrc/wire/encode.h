@@ -61,6 +61,22 @@ class Message {
 Message encode(const float* x, std::size_t n, const Codec& codec, Fields fields,
                std::uint64_t seed, const float* reference = nullptr, Message storage = {});
 
+// Error feedback's step for one link: residual[i] += x[i], then the message carrying the
+// updated residual (as encode() of it), and residual -= what the message carries (its decoded
+// values), so the residual keeps exactly what the link did not carry. Top-k selections
+// (SPARSE_F32, SPARSE_QSGD8) compensate and select in one pass (topk_compensate) and then touch
+// only the k carried entries; other codecs compensate, encode, and subtract the decoded message
+// (which is validated first). residual and x hold n elements and must not overlap. Errors as
+// encode(); on one, the residual may already be compensated.
+Message encode_compensated(float* residual, const float* x, std::size_t n, const Codec& codec,
+                           Fields fields, std::uint64_t seed, const float* reference = nullptr,
+                           Message storage = {});
+
+// An upper bound of the bytes encode(x, n, codec, ...) returns (exact for dense encodings and
+// top-k; threshold selection is bounded by k = n), so storage can be taken from a pool before
+// encoding. A codec that encode() would refuse gives kHeaderBytes.
+std::size_t encoded_bound(std::size_t n, const Codec& codec);
+
 // A header-only message (n = 0, dense) of `kind`, e.g. an acknowledgement or a latency probe.
 Message encode_empty(Kind kind, std::uint32_t sender, std::uint32_t group, std::uint64_t step);
 

@@ -11,7 +11,11 @@ message and sums what arrives) in each ``--modes`` mode: ``dense`` (float32), ``
 float values, error feedback), ``topk8`` (top-1% with 8-bit values), ``fp16``
 (:class:`dlion.CastAllreduce`, what ``compression=dlion.Compression.fp16`` runs: the dense
 average as a reduce-scatter + allgather in half precision). The reference is mpi4py
-sending the dense buffer to every peer (Isend/Irecv) and summing. ``bytes_per_link`` is what
+sending the dense buffer to every peer (Isend/Irecv) and summing. The ``topk`` and ``topk8``
+rows also time, in the same rounds, the kernels such a step cannot do without on this rank's
+gradient (``topk_fast`` of the ``n`` values, and for ``topk8`` the QSGD-8 encode of all ``n``,
+the two figures ``bench compress`` reports): ``kernels_s``, and ``vs_kernels`` = ``dlion_s`` /
+``kernels_s``, what the pipeline costs beyond its kernels. ``bytes_per_link`` is what
 one link carried per step (wire bytes, headers included), ``bytes_per_rank`` what one rank sent
 per step over all its links, and ``vs_ring`` that over ``2 (p - 1) / p * 4 n``, what the float32
 ring allreduce of the same buffer sends per rank (the allreduce rows' ``bytes_per_rank``: the
@@ -99,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             ("bytes_per_link", "{:.3g}"),
             ("bytes_per_rank", "{:.3g}"),
             ("vs_ring", "{:.2f}"),
+            ("vs_kernels", "{:.2f}"),
             ("achieved_Bps", "{:.3g}"),
             ("site_pair_Bps", "{:.3g}"),
         ],
@@ -120,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         def reference(b: np.ndarray = b) -> None:
             comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)
 
-        d, m, reps = alternate(comm, args, ours, reference, prepare)
+        d, m, reps, _ = alternate(comm, args, ours, reference, prepare)
         rep.row(
             {
                 "op": "allreduce",
@@ -182,15 +187,17 @@ def alternate(
     ours: Callable[[], None],
     reference: Callable[[], None],
     prepare: Callable[[], None],
-) -> tuple[float, float, int]:
+    extra: Callable[[], None] | None = None,
+) -> tuple[float, float, int, float]:
     """Time ``ours`` and ``reference`` alternately on every rank, each started together after
     a barrier, for ``args.warmup`` untimed and up to ``args.reps`` timed rounds (fewer once
     ``args.budget_s`` is spent; rank 0 decides, so all stop together); ``prepare`` runs,
     untimed, before each round. Returns the medians over rounds of the slowest rank's time of
-    each, and the number of timed rounds."""
+    each, the number of timed rounds, and the same median for ``extra`` (optional, timed the
+    same way after ``reference`` in every round; 0.0 without it)."""
     from mpi4py import MPI
 
-    dl, mp = [], []
+    dl, mp, ex = [], [], []
     started = time.perf_counter()
     for i in range(args.warmup + args.reps):
         prepare()
@@ -202,16 +209,26 @@ def alternate(
         t = time.perf_counter()
         reference()
         t_mp = time.perf_counter() - t
+        t_ex = 0.0
+        if extra is not None:
+            comm.Barrier()
+            t = time.perf_counter()
+            extra()
+            t_ex = time.perf_counter() - t
         if i >= args.warmup:
             dl.append(t_dl)
             mp.append(t_mp)
+            ex.append(t_ex)
         done = i >= args.warmup + 4 and time.perf_counter() - started > args.budget_s
         if comm.bcast(done, root=0):
             break
     dl_max, mp_max = np.array(dl), np.array(mp)
     comm.Allreduce(MPI.IN_PLACE, dl_max, op=MPI.MAX)
     comm.Allreduce(MPI.IN_PLACE, mp_max, op=MPI.MAX)
-    return float(np.median(dl_max)), float(np.median(mp_max)), len(dl)
+    ex_max = np.array(ex)
+    comm.Allreduce(MPI.IN_PLACE, ex_max, op=MPI.MAX)
+    medians = float(np.median(dl_max)), float(np.median(mp_max))
+    return medians[0], medians[1], len(dl), float(np.median(ex_max))
 
 
 def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -251,7 +268,19 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
             if p != rank:
                 np.add(buf, recv[p], out=buf)
 
-    d, m, reps = alternate(comm, args, ours, reference, prepare)
+    kernels = None
+    if mode in ("topk", "topk8"):
+        import dlion_core
+
+        k = policy.k_for(n)  # type: ignore[attr-defined]
+        into = dict(zip(("packed_out", "scales_out"), dlion_core.qsgd_encode(grad, 8, 1, 512)))
+
+        def kernels() -> None:
+            dlion_core.topk(grad, k, exact=False)
+            if mode == "topk8":
+                dlion_core.qsgd_encode(grad, 8, 1, 512, **into)
+
+    d, m, reps, kernels_s = alternate(comm, args, ours, reference, prepare, kernels)
     after = dlion.link_stats()
     steps = args.warmup + reps
     peers = [p for p in after if p != rank]
@@ -272,6 +301,8 @@ def peer_row(comm: Any, n: int, mode: str, args: argparse.Namespace) -> dict[str
         "ratio": d / m,
         "dlion_GBps": (size - 1) * n * 4 / d / 1e9,
         "reps": reps,
+        "kernels_s": kernels_s if kernels is not None else None,
+        "vs_kernels": d / kernels_s if kernels is not None else None,
         "bytes_per_link": sent / max(1, len(peers)) / steps,
         "bytes_per_rank": sent / steps,
         "vs_ring": sent / steps / ring_bytes(n, size) if size > 1 else None,

@@ -46,6 +46,26 @@ py::tuple topk(const py::array& x, std::int64_t k_arg, bool exact) {
   return py::make_tuple(idx, val);
 }
 
+py::tuple topk_compensate(py::array& residual, const py::array& grad, std::int64_t k_arg) {
+  float* res = dlion_bind::writable<float>(residual, "topk_compensate", "residual", "float32");
+  const float* g = dlion_bind::input<float>(grad, "topk_compensate", "grad", "float32");
+  const auto n = static_cast<std::size_t>(residual.size());
+  dlion_bind::check_size(static_cast<std::size_t>(grad.size()), n, "topk_compensate", "grad",
+                         "one gradient entry per residual entry");
+  DLION_CHECK(!residual.is(grad), dlion::InvalidArgument,
+              "topk_compensate: residual and grad are the same array; pass distinct ones");
+  const std::size_t k = checked_k(k_arg, n, "topk_compensate");
+  py::array_t<std::uint32_t> idx(static_cast<py::ssize_t>(k));
+  py::array_t<float> val(static_cast<py::ssize_t>(k));
+  std::uint32_t* idx_out = idx.mutable_data();
+  float* val_out = val.mutable_data();
+  {
+    py::gil_scoped_release release;
+    dlion::topk_compensate(res, g, n, k, idx_out, val_out);
+  }
+  return py::make_tuple(idx, val);
+}
+
 py::tuple randomk(const py::array& x, std::int64_t k_arg, std::uint64_t seed) {
   const float* data = dlion_bind::input<float>(x, "randomk", "x", "float32");
   const auto n = static_cast<std::size_t>(x.size());
@@ -83,6 +103,10 @@ void bind_topk(py::module_& m) {
         "flattened view; read-only is fine) as (idx uint32, values float32), idx ascending. "
         "Ties in |x| go to the lower index; NaN/Inf raise InvalidArgumentError. exact=False "
         "uses a sampled threshold (same result, usually faster).");
+  m.def("topk_compensate", &topk_compensate, py::arg("residual"), py::arg("grad"), py::arg("k"),
+        "Error feedback's compensate and select in one pass: residual += grad in place (both "
+        "float32 C-contiguous, same size, distinct), then topk(residual, k) of the updated "
+        "residual (same result and contract).");
   m.def("randomk", &randomk, py::arg("x"), py::arg("k"), py::arg("seed"),
         "k distinct uniformly random indices of x (float32 C-contiguous, flattened), ascending, "
         "and their values; reproducible for a seed on every platform.");

@@ -54,7 +54,9 @@ def test_the_split_follows_a_rank_that_slows_down_mid_run():
     check_conserved(recs, 128)
     splits = recs[0]["splits"]
     before = splits[slow_at - 1]
-    assert 0.8 <= before[1] / before[0] <= 1.25, before  # even while both run at full speed
+    # About even while both run at full speed (a loaded machine measured 74:54 once; the
+    # slowdown below makes it 1:3, far outside this band).
+    assert 0.67 <= before[1] / before[0] <= 1.5, before
     # Within a few checks of the slowdown, rank 1's batch has dropped well below half.
     followed = next(s for s in range(slow_at, steps) if splits[s][1] < 0.4 * 128)
     assert followed <= slow_at + 3 * check, (followed, splits[slow_at : slow_at + 20])

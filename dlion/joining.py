@@ -180,7 +180,7 @@ def _merged_control(records: list[Any], key: tuple) -> StepControl:
             f"'{records[other][1]}' layout {records[other][2].hex()}. Every rank must pass the "
             "same variables in the same order at every step."
         )
-    lacking = [r for r, rec in enumerate(records) if rec[0] == "joined" and key not in rec[2]]
+    lacking = _lacking(records, key)
     if lacking:
         raise MismatchError(
             f"rank {me}: rank(s) {lacking} joined without knowing the gradients of "
@@ -264,8 +264,9 @@ def _gather(record: tuple) -> list[Any]:
     return records
 
 
-def _lacking(records: list[Any], key: tuple) -> bool:
-    return any(rec[0] == "joined" and key not in rec[2] for rec in records)
+def _lacking(records: list[Any], key: tuple) -> list[int]:
+    """The joined ranks whose records do not list ``key`` among the layouts they know."""
+    return [r for r, rec in enumerate(records) if rec[0] == "joined" and key not in rec[2]]
 
 
 def _differ(records: list[Any], active: list[int], size: int) -> bool:

@@ -14,11 +14,7 @@ Engine::Engine(MPI_Comm comm, const EngineConfig& config) : config_(config) {
   comm_ = duplicate_comm(comm, config_.stall_timeout_s);
   DLION_MPI(MPI_Comm_rank(comm_, &rank_));
   DLION_MPI(MPI_Comm_size(comm_, &size_));
-  thread_ = std::thread([this] {
-    name_this_thread("dlion-engine");
-    ThreadCpu::Scope measured(thread_cpu_);
-    run();
-  });
+  worker_.start([this] { run(); });
 }
 
 Engine::~Engine() { shutdown(); }
@@ -42,20 +38,23 @@ HandlePtr Engine::submit(OpRequest req) {
   if (req.kind == OpKind::Allgather) {
     DLION_CHECK(req.dtype == DType::Byte, InvalidArgument, "allgather takes bytes");
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (liveness_) {
-    const std::string lost = liveness_->lost();
-    DLION_CHECK(lost.empty(), PeerLost, lost, "; '", req.name, "' was not run");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (liveness_) {
+      const std::string lost = liveness_->lost();
+      DLION_CHECK(lost.empty(), PeerLost, lost, "; '", req.name, "' was not run");
+    }
   }
-  DLION_CHECK(poisoned_.empty(), EngineShutdown, "rank ", rank_,
-              ": the engine stopped after an earlier fatal error, so '", req.name,
-              "' was not run: ", poisoned_);
-  DLION_CHECK(!stopping_, EngineShutdown, "rank ", rank_, ": the engine was shut down; '",
-              req.name, "' was not run (call dlion.init() again)");
-  auto handle = std::make_shared<Handle>(next_seq_++, req.name);
-  queue_.push_back(Pending{std::move(req), handle});
-  cv_.notify_one();
-  return handle;
+  const auto refuse = [&](const std::string* poisoned) {
+    return poisoned ? detail::concat("rank ", rank_,
+                                     ": the engine stopped after an earlier fatal error, so '",
+                                     req.name, "' was not run: ", *poisoned)
+                    : detail::concat("rank ", rank_, ": the engine was shut down; '", req.name,
+                                     "' was not run (call dlion.init() again)");
+  };
+  // The handle copies the name before make() moves the request.
+  return worker_.push(req.name, refuse,
+                      [&](HandlePtr handle) { return Pending{std::move(req), std::move(handle)}; });
 }
 
 void Engine::set_liveness(std::shared_ptr<Liveness> liveness) {
@@ -100,16 +99,10 @@ void Engine::share_wires(std::shared_ptr<SiteClocks> clocks) {
 }
 
 void Engine::shutdown() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_ && !thread_.joinable()) return;
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  if (!worker_.stop()) return;  // already stopped
   std::lock_guard<std::mutex> lock(mu_);
   // A poisoned engine may have requests MPI still holds; leave the communicator to MPI_Finalize.
-  if (poisoned_.empty() && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  if (worker_.poisoned().empty() && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
 EngineStats Engine::stats() const {
@@ -117,32 +110,17 @@ EngineStats Engine::stats() const {
   return stats_;
 }
 
-std::string Engine::poisoned() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return poisoned_;
-}
+std::string Engine::poisoned() const { return worker_.poisoned(); }
 
 void Engine::poison(const std::string& why) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (poisoned_.empty()) poisoned_ = why;
-  }
-  fail_queued(why);
-}
-
-void Engine::fail_queued(const std::string& why) {
-  std::deque<Pending> dropped;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    dropped.swap(queue_);
-    stats_.ops_failed += dropped.size();
-  }
-  for (auto& op : dropped) {
+  const std::size_t failed = worker_.poison(why, [&](Pending& op) {
     op.handle->fail(std::make_exception_ptr(EngineShutdown(detail::concat(
                         "rank ", rank_, ": '", op.req.name, "' (op #", op.handle->seq(),
                         ") was not run because an earlier operation failed: ", why))),
                     false);
-  }
+  });
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.ops_failed += failed;
 }
 
 }  // namespace dlion

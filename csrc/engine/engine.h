@@ -1,23 +1,19 @@
 // Engine: owns a duplicate of the caller's communicator, a queue of submitted operations and
-// the one progress thread that makes every MPI call on that communicator. The constructor
+// the one progress thread that makes every MPI call on that communicator (the queue, the
+// thread and the poisoned state are a Worker, worker.h, as in PeerEngine). The constructor
 // starts the thread; shutdown() (or the destructor) drains the queue and joins it.
 // Other threads only submit() and get a Handle back.
 #pragma once
 
 #include <mpi.h>
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/config.h"
-#include "common/thread_cpu.h"
 #include "engine/algorithm.h"
 #include "engine/handle.h"
 #include "engine/hierarchical_allreduce.h"
@@ -25,6 +21,7 @@
 #include "engine/liveness.h"
 #include "engine/op.h"
 #include "engine/site_clocks.h"
+#include "engine/worker.h"
 
 namespace dlion {
 
@@ -80,7 +77,7 @@ class Engine {
   // Empty while healthy; the first fatal error's message once the engine refuses work.
   std::string poisoned() const;
   // CPU seconds used so far by the progress thread (sub-microsecond resolution).
-  double thread_cpu_seconds() const { return thread_cpu_.seconds(); }
+  double thread_cpu_seconds() const { return worker_.cpu_seconds(); }
 
  private:
   struct Pending {
@@ -95,20 +92,14 @@ class Engine {
   Link* pace(int peer);  // progress.cc: the emulated link to peer, null when it has no cap
   void record(const OpRequest& req, bool ok, std::uint64_t EngineStats::*counter,
               double busy_s);
-  void poison(const std::string& why);
-  void fail_queued(const std::string& why);
+  void poison(const std::string& why);  // the first fatal error; fails every queued operation
 
   EngineConfig config_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Pending> queue_;
-  bool stopping_ = false;
-  std::string poisoned_;
-  std::uint64_t next_seq_ = 0;
-  EngineStats stats_;
+  mutable std::mutex mu_;  // guards the fields below marked so (the queue is the worker's)
+  EngineStats stats_;                   // guarded by mu_
 
   SiteLayout sites_;                    // guarded by mu_
   std::vector<LinkCap> caps_;           // guarded by mu_; empty: nothing emulated
@@ -118,8 +109,7 @@ class Engine {
   std::shared_ptr<Liveness> liveness_;  // guarded by mu_; null until set_liveness
   std::vector<unsigned char> scratch_;  // progress thread only
   std::vector<unsigned char> scratch2_;  // progress thread only
-  ThreadCpu thread_cpu_;
-  std::thread thread_;
+  Worker<Pending> worker_{"dlion-engine"};  // last: its thread stops before the rest goes
 };
 
 }  // namespace dlion

@@ -58,21 +58,16 @@ void PeerEngine::drain(Clock::time_point until, bool goodbye) {
 }
 
 void PeerEngine::fail_all(const std::string& why) {
-  std::deque<std::unique_ptr<Task>> queued;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (poisoned_.empty()) poisoned_ = why;
-    queued.swap(queue_);
-  }
   // Called from run()'s handler: the current exception is the error each started task gets.
   std::exception_ptr error = std::current_exception();
   if (!error) error = std::make_exception_ptr(EngineShutdown(why));
-  for (auto& t : tasks_) t->handle->fail(error, false);
-  for (auto& t : queued)
+  worker_.poison(why, [&](std::unique_ptr<Task>& t) {
     t->handle->fail(std::make_exception_ptr(EngineShutdown(detail::concat(
                         "rank ", rank_, ": '", t->req.name,
                         "' was not run because an earlier peer exchange failed: ", why))),
                     false);
+  });
+  for (auto& t : tasks_) t->handle->fail(error, false);
   tasks_.clear();
   try {
     drain(Clock::now());

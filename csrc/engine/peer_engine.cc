@@ -23,11 +23,7 @@ PeerEngine::PeerEngine(MPI_Comm comm, const EngineConfig& config) : config_(conf
   liveness_ = std::make_shared<Liveness>(rank_, size_, config_.liveness_timeout_s);
   beat_in_flight_.assign(static_cast<std::size_t>(size_), 0);
   final_sent_.assign(static_cast<std::size_t>(size_), 0);
-  thread_ = std::thread([this] {
-    name_this_thread("dlion-peers");
-    ThreadCpu::Scope measured(thread_cpu_);
-    run();
-  });
+  worker_.start([this] { run(); });
 }
 
 PeerEngine::~PeerEngine() { shutdown(); }
@@ -74,34 +70,34 @@ HandlePtr PeerEngine::exchange(ExchangeRequest req) {
   const std::string lost = liveness_->lost();
   DLION_CHECK(lost.empty(), PeerLost, lost, "; ", where, " was not run");
   auto task = std::make_unique<Task>();
-  std::lock_guard<std::mutex> lock(mu_);
-  DLION_CHECK(poisoned_.empty(), EngineShutdown, where,
-              " was not run: the peer engine stopped after an earlier error: ", poisoned_);
-  DLION_CHECK(!stopping_, EngineShutdown, where,
-              " was not run: the peer engine was shut down (call dlion.init() again)");
-  task->handle = std::make_shared<Handle>(next_seq_++, req.name);
-  task->req = std::move(req);
-  HandlePtr h = task->handle;
-  queue_.push_back(std::move(task));
-  cv_.notify_one();
-  return h;
+  const auto refuse = [&](const std::string* poisoned) {
+    return poisoned ? detail::concat(where, " was not run: the peer engine stopped after an "
+                                            "earlier error: ", *poisoned)
+                    : detail::concat(where, " was not run: the peer engine was shut down (call "
+                                            "dlion.init() again)");
+  };
+  // The handle copies the name before the request moves.
+  return worker_.push(req.name, refuse, [&](HandlePtr handle) {
+    task->handle = std::move(handle);
+    task->req = std::move(req);
+    return std::move(task);
+  });
 }
 
 HandlePtr PeerEngine::probe() {
   auto task = std::make_unique<Task>();
   task->is_probe = true;
   task->req.name = "link probe";
-  std::lock_guard<std::mutex> lock(mu_);
-  DLION_CHECK(poisoned_.empty(), EngineShutdown, "rank ", rank_,
-              ": link probe was not run: the peer engine stopped after an earlier error: ",
-              poisoned_);
-  DLION_CHECK(!stopping_, EngineShutdown, "rank ", rank_,
-              ": link probe was not run: the peer engine was shut down");
-  task->handle = std::make_shared<Handle>(next_seq_++, task->req.name);
-  HandlePtr h = task->handle;
-  queue_.push_back(std::move(task));
-  cv_.notify_one();
-  return h;
+  const auto refuse = [&](const std::string* poisoned) {
+    return poisoned ? detail::concat("rank ", rank_, ": link probe was not run: the peer engine "
+                                     "stopped after an earlier error: ", *poisoned)
+                    : detail::concat("rank ", rank_,
+                                     ": link probe was not run: the peer engine was shut down");
+  };
+  return worker_.push(task->req.name, refuse, [&](HandlePtr handle) {
+    task->handle = std::move(handle);
+    return std::move(task);
+  });
 }
 
 void PeerEngine::set_caps(const std::vector<LinkCap>& caps) {
@@ -130,7 +126,7 @@ void PeerEngine::set_caps(const std::vector<LinkCap>& caps) {
     stats_[p].emulated_latency_s = own ? 0 : caps[p].latency_s;
     stats_[p].emulated_shared = !own && caps[p].wire >= 0;
   }
-  cv_.notify_one();
+  worker_.poke();  // the thread takes the caps at its next turn
 }
 
 void PeerEngine::share_wires(std::shared_ptr<SiteClocks> clocks) {
@@ -180,23 +176,14 @@ void PeerEngine::set_residual(std::uint32_t group, int peer, std::vector<float> 
 }
 
 void PeerEngine::shutdown() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_ && !thread_.joinable()) return;
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  if (!worker_.stop()) return;  // already stopped
   std::lock_guard<std::mutex> lock(mu_);
   // A communicator with traffic still owed to it is left to MPI_Finalize (see drain()).
-  if (poisoned_.empty() && in_flight_.empty() && receiving_.empty() && all_acked() &&
+  if (worker_.poisoned().empty() && in_flight_.empty() && receiving_.empty() && all_acked() &&
       comm_ != MPI_COMM_NULL)
     MPI_Comm_free(&comm_);
 }
 
-std::string PeerEngine::poisoned() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return poisoned_;
-}
+std::string PeerEngine::poisoned() const { return worker_.poisoned(); }
 
 }  // namespace dlion

@@ -4,7 +4,8 @@
 // combines what its peers sent into a weighted aggregate.
 //
 // Like Engine, it owns a duplicate of the caller's communicator and one progress thread that
-// makes every MPI call on it; callers submit() requests and wait on Handles. It is a separate
+// makes every MPI call on it (the thread, its queue and the poisoned state are a Worker,
+// worker.h, as in Engine); callers submit() requests and wait on Handles. It is a separate
 // engine (own communicator, own thread) because its traffic is not a sequence of collectives:
 // peers' messages arrive whenever they were sent, and must be received, acknowledged and timed
 // while the collective engine runs something else or nothing at all.
@@ -30,22 +31,21 @@
 
 #include <mpi.h>
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/config.h"
-#include "common/thread_cpu.h"
 #include "engine/handle.h"
 #include "engine/link.h"
 #include "engine/liveness.h"
 #include "engine/site_clocks.h"
+#include "engine/stall_clock.h"
+#include "engine/worker.h"
 #include "wire/encode.h"
 
 namespace dlion {
@@ -114,7 +114,7 @@ class PeerEngine {
   void shutdown();
   std::string poisoned() const;
   // CPU seconds used so far by the progress thread (sub-microsecond resolution).
-  double thread_cpu_seconds() const { return thread_cpu_.seconds(); }
+  double thread_cpu_seconds() const { return worker_.cpu_seconds(); }
   int rank() const { return rank_; }
   int size() const { return size_; }
   const EngineConfig& config() const { return config_; }
@@ -204,21 +204,15 @@ class PeerEngine {
   bool data_in_flight() const;   // some send other than a heartbeat is in flight
 
   EngineConfig config_;
+  StallClock stall_{config_};  // the warning and timeout schedule of a waiting request
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
 
-  mutable std::mutex mu_;  // guards the fields below up to thread_
-  std::condition_variable cv_;
-  std::deque<std::unique_ptr<Task>> queue_;
-  bool stopping_ = false;
-  std::string poisoned_;
-  std::uint64_t next_seq_ = 0;
+  mutable std::mutex mu_;  // guards the fields below up to clocks_ (the queue is the worker's)
   std::vector<LinkStats> stats_;
   std::vector<LinkCap> caps_;
-  bool caps_changed_ = false;
+  bool caps_changed_ = false;           // set_caps() pokes the worker
   std::shared_ptr<SiteClocks> clocks_;  // the shared wires caps_ name
-  ThreadCpu thread_cpu_;
-  std::thread thread_;
 
   mutable std::mutex groups_mu_;  // the progress thread holds it while it touches groups_
   std::map<std::uint32_t, Group> groups_;
@@ -237,6 +231,8 @@ class PeerEngine {
   Clock::time_point next_beat_{};
   std::vector<char> beat_in_flight_;  // per peer: a heartbeat send not yet complete
   std::vector<char> final_sent_;      // per peer: our last heartbeat went out
+
+  Worker<std::unique_ptr<Task>> worker_{"dlion-peers"};  // last: its thread stops first
 };
 
 }  // namespace dlion

@@ -42,14 +42,9 @@ void PeerEngine::run() {
   try {
     for (;;) {
       std::vector<std::unique_ptr<Task>> fresh;
-      bool stop = false;
+      const bool stop = worker_.take_all(fresh);
       {
         std::lock_guard<std::mutex> lock(mu_);
-        while (!queue_.empty()) {
-          fresh.push_back(std::move(queue_.front()));
-          queue_.pop_front();
-        }
-        stop = stopping_;
         if (caps_changed_) {
           for (std::size_t p = 0; p < links_.size(); ++p) {
             const int w = caps_[p].wire;  // set_caps() checked it against clocks_
@@ -128,12 +123,11 @@ void PeerEngine::run() {
         nap = forever ? until_beat(now) : std::min(nap, until_beat(now));
         forever = false;
       }
-      std::unique_lock<std::mutex> lock(mu_);
-      auto woken = [this] { return stopping_ || !queue_.empty() || caps_changed_; };
+      // Woken by a submit, set_caps() or shutdown().
       if (forever)
-        cv_.wait(lock, woken);
+        worker_.wait();
       else if (nap > Clock::duration::zero())
-        cv_.wait_for(lock, nap, woken);
+        worker_.wait_for(nap);
     }
   } catch (...) {
     fail_all(describe_current_exception());

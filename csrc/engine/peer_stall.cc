@@ -1,14 +1,13 @@
 // What a started request of the peer engine still waits for, and what happens while it does:
 // a warning every stall_warning_s naming the missing peers, PeerTimeout after stall_timeout_s,
 // PeerLost at once when a peer it waits for has shut down (it will never send).
-#include <chrono>
-#include <cstdio>
 #include <mutex>
 #include <string>
 
 #include "common/error.h"
 #include "engine/peer_engine.h"
 #include "engine/peer_wire.h"
+#include "engine/stall_clock.h"
 
 namespace dlion {
 
@@ -65,18 +64,15 @@ void PeerEngine::check_stall(Task& task, Clock::time_point now) {
                                     " shut down dlion before sending what it waits for (",
                                     missing(task), ")"));
   }
-  if (now - task.started >= seconds(config_.stall_timeout_s)) {
-    throw PeerTimeout(detail::concat(
-        "rank ", rank_, ": ", what, " did not complete within ", config_.stall_timeout_s,
-        " s (stall_timeout_s): still waiting for ", missing(task),
-        ". A rank may have died, hung or stopped exchanging"));
-  }
-  if (now >= task.next_warning) {
-    const double waited = std::chrono::duration<double>(now - task.started).count();
-    std::fprintf(stderr, "[dlion rank %d] WARNING: stalled %.0f s on %s: waiting for %s\n", rank_,
-                 waited, what.c_str(), missing(task).c_str());
-    std::fflush(stderr);
-    task.next_warning += seconds(config_.stall_warning_s);
+  switch (stall_.due(task.started, task.next_warning, now)) {
+    case StallClock::Due::kTimeout:
+      throw PeerTimeout(detail::concat(stall_.timeout_text(rank_, what, missing(task)),
+                                       ". A rank may have died, hung or stopped exchanging"));
+    case StallClock::Due::kWarning:
+      StallClock::warn(rank_, task.started, now, what, missing(task));
+      break;
+    case StallClock::Due::kNothing:
+      break;
   }
 }
 

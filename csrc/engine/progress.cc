@@ -20,7 +20,6 @@
 // operations fail with EngineShutdown, because MPI state is no longer known to be consistent.
 #include <chrono>
 #include <climits>
-#include <cstdio>
 #include <memory>
 #include <thread>
 
@@ -31,6 +30,7 @@
 #include "engine/hierarchical_allreduce.h"
 #include "engine/negotiate.h"
 #include "engine/ring_allreduce.h"
+#include "engine/stall_clock.h"
 
 namespace dlion {
 
@@ -52,10 +52,8 @@ std::string behind_text(const Liveness& liveness, std::uint64_t seq, Clock::time
 // The operation's description (`meta`) is only formatted for a warning or an error.
 void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_point start,
            const OpMeta& meta, std::uint64_t seq, const Liveness* liveness) {
-  auto next_warning = start + std::chrono::duration_cast<Clock::duration>(
-                                  std::chrono::duration<double>(config.stall_warning_s));
-  const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
-                                    std::chrono::duration<double>(config.stall_timeout_s));
+  const StallClock stall(config);
+  auto next_warning = stall.first_warning(start);
   Backoff backoff(config, Clock::now());
   for (;;) {
     bool progressed = false;
@@ -77,23 +75,16 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
       backoff.progressed(now);
       continue;
     }
-    if (now >= deadline) {
+    const StallClock::Due due = stall.due(start, next_warning, now);
+    if (due == StallClock::Due::kTimeout) {
       throw PeerTimeout(detail::concat(
-          "rank ", rank, ": ", describe(meta), " did not complete within ",
-          config.stall_timeout_s,
-          " s (stall_timeout_s): still waiting for ", algo.waiting_on(),
+          stall.timeout_text(rank, describe(meta), algo.waiting_on()),
           ". A rank may have died, hung or taken another code path",
           liveness ? behind_text(*liveness, seq, now) : std::string()));
     }
-    if (now >= next_warning) {
-      const double waited = std::chrono::duration<double>(now - start).count();
+    if (due == StallClock::Due::kWarning) {
       const std::string behind = liveness ? behind_text(*liveness, seq, now) : std::string();
-      std::fprintf(stderr, "[dlion rank %d] WARNING: stalled %.0f s on %s: waiting for %s%s\n",
-                   rank, waited, describe(meta).c_str(), algo.waiting_on().c_str(),
-                   behind.c_str());
-      std::fflush(stderr);
-      next_warning += std::chrono::duration_cast<Clock::duration>(
-          std::chrono::duration<double>(config.stall_warning_s));
+      StallClock::warn(rank, start, now, describe(meta), algo.waiting_on() + behind);
     }
     const Clock::duration nap = backoff.next(now, algo.moving(), algo.release());
     if (nap == Clock::duration::zero())
@@ -107,14 +98,8 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
 
 void Engine::run() {
   for (;;) {
-    Pending op;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and everything queued has run
-      op = std::move(queue_.front());
-      queue_.pop_front();
-    }
+    Pending op;  // one per operation: nothing of it outlives its turn
+    if (!worker_.next(op)) return;  // stopping, and everything queued has run
     execute(op);
   }
 }

@@ -142,7 +142,7 @@ class PeerEngine {
     bool is_probe = false;
     ExchangeRequest req;
     HandlePtr handle;
-    Clock::time_point started{}, next_warning{};
+    Clock::time_point started{}, next_warning{};  // stall_'s schedule (peer_stall.cc)
     int round = -1;  // probe: the round in progress
   };
   struct Send {

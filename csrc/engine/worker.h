@@ -96,11 +96,11 @@ class Worker {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [this] { return woken(); });
   }
-  // As wait(), for at most d.
+  // As wait(), for at most d. False when d passed with nothing to wake for.
   template <class Rep, class Period>
-  void wait_for(std::chrono::duration<Rep, Period> d) {
+  bool wait_for(std::chrono::duration<Rep, Period> d) {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, d, [this] { return woken(); });
+    return cv_.wait_for(lock, d, [this] { return woken(); });
   }
 
   // Wakes the thread from wait()/wait_for() (something other than the queue changed).

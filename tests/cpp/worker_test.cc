@@ -128,9 +128,10 @@ void test_take_all_poke_and_wait() {
   CHECK(!w.take_all(got) && got.size() == 2 && got[1].name == "b", "takes all, not stopping");
   w.poke();
   w.wait();  // returns at once: the poke is pending (a missed poke would hang the test)
+  CHECK(w.wait_for(std::chrono::hours(1)), "the poke stays pending until take_all");
   got.clear();
-  CHECK(!w.take_all(got) && got.empty(), "take_all clears the poke");
-  w.wait_for(std::chrono::milliseconds(1));  // nothing pending: times out
+  CHECK(!w.take_all(got) && got.empty(), "nothing queued");
+  CHECK(!w.wait_for(std::chrono::milliseconds(1)), "take_all cleared the poke");
   // A push from another thread wakes a waiting thread.
   std::thread pusher([&] { push(w, "c", &refusals); });
   w.wait();

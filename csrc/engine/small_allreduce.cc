@@ -27,17 +27,22 @@ void add(unsigned char* dst, const unsigned char* src, std::uint64_t n) {
 }
 
 // The MPI_Op: inout := in + inout where both headers say the same thing; else inout becomes
-// invalid. Trusts nothing in `in` beyond what it checks against `inout` and the block size.
-void combine(void* in, void* inout, int* len, MPI_Datatype* /*type*/) {
+// invalid. Trusts no header: the block's size comes from the datatype.
+void combine(void* in, void* inout, int* len, MPI_Datatype* type) {
   auto* a = static_cast<unsigned char*>(in);
   auto* b = static_cast<unsigned char*>(inout);
-  for (int i = 0; i < *len; ++i) {
+  int bytes = 0;
+  MPI_Type_size(*type, &bytes);
+  const std::size_t stride = static_cast<std::size_t>(bytes);
+  if (stride < sizeof(BlockHeader)) return;  // not a block (cannot happen: ours is)
+  for (int i = 0; i < *len; ++i, a += stride, b += stride) {
     BlockHeader x, y;
     std::memcpy(&x, a, sizeof x);
     std::memcpy(&y, b, sizeof y);
     const auto t = static_cast<DType>(y.dtype);
     const bool ok = x.valid == 1 && y.valid == 1 && x.dtype == y.dtype && x.count == y.count &&
-                    x.cap == y.cap && (t == DType::Float32 || t == DType::Float64) &&
+                    x.cap == y.cap && y.cap == stride - sizeof y &&
+                    (t == DType::Float32 || t == DType::Float64) &&
                     y.count <= y.cap / dtype_size(t);
     if (ok && t == DType::Float32) add<float>(b + sizeof y, a + sizeof x, y.count);
     if (ok && t == DType::Float64) add<double>(b + sizeof y, a + sizeof x, y.count);
@@ -45,9 +50,6 @@ void combine(void* in, void* inout, int* len, MPI_Datatype* /*type*/) {
       y.valid = 0;
       std::memcpy(b, &y, sizeof y);
     }
-    const std::size_t stride = sizeof y + static_cast<std::size_t>(y.cap);
-    a += stride;
-    b += stride;
   }
 }
 

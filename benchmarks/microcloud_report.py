@@ -20,131 +20,62 @@ policy, the winner per rate) and the emulation fidelity table.
 from __future__ import annotations
 
 import json
-import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-POLICY_NAMES = {
-    "allreduce": "Allreduce (dlion, site-aware)",
-    "horovod": "Horovod-like flat allreduce",
-    "gaia": "Gaia",
-    "ako": "Ako",
-    "dlion": "DLion",
-    "dlion-ranks": "DLion, rank to rank",
-    "dlion-nobatch": "DLion, no dynamic batching",
-    "dlion-nokt": "DLion, no knowledge transfer",
-    "dlion-overlap": "DLion, overlapped WAN (staleness 1)",
-    "outer": "OuterSync (local steps, outer sync)",
-    "outer-kt": "OuterSync, with knowledge transfer",
-    "reference": "no-communication reference (1 process)",
-}
-#: The no-communication reference's policy name (benchmarks/microcloud.py --reference).
-REFERENCE = "reference"
-MODE_NAMES = {"microcloud": "real network", "inprocess": "in-process emulation"}
-#: Baselines the headline ratios compare DLion with.
-VERSUS = ("allreduce", "horovod", "gaia", "ako", "dlion-ranks")
-#: The policies whose speedups the report gives, and against what.
-LEADS = {"dlion": VERSUS, "outer": ("allreduce", "horovod", "gaia", "ako", "dlion")}
+# The statistics and the bandwidth table live in microcloud_stats.py and microcloud_tables.py;
+# the benchmark and its tests use their names through this module too (__all__).
+from microcloud_stats import (
+    LEADS,
+    MODE_NAMES,
+    NONE,
+    POLICY_NAMES,
+    REFERENCE,
+    VERSUS,
+    aggregate,
+    multiple,
+    seconds_text,
+    speedup,
+    spread,
+    summarize_run,
+    time_to_target,
+)
+from microcloud_tables import bandwidth, fidelity, winner
+
+__all__ = [
+    "DOCS_PAGE",
+    "LEADS",
+    "MODE_NAMES",
+    "NONE",
+    "POLICY_NAMES",
+    "REFERENCE",
+    "VERSUS",
+    "aggregate",
+    "bandwidth",
+    "fidelity",
+    "main",
+    "markdown",
+    "merge",
+    "multiple",
+    "parts",
+    "plot",
+    "ratios",
+    "replace_block",
+    "speedup",
+    "spread",
+    "summarize_run",
+    "table",
+    "time_to_target",
+    "update_docs",
+    "update_readme",
+    "versus_reference",
+    "winner",
+    "write",
+]
+
 #: The page whose bandwidth table ``update_docs`` rewrites (relative to the project root).
 DOCS_PAGE = "docs/choosing-a-policy.md"
-
-
-def time_to_target(curve: list[dict[str, float]], target: float) -> tuple[float, int] | None:
-    """(training seconds, step) of the first evaluation at or above ``target``; None: never."""
-    for point in curve:
-        if point["accuracy"] >= target:
-            return float(point["t"]), int(point["step"])
-    return None
-
-
-def summarize_run(run: dict[str, Any], targets: list[float]) -> dict[str, Any]:
-    """One run's figures: time and steps to each target, accuracy at budget, rates, bytes."""
-    reached = {f"{t:.2f}": time_to_target(run["curve"], t) for t in targets}
-    return {
-        "time_to": {k: (v[0] if v else None) for k, v in reached.items()},
-        "steps_to": {k: (v[1] if v else None) for k, v in reached.items()},
-        "accuracy_at_budget": run["final_accuracy"],
-        "best_accuracy": max(p["accuracy"] for p in run["curve"]),
-        "steps_per_s": run["steps_per_s"],
-        "steps": run["steps"],
-        "train_s": run["train_s"],
-        "mb_per_link": run["mb_per_link"],
-        "mb_per_wan_link": run["mb_per_wan_link"],
-        "kb_per_wan_link_step": (
-            None
-            if run["mb_per_wan_link"] is None or not run["steps"]
-            else 1e3 * run["mb_per_wan_link"] / run["steps"]
-        ),
-        "mb_per_site_link": run["mb_per_site_link"],
-        "describe": run["describe"],
-        "batch_split": run["batch_split"],
-        "transfers": run["transfers"],
-        "curve": run["curve"],
-        "elastic": run.get("elastic"),  # dynamic scenarios: restarts and recoveries
-    }
-
-
-def spread(values: list[float | None]) -> dict[str, Any]:
-    """Median, min and max of ``values`` (None = not reached: larger than any number)."""
-    if not values:
-        return {"median": None, "min": None, "max": None, "reached": 0, "n": 0}
-    keyed = sorted(values, key=lambda v: math.inf if v is None else v)
-    n, mid = len(keyed), len(keyed) // 2
-    if n % 2:
-        median = keyed[mid]
-    else:
-        lo, hi = keyed[mid - 1], keyed[mid]
-        median = None if lo is None or hi is None else (lo + hi) / 2
-    return {
-        "median": median,
-        "min": keyed[0],
-        "max": keyed[-1],
-        "reached": sum(v is not None for v in values),
-        "n": n,
-    }
-
-
-def aggregate(runs: dict[int, dict[str, Any]], targets: list[float]) -> dict[str, Any]:
-    """A cell's statistics over its seeds (``runs``: seed -> summarize_run output)."""
-    seeds = sorted(runs)
-
-    def field(name: str) -> list[Any]:
-        return [runs[s][name] for s in seeds]
-
-    def num(name: str) -> dict[str, Any]:
-        return spread([v for v in field(name) if v is not None])
-
-    keys = [f"{t:.2f}" for t in targets]
-    return {
-        "seeds": seeds,
-        "time_to": {k: spread([runs[s]["time_to"][k] for s in seeds]) for k in keys},
-        "steps_to": {k: spread([runs[s]["steps_to"][k] for s in seeds]) for k in keys},
-        "accuracy_at_budget": num("accuracy_at_budget"),
-        "steps_per_s": num("steps_per_s"),
-        "mb_per_wan_link": num("mb_per_wan_link"),
-        "kb_per_wan_link_step": num("kb_per_wan_link_step"),
-        "mb_per_link": num("mb_per_link"),
-        "describe": runs[seeds[0]]["describe"],
-    }
-
-
-def speedup(cell: dict[str, Any], base: dict[str, Any], key: str, budget: float) -> str:
-    """How many times sooner ``cell`` reached target ``key`` than ``base`` (medians)."""
-    mine, theirs = cell["time_to"][key]["median"], base["time_to"][key]["median"]
-    if mine is None or mine <= 0:
-        return "-"
-    if theirs is None:
-        return f">{budget / mine:.1f}x"
-    return f"{theirs / mine:.2f}x"
-
-
-NONE = {"median": None, "min": None, "max": None, "reached": 0, "n": 0}  # results before a field
-
-
-def _s(v: float | None, budget: float) -> str:
-    return f">{budget:g}" if v is None else f"{v:.1f}"
 
 
 def _cell_time(sp: dict[str, Any], budget: float) -> str:
@@ -153,7 +84,7 @@ def _cell_time(sp: dict[str, Any], budget: float) -> str:
     med = "not reached" if sp["median"] is None else f"{sp['median']:.1f}"
     if sp["n"] == 1:
         return med
-    return f"{med} [{_s(sp['min'], budget)}, {_s(sp['max'], budget)}]"
+    return f"{med} [{seconds_text(sp['min'], budget)}, {seconds_text(sp['max'], budget)}]"
 
 
 def _cell_num(sp: dict[str, Any], fmt: str) -> str:
@@ -240,18 +171,6 @@ def ratios(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def multiple(cell: dict[str, Any], ref: dict[str, Any], key: str, budget: float) -> str:
-    """``cell``'s median time to target ``key`` as a multiple of the reference's: ``>`` (a
-    bound from the budget) when ``cell``'s median run did not reach it, "-" when the
-    reference's did not."""
-    mine, theirs = cell["time_to"][key]["median"], ref["time_to"][key]["median"]
-    if theirs is None or theirs <= 0:
-        return "-"
-    if mine is None:
-        return f">{budget / theirs:.1f}x"
-    return f"{mine / theirs:.2f}x"
-
-
 def versus_reference(results: dict[str, Any]) -> list[str]:
     """Each policy's time to each target as a multiple of the no-communication reference's, in
     the cells that have one (1.00x: as soon as one process with every core and no network)."""
@@ -280,108 +199,6 @@ def versus_reference(results: dict[str, Any]) -> list[str]:
         "",
         f"| mode | scenario | policy | {head} |",
         "|---|---|---|" + "---|" * len(keys),
-        *rows,
-        "",
-    ]
-
-
-def winner(pols: dict[str, Any], keys: list[str]) -> tuple[str, str | None] | None:
-    """The policy (never the reference) that reached the highest target any reached first
-    (smallest median time); when none reached any, the best median accuracy at the budget.
-    (name, that target's key or None for the accuracy) or None without policies."""
-    names = [n for n in pols if n != REFERENCE]
-    for key in sorted(keys, key=float, reverse=True):
-        timed = [(pols[n]["time_to"][key]["median"], n) for n in names]
-        timed = [(t, n) for t, n in timed if t is not None]
-        if timed:
-            return min(timed, key=lambda tn: tn[0])[1], key
-    accs = [(pols[n]["accuracy_at_budget"]["median"], n) for n in names]
-    accs = [(a, n) for a, n in accs if a is not None]
-    if not accs:
-        return None
-    return max(accs, key=lambda an: an[0])[1], None
-
-
-def bandwidth(results: dict[str, Any]) -> list[str]:
-    """The bandwidth tables (cells of ``--bandwidths``): per (mode, scenario), one row per WAN
-    rate, one column per policy with its median time to each target and median accuracy at the
-    budget, and the winner of the row."""
-    keys = [f"{t:.2f}" for t in results["targets"]]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for cell in results["cells"].values():
-        if cell.get("wan_mbit") is not None:
-            key = (cell["mode"], cell.get("base_scenario") or cell["scenario"])
-            groups.setdefault(key, []).append(cell)
-    out: list[str] = []
-    for (mode, scen), cells in groups.items():
-        cells.sort(key=lambda c: c["wan_mbit"])
-        names: list[str] = []
-        for c in cells:
-            names += [n for n in c["policies"] if n not in names and n != REFERENCE]
-        with_ref = any(REFERENCE in c["policies"] for c in cells)
-        cols = names + ([REFERENCE] if with_ref else [])
-        targets = " / ".join(f"{float(k):.0%}" for k in keys)
-        spec = re.sub(r":[0-9.]+[kmg]?bit:", ":R:", cells[0]["topology"])
-        seeds = len(cells[0]["seeds"])
-        out += [
-            f"**{MODE_NAMES.get(mode, mode)}, {scen}, by WAN rate**: `{spec}`, R = the row's "
-            f"rate on every WAN link (latencies unchanged); {seeds} seed{'s' * (seeds != 1)}, "
-            f"budget {cells[0]['budget_s']:g} s. Each entry: median time to {targets} (s) · "
-            "median accuracy at the budget.",
-            "",
-            "| WAN Mbit/s | " + " | ".join(POLICY_NAMES.get(n, n) for n in cols) + " | winner |",
-            "|---|" + "---|" * (len(cols) + 1),
-        ]
-        for c in cells:
-            pols, budget = c["policies"], c["budget_s"]
-            entries = [_bw_entry(pols.get(n), keys, budget) for n in cols]
-            won = winner(pols, keys)
-            best = "-"
-            if won is not None and won[1] is None:
-                best = f"{POLICY_NAMES.get(won[0], won[0])}: best accuracy at budget"
-            elif won is not None and won[1] is not None:
-                best = f"{POLICY_NAMES.get(won[0], won[0])}: first to {float(won[1]):.0%}"
-                if REFERENCE in pols:
-                    best += f", {multiple(pols[won[0]], pols[REFERENCE], won[1], budget)} reference"
-            out.append(f"| {c['wan_mbit']:g} | " + " | ".join(entries) + f" | {best} |")
-        out.append("")
-    return out
-
-
-def _bw_entry(agg: dict[str, Any] | None, keys: list[str], budget: float) -> str:
-    if agg is None:
-        return "-"
-    times = " / ".join(_s(agg["time_to"][k]["median"], budget) for k in keys)
-    acc = agg["accuracy_at_budget"]["median"]
-    return f"{times} · {'-' if acc is None else format(acc, '.3f')}"
-
-
-def fidelity(results: dict[str, Any]) -> list[str]:
-    """Steps/s in-process against the real network, per scenario and policy run in both."""
-    by_scenario: dict[str, dict[str, dict[str, Any]]] = {}
-    for cell in results["cells"].values():
-        by_scenario.setdefault(cell["scenario"], {})[cell["mode"]] = cell
-    rows = []
-    for scenario, modes in by_scenario.items():
-        if set(modes) < {"inprocess", "microcloud"}:
-            continue
-        emu, real = modes["inprocess"]["policies"], modes["microcloud"]["policies"]
-        for name in real:
-            if name not in emu:
-                continue
-            a, b = emu[name]["steps_per_s"]["median"], real[name]["steps_per_s"]["median"]
-            if a and b:
-                rows.append(
-                    f"| {scenario} | {POLICY_NAMES.get(name, name)} | {a:.2f} | {b:.2f} | "
-                    f"{a / b:.2f} |"
-                )
-    if not rows:
-        return []
-    return [
-        "Emulation fidelity (median steps/s; goal: in-process within 25% of the real network):",
-        "",
-        "| scenario | policy | in-process | real network | ratio |",
-        "|---|---|---|---|---|",
         *rows,
         "",
     ]

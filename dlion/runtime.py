@@ -18,11 +18,8 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-import secrets
-import socket
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,36 +31,19 @@ import dlion_core as _core
 
 from . import timeline
 from .config import Config
+from .discovery import (
+    Topology,
+    discover,
+    site_labels,
+    site_wires,
+    warn_if_foreign_launcher,
+)
 from .emulate_collectives import CollectiveCost, DelayedHandle, cost_of
 from .emulate_spec import Spec
 from .emulate_spec import parse as parse_emulation
 from .errors import InvalidArgumentError, NotInitializedError
 
 T = TypeVar("T")
-
-# Settings that change which operations run (the engine's algorithms, the LAN decision of
-# PerLinkExchange, the emulated links): every rank must use the same values, else init refuses
-# on every rank, naming the settings and the ranks.
-_MUST_AGREE = (
-    "ring_threshold_bytes",
-    "ring_segment_bytes",
-    "hierarchical",
-    "probe_bytes",
-    "lan_bandwidth_Bps",
-    "emulate",
-    "liveness_timeout_s",  # heartbeats go out at a rate the others' timeout expects
-)
-
-
-@dataclass(frozen=True)
-class _Topology:
-    rank: int
-    size: int
-    local_rank: int
-    local_size: int
-    sites: tuple[str, ...]
-    hosts: tuple[str, ...]
-    wires: str = ""  # name of the job's shared table of emulated site-pair wires (rank 0's)
 
 
 @dataclass
@@ -72,7 +52,7 @@ class _State:
     peers: _core.PeerEngine
     comm: MPI.Comm
     config: Config
-    topology: _Topology
+    topology: Topology
     emulation: Spec
     lan: bool = False
     collective_cost: CollectiveCost | None = None  # emulated cost of MPI's own collectives
@@ -101,7 +81,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     except (InvalidArgumentError, TypeError) as e:
         # Still take part in init's collectives (with the defaults), so that the other ranks
         # learn of this rank's bad option at once instead of waiting for it until their stall
-        # timeout; _discover then raises on every rank.
+        # timeout; discover then raises on every rank.
         config, refused = Config(), e
     comm = MPI.COMM_WORLD if comm is None else comm
     if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
@@ -111,11 +91,11 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
     try:
         peers = _core.PeerEngine(comm, config.engine_config())
         engine.watch_liveness(peers)  # the peer engine's heartbeats name lost and late ranks
-        topology = _discover(engine, config, refused)
+        topology = discover(engine, config, refused)
         peers.set_site_names(list(topology.sites))
-        labels = _site_labels(topology)
+        labels = site_labels(topology)
         engine.set_sites([labels[s] for s in topology.sites])
-        wires = _site_wires(engine, topology)
+        wires = site_wires(engine, topology)
         peers.share_wires(wires)
         engine.share_wires(wires)
         emulation = parse_emulation(config.emulate)
@@ -132,7 +112,7 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         engine.shutdown()
         _core.set_simd("auto")  # a failed init leaves nothing of its settings behind
         raise
-    _warn_if_foreign_launcher(topology.size)
+    warn_if_foreign_launcher(topology.size)
     _state = _State(
         engine=engine,
         peers=peers,
@@ -158,130 +138,6 @@ def init(comm: MPI.Comm | None = None, **options: Any) -> None:
         global _previous_excepthook
         _previous_excepthook = sys.excepthook
         sys.excepthook = _abort_on_exception
-
-
-def _discover(engine: _core.Engine, config: Config, refused: Exception | None) -> _Topology:
-    """Every rank's site and host; checks that every rank's options were valid (``refused``:
-    this rank's were not) and that all ranks run with the same settings (``_MUST_AGREE``)."""
-    site = config.site or socket.gethostname()
-    host = MPI.Get_processor_name()
-    settings = {name: getattr(config, name) for name in _MUST_AGREE}
-    why = f"{type(refused).__name__}: {refused}" if refused is not None else ""
-    # Rank 0's name for the shared wires is the job's (unique to this job and communicator).
-    wires = f"/dlion-{os.getuid()}-{os.getpid()}-{secrets.token_hex(8)}"
-    handle = engine.allgather(
-        pickle.dumps((site, host, settings, why, wires)), "dlion.init.topology"
-    )
-    handle.wait()
-    gathered = [pickle.loads(b) for b in handle.result()]
-    if refused is not None:
-        raise type(refused)(f"rank {engine.rank}: {refused}") from refused
-    bad = [(r, g[3]) for r, g in enumerate(gathered) if g[3]]
-    if bad:
-        detail = "; ".join(f"rank {r}: {w}" for r, w in bad)
-        raise InvalidArgumentError(
-            f"rank {engine.rank}: dlion.init failed on {_ranks(r for r, _ in bad)}, whose "
-            f"options are invalid ({detail})"
-        )
-    _check_same_settings(engine.rank, settings, [g[2] for g in gathered])
-    sites = tuple(g[0] for g in gathered)
-    hosts = tuple(g[1] for g in gathered)
-    same_host = [r for r, h in enumerate(hosts) if h == host]
-    return _Topology(
-        rank=engine.rank,
-        size=engine.size,
-        local_rank=same_host.index(engine.rank),
-        local_size=len(same_host),
-        sites=sites,
-        hosts=hosts,
-        wires=gathered[0][4],
-    )
-
-
-def _site_labels(topology: _Topology) -> dict[str, int]:
-    """Every site's number, in order of first appearance among the ranks."""
-    return {s: i for i, s in enumerate(dict.fromkeys(topology.sites))}
-
-
-def _site_wires(engine: _core.Engine, topology: _Topology) -> _core.SiteClocks:
-    """The pacing clocks of the emulated site pairs, one per ordered pair of sites, shared by
-    the processes of this host (collective: every rank takes part; see site_clocks.h).
-
-    Every rank maps the job's table (the first of a host creates it), then, after a barrier,
-    removes its name, so none is left behind however the job ends. Where shared memory cannot
-    be had, the rank paces its site links on clocks of its own, and says so."""
-    slots = len(_site_labels(topology)) ** 2
-    if topology.size == 1:
-        return _core.SiteClocks.local(slots)
-    problem = ""
-    try:
-        # A rank alone on its host has nobody to share with.
-        if topology.local_size > 1:
-            clocks = _core.SiteClocks.open(topology.wires, slots)
-        else:
-            clocks = _core.SiteClocks.local(slots)
-    except _core.DlionError as e:
-        clocks, problem = _core.SiteClocks.local(slots), str(e)
-    engine.barrier("dlion.init.site_wires").wait()  # every rank of every host has mapped it
-    if clocks.shared:
-        _core.SiteClocks.unlink(topology.wires)
-    if problem:
-        warnings.warn(
-            f"rank {topology.rank}: {problem}; the emulated site links of this rank are paced "
-            "on clocks of its own, not shared with the other ranks of its site",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return clocks
-
-
-def _check_same_settings(me: int, mine: dict[str, Any], every: list[dict[str, Any]]) -> None:
-    """InvalidArgumentError on every rank when some rank's ``_MUST_AGREE`` settings differ from
-    rank 0's, naming the settings (with their environment variables) and the ranks."""
-    ref = every[0]
-    differ = {r: sorted(k for k in mine if s.get(k) != ref.get(k)) for r, s in enumerate(every)}
-    ranks = [r for r, keys in differ.items() if keys]
-    if not ranks:
-        return
-    detail = "; ".join(
-        f"rank {r}: "
-        + ", ".join(
-            f"{k}={every[r].get(k)!r} (DLION_{k.upper()}; rank 0: {ref.get(k)!r})"
-            for k in differ[r]
-        )
-        for r in ranks
-    )
-    verb = "runs" if len(ranks) == 1 else "run"
-    raise InvalidArgumentError(
-        f"rank {me}: {_ranks(ranks)} {verb} dlion with other settings than rank 0: {detail}. "
-        "These choose which operations every rank runs (algorithms, the LAN decision, emulated "
-        "links); set them the same everywhere (same DLION_* environment or dlion.init keywords)."
-    )
-
-
-def _ranks(ranks: Any) -> str:
-    rs = list(ranks)
-    return ("rank " if len(rs) == 1 else "ranks ") + ", ".join(str(r) for r in rs)
-
-
-# Variables through which launchers announce the job size: Open MPI's mpirun, PMI (Hydra/MPICH).
-_LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
-
-
-def _warn_if_foreign_launcher(size: int) -> None:
-    """A launcher of another MPI starts N singletons of size 1: say so instead of training N
-    unconnected copies in silence."""
-    for var in _LAUNCHER_SIZE_VARS:
-        value = os.environ.get(var, "")
-        if size == 1 and value.isdigit() and int(value) > 1:
-            warnings.warn(
-                f"dlion sees 1 rank, but {var}={value}: the job was probably started with the "
-                "launcher of another MPI than the one mpi4py and dlion use, so every process "
-                "runs alone. Use the mpiexec of the same installation (e.g. .venv/bin/mpiexec).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return
 
 
 def shutdown() -> None:
@@ -350,7 +206,7 @@ def peer_engine() -> _core.PeerEngine:
 
 
 def _all_links_fast(
-    engine: _core.Engine, peers: _core.PeerEngine, config: Config, topology: _Topology, spec: Spec
+    engine: _core.Engine, peers: _core.PeerEngine, config: Config, topology: Topology, spec: Spec
 ) -> tuple[bool, float | None]:
     """Whether every link is LAN-fast: all ranks in one site with no emulated link, or every
     rank measured every link at ``lan_bandwidth_Bps`` or more (collective; the same answer on
@@ -387,16 +243,16 @@ def hosts() -> list[str]:
     return list(_require().topology.hosts)
 
 
-def _caps(spec: Spec, topology: _Topology) -> list[tuple[float, float, int]]:
+def _caps(spec: Spec, topology: Topology) -> list[tuple[float, float, int]]:
     """(bandwidth, latency, wire) of every link out of this rank: wire is the shared clock of
-    the link's site pair (slot ``from_site * sites + to_site`` of :func:`_site_wires`' table),
+    the link's site pair (slot ``from_site * sites + to_site`` of :func:`site_wires`' table),
     or -1 for a link of its own (a rank-pair item, or no bandwidth cap)."""
     sites = list(topology.sites)
     try:
         spec.check(sites)  # the ranks and sites the spec names must exist
     except ValueError as e:
         raise InvalidArgumentError(f"rank {topology.rank}: {e}") from None
-    labels = _site_labels(topology)
+    labels = site_labels(topology)
     me = topology.rank
     caps = []
     for p, c in enumerate(spec.caps(me, sites)):
@@ -415,7 +271,7 @@ def _set_emulation(spec: Spec) -> None:
     state.collective_cost = _collective_cost(spec, state.topology, state.config)
 
 
-def _collective_cost(spec: Spec, topology: _Topology, config: Config) -> CollectiveCost | None:
+def _collective_cost(spec: Spec, topology: Topology, config: Config) -> CollectiveCost | None:
     sites = list(topology.sites)
     caps = [
         [(c.bandwidth_Bps, c.latency_s) for c in spec.caps(r, sites)] for r in range(len(sites))

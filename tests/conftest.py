@@ -26,7 +26,9 @@ RANK_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "TF_CPP_MIN_LOG_LEVEL": "3",
     "PYTHONUNBUFFERED": "1",
-    "PYTHONPATH": str(ROOT),
+    # The source tree first; then what the caller's PYTHONPATH adds (a build installed with
+    # pip --target, so that its dlion_core is the one tested).
+    "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     "DLION_STALL_WARNING_S": "5",
     "DLION_STALL_TIMEOUT_S": "60",
     "DLION_LIVENESS_TIMEOUT_S": "10",

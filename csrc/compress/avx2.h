@@ -132,33 +132,29 @@ struct Lanes8 {
   }
 };
 
-// What quantize_span in quantize.cc needs of a bucket, broadcast.
+// What level_of in quantize.cc needs of a bucket, broadcast.
 struct LevelParams {
-  __m256 scale, inv, top, pre;
+  __m256 inv, top, pre;
 };
 
-// The 8 int32 levels of 8 elements (quantize_span's arithmetic, step for step).
+// The 8 int32 levels of 8 elements (level_of's arithmetic, step for step): v * 2^24 clamped at
+// L * 2^24, truncated, plus the top 24 random bits, shifted down by 24.
 template <bool kTiny>
 DLION_AVX2_INLINE __m256i levels8(__m256 xv, __m256i r, const LevelParams& p) {
   const __m256 ax = _mm256_and_ps(xv, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
   __m256 v = _mm256_mul_ps(kTiny ? _mm256_mul_ps(ax, p.pre) : ax, p.inv);
   v = _mm256_min_ps(v, p.top);  // v < top ? v : top
-  v = _mm256_blendv_ps(v, p.top, _mm256_cmp_ps(ax, p.scale, _CMP_EQ_OQ));
-  const __m256i down = _mm256_cvttps_epi32(v);
-  const __m256 frac = _mm256_sub_ps(v, _mm256_cvtepi32_ps(down));
-  const __m256 u =
-      _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(r, 8)), _mm256_set1_ps(0x1p-24f));
-  // The compare's all-ones lanes are -1: subtracting rounds up.
-  const __m256i up = _mm256_castps_si256(_mm256_cmp_ps(u, frac, _CMP_LT_OQ));
+  const __m256i fixed = _mm256_cvttps_epi32(v);
+  const __m256i qa = _mm256_srli_epi32(_mm256_add_epi32(fixed, _mm256_srli_epi32(r, 8)), 24);
   // sign_epi32 negates where x's bits are negative (-0 too: its level is 0 anyway).
-  return _mm256_sign_epi32(_mm256_sub_epi32(down, up), _mm256_castps_si256(xv));
+  return _mm256_sign_epi32(qa, _mm256_castps_si256(xv));
 }
 
 // q[i] for i < m: the stochastic levels of m elements of one bucket (quantize_run), taking one
 // step of the generator per 8 elements (a partial last group takes a whole step).
 template <bool kTiny>
-DLION_AVX2_KERNEL void quantize_levels(const float* __restrict x, std::size_t m, float scale,
-                                       float inv, float top, float pre, Xoshiro128x8& rng,
+DLION_AVX2_KERNEL void quantize_levels(const float* __restrict x, std::size_t m, float inv,
+                                       float top, float pre, Xoshiro128x8& rng,
                                        std::int8_t* __restrict q) {
   alignas(32) std::uint32_t st[4][kRngLanes];
   rng.save(st);
@@ -166,8 +162,7 @@ DLION_AVX2_KERNEL void quantize_levels(const float* __restrict x, std::size_t m,
            _mm256_load_si256(reinterpret_cast<const __m256i*>(st[1])),
            _mm256_load_si256(reinterpret_cast<const __m256i*>(st[2])),
            _mm256_load_si256(reinterpret_cast<const __m256i*>(st[3]))};
-  const LevelParams p{_mm256_set1_ps(scale), _mm256_set1_ps(inv), _mm256_set1_ps(top),
-                      _mm256_set1_ps(pre)};
+  const LevelParams p{_mm256_set1_ps(inv), _mm256_set1_ps(top), _mm256_set1_ps(pre)};
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   std::size_t i = 0;
   for (; i + 32 <= m; i += 32) {
@@ -210,7 +205,7 @@ void to_fp16(const float* x, std::size_t n, std::uint16_t* out);
 double sign_encode(const float* x, std::size_t n, std::uint8_t* bits);
 std::uint32_t max_abs_bits(const float* x, std::size_t m);
 template <bool kTiny>
-void quantize_levels(const float* x, std::size_t m, float scale, float inv, float top, float pre,
+void quantize_levels(const float* x, std::size_t m, float inv, float top, float pre,
                      Xoshiro128x8& rng, std::int8_t* q);
 }  // namespace dlion::detail::avx2
 

@@ -51,35 +51,52 @@ DLION_ALWAYS_INLINE std::uint32_t max_abs_bits(const float* __restrict x, std::s
   return top;
 }
 
+// The rounding works on v in fixed point: V = floor(v * 2^24) as an int32 (v <= L <= 127, so
+// V <= 127 * 2^24 < 2^31), and the level is (V + r24) >> 24 with r24 the top 24 bits of a
+// random word: it rounds up exactly when r24 >= 2^24 - (V mod 2^24), i.e. with probability
+// (V mod 2^24) / 2^24. One add and one shift, where a float threshold compare takes five ops.
+constexpr float kFix = 0x1p24f;
+
 struct Levels {
-  float scale;  // max |x| of the bucket (> 0)
-  float inv;    // L / scale, or L / (scale * kPre) for tiny scales
-  float top;    // L as a float
+  float inv;    // L * 2^24 / scale (or / (scale * kPre) for tiny scales), rounded up if needed
+  float top;    // L * 2^24 as a float
 };
 
-// q[i] = the stochastic level of x[i] for i < m, rounding up where r[i] (24 bits) says so.
+// The factor from |x| to v * 2^24: the float quotient top / s, moved up one ulp when s times it
+// rounds below top, so that |x| == scale always gives v = L (after the clamp at top): +-scale
+// lands exactly on +-L without a per-element compare.
+Levels levels_for(float scale, int L) {
+  const float top = static_cast<float>(L) * kFix;
+  const float s = scale < kTinyScale ? scale * kPre : scale;
+  float inv = top / s;
+  if (s * inv < top) inv = std::nextafter(inv, 2.0f * inv);
+  return Levels{inv, top};
+}
+
+// The level of one element, from its bits and 32 random bits (top 24 used).
 template <bool kTiny>
-DLION_ALWAYS_INLINE void quantize_span(const float* __restrict x, std::size_t m, const std::uint32_t* __restrict r,
-                   const Levels lv, std::int8_t* __restrict q) {
-  for (std::size_t i = 0; i < m; ++i) {
-    const std::uint32_t xb = bits_of(x[i]);
-    const float ax = float_of(xb & kAbsMask);
-    float v = (kTiny ? ax * kPre : ax) * lv.inv;
-    v = v < lv.top ? v : lv.top;
-    v = ax == lv.scale ? lv.top : v;  // +-scale lands exactly on +-L
-    const std::int32_t down = static_cast<std::int32_t>(v);  // v >= 0: truncation is floor
-    const float frac = v - static_cast<float>(down);
-    const float u = static_cast<float>(static_cast<std::int32_t>(r[i] >> 8)) * 0x1p-24f;
-    const std::int32_t qa = down + (u < frac ? 1 : 0);
-    const std::int32_t neg = static_cast<std::int32_t>(xb) >> 31;  // 0 or -1
-    q[i] = static_cast<std::int8_t>((qa ^ neg) - neg);
-  }
+DLION_ALWAYS_INLINE std::int8_t level_of(std::uint32_t xb, std::uint32_t r, const Levels& lv) {
+  const float ax = float_of(xb & kAbsMask);
+  float v = (kTiny ? ax * kPre : ax) * lv.inv;
+  v = v < lv.top ? v : lv.top;
+  const auto fixed = static_cast<std::int32_t>(v);  // v >= 0: truncation is floor
+  const std::int32_t qa = (fixed + static_cast<std::int32_t>(r >> 8)) >> 24;
+  const std::int32_t neg = static_cast<std::int32_t>(xb) >> 31;  // 0 or -1
+  return static_cast<std::int8_t>((qa ^ neg) - neg);
+}
+
+// q[i] = the stochastic level of x[i] for i < m, rounding with r[i].
+template <bool kTiny>
+DLION_ALWAYS_INLINE void quantize_span(const float* __restrict x, std::size_t m,
+                                       const std::uint32_t* __restrict r, const Levels lv,
+                                       std::int8_t* __restrict q) {
+  for (std::size_t i = 0; i < m; ++i) q[i] = level_of<kTiny>(bits_of(x[i]), r[i], lv);
 }
 
 // q[i] for i < m: the levels of m elements of one bucket, kChunk at a time.
 template <bool kTiny>
-DLION_ALWAYS_INLINE void quantize_run(const float* x, std::size_t m, const Levels& lv, Xoshiro128x8& rng,
-                  std::int8_t* q) {
+DLION_ALWAYS_INLINE void quantize_run(const float* x, std::size_t m, const Levels& lv,
+                                      Xoshiro128x8& rng, std::int8_t* q) {
   alignas(64) std::uint32_t r[kChunk];
   for (std::size_t c = 0; c < m; c += kChunk) {
     const std::size_t len = kChunk < m - c ? kChunk : m - c;
@@ -96,14 +113,13 @@ DLION_ALWAYS_INLINE void quantize_levels(const float* x, std::size_t m, float sc
     std::memset(q, 0, m);
     return;
   }
-  const float top = static_cast<float>(L);
   const bool tiny = scale < kTinyScale;
-  const Levels lv{scale, tiny ? top / (scale * kPre) : top / scale, top};
+  const Levels lv = levels_for(scale, L);
   if constexpr (kAvx2) {
     if (tiny)
-      detail::avx2::quantize_levels<true>(x, m, lv.scale, lv.inv, lv.top, kPre, rng, q);
+      detail::avx2::quantize_levels<true>(x, m, lv.inv, lv.top, kPre, rng, q);
     else
-      detail::avx2::quantize_levels<false>(x, m, lv.scale, lv.inv, lv.top, kPre, rng, q);
+      detail::avx2::quantize_levels<false>(x, m, lv.inv, lv.top, kPre, rng, q);
   } else if (tiny) {
     quantize_run<true>(x, m, lv, rng, q);
   } else {

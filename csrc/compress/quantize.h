@@ -9,6 +9,9 @@
 // E[decode(encode(x))] = x (unbiased up to float32 rounding of v and a 2^-24 granularity of
 // the rounding probability) and |decode(encode(x)) - x| <= scale / L. Values on a level are
 // kept exactly: 0 and +-scale always, every level when its float32 arithmetic is exact.
+// Precisely: with f = |x| * (L * 2^24 / scale) in float32 (the factor rounded up by one ulp
+// where scale times it rounds below L * 2^24), clamped at L * 2^24, and V = floor(f),
+// |q| = (V + r) >> 24 for a random 24-bit r: up with probability (V mod 2^24) / 2^24.
 //
 // QSGD bit layout of `packed` (qsgd_packed_bytes(n, bits) = ceil(n * bits / 8) bytes): every
 // level is a `bits`-wide two's-complement field, fields are tightly packed in element order

@@ -21,6 +21,7 @@
 #include "engine/liveness.h"
 #include "engine/op.h"
 #include "engine/site_clocks.h"
+#include "engine/small_allreduce.h"
 #include "engine/worker.h"
 
 namespace dlion {
@@ -31,6 +32,7 @@ struct EngineStats {
   std::uint64_t bytes_reduced = 0;   // payload bytes of completed allreduces
   std::uint64_t ring_allreduces = 0;          // completed with the flat ring
   std::uint64_t hierarchical_allreduces = 0;  // completed with the site-aware hierarchy
+  std::uint64_t fused_allreduces = 0;  // small: data in the negotiation's round (one block)
   double busy_seconds = 0.0;         // time the progress thread spent with an operation active
 };
 
@@ -109,6 +111,7 @@ class Engine {
   std::shared_ptr<Liveness> liveness_;  // guarded by mu_; null until set_liveness
   std::vector<unsigned char> scratch_;  // progress thread only
   std::vector<unsigned char> scratch2_;  // progress thread only
+  std::unique_ptr<SmallBlocks> small_;   // progress thread only; created on first use
   Worker<Pending> worker_{"dlion-engine"};  // last: its thread stops before the rest goes
 };
 

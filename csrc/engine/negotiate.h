@@ -53,6 +53,8 @@ class Negotiation : public Algorithm {
 
   // Throws MismatchError if the ranks disagree. Call once poll() returned true.
   void validate() const;
+  // Every rank's description (metas()[r] is rank r's). Call once poll() returned true.
+  const std::vector<OpMeta>& metas() const { return metas_; }
   // Element counts per rank (for allgather).
   std::vector<std::uint64_t> counts() const;
 

@@ -135,7 +135,7 @@ class PeerEngine {
     // with the same plans since they started, or restored so) share one: they carry one message,
     // encoded once (peer_start.cc); a link whose plan differs gets its own copy first.
     std::vector<std::shared_ptr<std::vector<float>>> residual;
-    std::vector<float> acc;                      // the aggregate being built
+    wire::Message acc;  // the sum of the earlier ranks' terms (float32), as it is built
     std::int64_t last_step = -1;                 // newest step exchanged by this rank
   };
   struct Task {

@@ -3,7 +3,9 @@
 // Protocol of one operation (every rank runs the same sequence of operations, in submit order):
 //   1. Take the oldest queued operation; it gets the next sequence number, the same on every rank.
 //   2. Negotiate (negotiate.h): exchange what each rank submitted; on disagreement fail the
-//      handle with MismatchError on every rank and go on with the next operation.
+//      handle with MismatchError on every rank and go on with the next operation. A small
+//      allreduce (at most BlockSize::cap() bytes) moves its data in the same round, in a
+//      fixed-size block beside the negotiation (small_allreduce.h, steps 1-5), and is then done.
 //   3. Run the data algorithm: for large allreduces the site-aware hierarchical allreduce when
 //      ranks span several sites (hierarchical_allreduce.h), else the pipelined ring; MPI
 //      non-blocking collectives otherwise; a barrier is the negotiation alone. The rings pace
@@ -18,6 +20,7 @@
 // waits for (which ranks have not submitted it, or which neighbour has not sent); after
 // stall_timeout_s it fails with PeerTimeout and the engine is poisoned: queued and later
 // operations fail with EngineShutdown, because MPI state is no longer known to be consistent.
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <memory>
@@ -30,6 +33,7 @@
 #include "engine/hierarchical_allreduce.h"
 #include "engine/negotiate.h"
 #include "engine/ring_allreduce.h"
+#include "engine/small_allreduce.h"
 #include "engine/stall_clock.h"
 
 namespace dlion {
@@ -99,7 +103,10 @@ void drive(Algorithm& algo, const EngineConfig& config, int rank, Clock::time_po
 void Engine::run() {
   for (;;) {
     Pending op;  // one per operation: nothing of it outlives its turn
-    if (!worker_.next(op)) return;  // stopping, and everything queued has run
+    if (!worker_.next(op)) {  // stopping, and everything queued has run
+      small_.reset();  // its MPI datatype and op, freed on this thread
+      return;
+    }
     execute(op);
   }
 }
@@ -167,17 +174,42 @@ void Engine::execute(Pending& op) {
   std::uint64_t EngineStats::*counter = nullptr;  // which algorithm ran, for stats
   bool ok = false;
   try {
+    std::unique_ptr<SmallAllreduce> block;  // small_allreduce.h
     {
       Negotiation negotiation(comm_, rank_, size_, meta);
-      drive(negotiation, config_, rank_, start, meta, seq, liveness.get());
-      negotiation.validate();
+      if (size_ > 1) {
+        if (!small_) small_ = std::make_unique<SmallBlocks>(config_.ring_threshold_bytes);
+        if (small_->size().fits(meta)) block = small_->post(comm_, &req, meta);  // step 1
+      }
+      if (block) {
+        Overlap both(negotiation, *block);
+        drive(both, config_, rank_, start, meta, seq, liveness.get());
+      } else {
+        drive(negotiation, config_, rank_, start, meta, seq, liveness.get());
+      }
+      if (size_ > 1) {
+        const auto& metas = negotiation.metas();
+        const bool any = std::any_of(metas.begin(), metas.end(),
+                                     [this](const OpMeta& m) { return small_->size().fits(m); });
+        if (any && !block) {  // step 2: another rank posted a block; take part in it
+          block = small_->post(comm_, nullptr, meta);
+          drive(*block, config_, rank_, start, meta, seq, liveness.get());
+        }
+        small_->size().learn(metas);  // step 3
+      }
+      negotiation.validate();  // step 4
       if (req.kind == OpKind::Allgather) {
         algo = Collective::allgather(comm_, req, negotiation.counts(), op.handle->output());
         op.handle->output_counts() = negotiation.counts();
       }
     }
     const bool data = size_ > 1 && req.count > 0;
-    if (req.kind == OpKind::Allreduce && data) algo = make_allreduce(req, counter);
+    if (block) {  // step 5
+      block->finish(req, size_);
+      counter = &EngineStats::fused_allreduces;
+    } else if (req.kind == OpKind::Allreduce && data) {
+      algo = make_allreduce(req, counter);
+    }
     if (req.kind == OpKind::Broadcast && data) algo = Collective::broadcast(comm_, req);
     if (algo) drive(*algo, config_, rank_, start, meta, seq, liveness.get());
     ok = true;

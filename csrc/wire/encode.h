@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "wire/codec.h"
+#include "wire/message.h"
 
 namespace dlion::wire {
 
@@ -27,28 +28,6 @@ struct Codec {
   Select select = Select::kTopK;  // sparse encodings only
   float threshold = 0.0f;         // kThreshold
   std::uint64_t offset = 0;       // kRange
-};
-
-// One message: 8-byte aligned storage (validate() needs it) of exactly size() bytes. Storage
-// can be reused for a message of another size (reset), which spares large messages the page
-// faults of fresh memory.
-class Message {
- public:
-  Message() = default;
-  explicit Message(std::size_t len) : words_((len + 7) / 8), len_(len) {}
-  std::uint8_t* data() { return reinterpret_cast<std::uint8_t*>(words_.data()); }
-  const std::uint8_t* data() const { return reinterpret_cast<const std::uint8_t*>(words_.data()); }
-  std::size_t size() const { return len_; }
-  std::size_t capacity() const { return words_.size() * 8; }
-  // size() becomes len; the content is unspecified.
-  void reset(std::size_t len) {
-    if ((len + 7) / 8 > words_.size()) words_.resize((len + 7) / 8);
-    len_ = len;
-  }
-
- private:
-  std::vector<std::uint64_t> words_;
-  std::size_t len_ = 0;
 };
 
 // The message carrying x[0, n) under `codec`, with header fields from `fields` (its encoding,

@@ -1,10 +1,14 @@
 """Compression kernels vs memcpy, np.argpartition and tf.math.top_k, measured in one run.
 
 For each float32 size (Gaussian data), every kernel's median time is printed next to the time
-of copying the same bytes (``np.copyto`` into an existing array, the memcpy reference; QSGD,
-decoders and casts also write into existing arrays; top-k, random-k and sign allocate their
-small outputs); top-k rows
-add ``np.argpartition`` and ``tf.math.top_k`` (both on |x|) for the same k. One process.
+of copying the same bytes (``np.copyto`` into an existing, already touched array: the memcpy
+reference). The reference is timed anew in every row, alternating with the kernel (copy,
+kernel, copy, kernel, ...), and each row's ratio is the median kernel time over the median copy
+time of those same repetitions: on a shared machine the load drifts within seconds, and a
+reference timed once at the start made later rows look slower or faster than they are. QSGD,
+decoders and casts write into existing arrays too (no fresh pages on either side); top-k,
+random-k and sign allocate their small outputs (sign: n / 8 bytes). Top-k rows add
+``np.argpartition`` and ``tf.math.top_k`` (both on |x|) for the same k. One process.
 """
 
 from __future__ import annotations
@@ -37,6 +41,21 @@ def _median(fn: Callable[[], object], reps: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+def _paired_medians(
+    fn: Callable[[], object], ref: Callable[[], object], reps: int
+) -> tuple[float, float]:
+    """Median times of ``fn`` and ``ref``, run alternately (ref, fn, ref, fn, ...)."""
+    fn()  # warm-up: page faults, caches
+    ref()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(reps):
+        for f, out in ((ref, times[1]), (fn, times[0])):
+            t = time.perf_counter()
+            f()
+            out.append(time.perf_counter() - t)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,8 +96,11 @@ def _bench_size(n: int, args: argparse.Namespace, rep: Report, tf: Any) -> None:
     import dlion_core as core
 
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
-    dst = np.empty_like(x)
-    memcpy = _median(lambda: np.copyto(dst, x), args.reps)
+    dst, ref = np.empty_like(x), np.empty_like(x)
+
+    def memcpy() -> None:
+        np.copyto(ref, x)
+
     k = max(1, int(args.ratio * n))
     absx = np.abs(x)
     argp = _median(lambda: np.argpartition(absx, n - k)[n - k :], max(3, args.reps // 2))
@@ -112,14 +134,14 @@ def _bench_size(n: int, args: argparse.Namespace, rep: Report, tf: Any) -> None:
         ("bf16_decode", 16, lambda: core.from_bf16(bf, out=dst), False),
     ]
     for name, ratio, fn, is_topk in kernels:
-        secs = _median(fn, args.reps)
+        secs, copy = _paired_medians(fn, memcpy, args.reps)
         row = {
             "kernel": name,
             "elements": n,
             "ratio": ratio,
             "seconds": secs,
-            "memcpy_s": memcpy,
-            "vs_memcpy": secs / memcpy,
+            "memcpy_s": copy,
+            "vs_memcpy": secs / copy,
         }
         if is_topk:
             row.update(

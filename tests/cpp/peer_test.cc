@@ -1,7 +1,7 @@
 // The peer engine on its own, without Python: run under mpiexec with 1..N ranks (and
 // sanitizers). Checks the dense aggregate (exact, rank order), top-k with error feedback
 // (received + residual == sent), bounded staleness with every message applied once, the probe,
-// emulated pacing, rejected requests, and a clean shutdown.
+// emulated pacing, large dense messages in place, rejected requests, and a clean shutdown.
 #include <mpi.h>
 
 #include <chrono>
@@ -131,6 +131,48 @@ static void test_ring_subset(PeerEngine& e) {
         "a wrong-sized expect mask is refused");
 }
 
+// Large dense messages (pooled storage of huge pages, wire/message.h) on unpaced links:
+// several groups in flight at once, out == grad, the exact rank-order aggregate, and the link
+// counting every byte of header and payload.
+static void test_large_dense(PeerEngine& e) {
+  const int r = e.rank(), p = e.size();
+  const std::size_t n = 300007;  // 1.2 MB: above wire::Message::kHugeBytes
+  static_assert(300007 * sizeof(float) >= wire::Message::kHugeBytes);
+  e.set_caps(std::vector<LinkCap>(static_cast<std::size_t>(p), LinkCap{}));
+  const std::uint64_t sent_before =
+      p > 1 ? e.link_stats()[static_cast<std::size_t>((r + 1) % p)].bytes_sent : 0;
+  constexpr int kGroups = 3;
+  for (std::uint64_t step = 0; step < 3; ++step) {
+    std::vector<std::vector<float>> bufs(kGroups, std::vector<float>(n));
+    std::vector<HandlePtr> handles;
+    for (int k = 0; k < kGroups; ++k) {
+      for (std::size_t i = 0; i < n; ++i) bufs[k][i] = value(r, step * 10 + k, i);
+      ExchangeRequest req;
+      req.group = 20 + static_cast<std::uint32_t>(k), req.step = step, req.n = n;
+      req.grad = bufs[k].data(), req.out = bufs[k].data();  // in place
+      req.weight = 0.5f, req.links = plans(p, wire::Encoding::kDenseF32, 0, false);
+      req.name = "large";
+      handles.push_back(e.exchange(req));
+    }
+    for (auto& h : handles) CHECK(h->wait(30.0), "large dense step timed out");
+    for (int k = 0; k < kGroups; ++k) {
+      for (std::size_t i = 0; i < n; ++i) {
+        float want = 0.0f;
+        for (int q = 0; q < p; ++q) want += 0.5f * value(q, step * 10 + k, i);
+        CHECK(bufs[k][i] == want, "large dense group %d step %d [%zu]: %g, want %g", k,
+              static_cast<int>(step), i, static_cast<double>(bufs[k][i]),
+              static_cast<double>(want));
+      }
+    }
+  }
+  if (p > 1) {
+    const std::uint64_t sent =
+        e.link_stats()[static_cast<std::size_t>((r + 1) % p)].bytes_sent - sent_before;
+    CHECK(sent == 3 * kGroups * (wire::kHeaderBytes + 4 * n), "large dense bytes_sent %llu",
+          static_cast<unsigned long long>(sent));
+  }
+}
+
 int main(int argc, char** argv) {
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
@@ -155,6 +197,7 @@ int main(int argc, char** argv) {
     test_topk_feedback(e);
     test_staleness(e);
     test_ring_subset(e);
+    test_large_dense(e);
     // Rejected before anything is queued.
     ExchangeRequest bad;
     bad.links = plans(e.size(), wire::Encoding::kDenseF32, 0, false);

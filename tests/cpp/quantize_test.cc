@@ -222,6 +222,32 @@ void test_qsgd(std::mt19937_64& rng) {
   }
 }
 
+// +-scale lands exactly on +-L for any scale, in particular where the float factor
+// L * 2^24 / scale times scale rounds below L * 2^24 (about 1 scale in 8; the kernels then move
+// the factor up one ulp): without that, 8 bits would round +-scale to +-126 once in 2^16.
+void test_scale_lands_on_top(std::mt19937_64& rng) {
+  std::uniform_int_distribution<std::uint32_t> any(0x00800000u, 0x7effffffu);  // normal floats
+  const std::size_t n = 4096;
+  std::vector<float> x(n);
+  std::vector<std::uint8_t> p(n);
+  float s = 0.0f;
+  for (int bits : {2, 4, 8}) {
+    const int L = (1 << (bits - 1)) - 1;
+    const float top = static_cast<float>(L) * 0x1p24f;
+    int below = 0;
+    for (std::uint64_t seed = 0; below < 400; ++seed) {
+      const float scale = float_of(any(rng));
+      if (scale * (top / scale) >= top) continue;  // only the scales whose factor rounds low
+      ++below;
+      for (std::size_t i = 0; i < n; ++i) x[i] = i % 3 == 1 ? -scale : scale;
+      dlion::qsgd_encode(x.data(), n, bits, n, seed, p.data(), &s);
+      for (std::size_t i = 0; i < n; ++i)
+        CHECK(field(p, i, bits) == (i % 3 == 1 ? -L : L), "x[%zu] = %a bits=%d", i,
+              static_cast<double>(x[i]), bits);
+    }
+  }
+}
+
 void test_errors() {
   std::vector<float> x(2000, 1.0f);
   std::vector<std::uint8_t> p(2000);
@@ -297,6 +323,7 @@ void run_all(std::uint64_t seed) {
   test_fp16(rng);
   test_bf16(rng);
   test_qsgd(rng);
+  test_scale_lands_on_top(rng);
   test_errors();
   test_sign(rng);
   test_residual(rng);

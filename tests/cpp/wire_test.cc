@@ -111,7 +111,7 @@ Case make(Encoding e, std::size_t n, int bits = 0, bool run = false) {
 }
 
 // The ProtocolError message of validating m (empty when it validated), applying it when valid.
-std::string apply(const Msg& m, std::vector<float>& out, int sender = kSender,
+std::string apply_msg(const Msg& m, std::vector<float>& out, int sender = kSender,
                   std::uint32_t group = kGroup) {
   try {
     const wire::Decoded d = wire::validate(m.data(), m.len, sender, group, out.size());
@@ -125,7 +125,7 @@ std::string apply(const Msg& m, std::vector<float>& out, int sender = kSender,
 void expect_rejected(const Msg& m, std::size_t n, const char* what, int sender = kSender,
                      std::uint32_t group = kGroup) {
   std::vector<float> out(n, 1.25f);
-  const std::string err = apply(m, out, sender, group);
+  const std::string err = apply_msg(m, out, sender, group);
   CHECK(!err.empty(), "%s: accepted", what);
   const std::string who = "from rank " + std::to_string(sender);
   CHECK(err.find(who) != std::string::npos && err.find("not applied") != std::string::npos,
@@ -153,7 +153,7 @@ void test_checksum() {
 
 void check_round_trip(const Case& c, std::size_t n, Encoding e, bool run) {
   std::vector<float> out(n, 1.0f);
-  const std::string err = apply(c.msg, out);
+  const std::string err = apply_msg(c.msg, out);
   CHECK(err.empty(), "encoding %d n %zu run %d: %s", static_cast<int>(e), n, run, err.c_str());
   for (std::size_t i = 0; i < n; ++i)
     CHECK(std::fabs(out[i] - (1.0f + 0.5f * c.ref[i])) <= 1e-6f, "enc %d n %zu run %d i %zu",
@@ -281,11 +281,11 @@ void test_misaddressed() {
   expect_rejected(c.msg, 11, "group", kSender, kGroup + 1);
   expect_rejected(c.msg, 10, "n");
   std::vector<float> out(11);
-  CHECK(apply(c.msg, out, 4).find("sender is 2, expected 4") != std::string::npos, "sender text");
-  CHECK(apply(c.msg, out, kSender, 6).find("group is 5, expected 6") != std::string::npos,
+  CHECK(apply_msg(c.msg, out, 4).find("sender is 2, expected 4") != std::string::npos, "sender text");
+  CHECK(apply_msg(c.msg, out, kSender, 6).find("group is 5, expected 6") != std::string::npos,
         "group text");
   std::vector<float> out10(10);
-  CHECK(apply(c.msg, out10).find("n is 11, expected 10") != std::string::npos, "n text");
+  CHECK(apply_msg(c.msg, out10).find("n is 11, expected 10") != std::string::npos, "n text");
 }
 
 // A sparse message with these indices and a correct checksum.
@@ -307,9 +307,9 @@ void test_bad_indices() {
   expect_rejected(sparse_with({4, 2}, 8), 8, "unsorted");
   expect_rejected(sparse_with({3, 3}, 8), 8, "repeated");
   std::vector<float> out(8);
-  CHECK(apply(sparse_with({4, 2}, 8), out).find("strictly increasing") != std::string::npos,
+  CHECK(apply_msg(sparse_with({4, 2}, 8), out).find("strictly increasing") != std::string::npos,
         "unsorted text");
-  CHECK(apply(sparse_with({0, 7}, 8), out).empty() && out[0] == 1.0f && out[7] == 1.0f,
+  CHECK(apply_msg(sparse_with({0, 7}, 8), out).empty() && out[0] == 1.0f && out[7] == 1.0f,
         "good sparse message");
 }
 
@@ -327,7 +327,7 @@ Msg reseal(Msg m, std::uint8_t flags, std::uint64_t k) {
 void expect_text(const Msg& m, std::size_t n, const char* a, const char* b) {
   expect_rejected(m, n, a);
   std::vector<float> out(n);
-  const std::string err = apply(m, out);
+  const std::string err = apply_msg(m, out);
   CHECK(err.find(a) != std::string::npos && err.find(b) != std::string::npos,
         "want '%s' and '%s' in: %s", a, b, err.c_str());
 }
@@ -359,7 +359,7 @@ void test_bad_flags_and_first() {
     expect_text(run_with(e, 9, 3, 11), 11, "first is 9", "<= n - k = 8");
     expect_text(run_with(e, 0xffffffffu, 1, 11), 11, "first is 4294967295", "<= n - k = 10");
     std::vector<float> out(11, 0.0f);
-    CHECK(apply(run_with(e, 8, 3, 11), out).empty(), "the last run in range applies");
+    CHECK(apply_msg(run_with(e, 8, 3, 11), out).empty(), "the last run in range applies");
     for (std::size_t i = 0; i < 11; ++i)
       CHECK((out[i] != 0.0f) == (i >= 8) || e == Encoding::kSparseQsgd8, "run 8..10: out[%zu]",
             i);

@@ -61,10 +61,11 @@ def test_site_items_share_their_site_pair_and_rank_items_do_not():
 
 
 def test_each_link_is_paced_on_its_site_pairs_wire_or_its_own():
-    from dlion.runtime import _caps, _Topology
+    from dlion.discovery import Topology
+    from dlion.runtime import _caps
 
     sites = ("A", "A", "B", "C")
-    top = _Topology(rank=1, size=4, local_rank=1, local_size=4, sites=sites, hosts=("h",) * 4)
+    top = Topology(rank=1, size=4, local_rank=1, local_size=4, sites=sites, hosts=("h",) * 4)
     caps = _caps(parse("A-B:20mbit:40ms #1-C:1mbit A-A:1gbit"), top)
     # Wire = from_site * 3 + to_site, sites numbered A 0, B 1, C 2; -1: a link of its own.
     assert caps == [(1e9 / 8, 0.0, 0), (0.0, 0.0, -1), (20e6 / 8, 0.04, 1), (1e6 / 8, 0.0, -1)]

@@ -1,5 +1,7 @@
 """Codec kernels of dlion_core (QSGD, sign, fp16/bf16 casts, error feedback) against numpy."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -241,3 +243,114 @@ def test_qsgd_encode_into_existing_arrays_matches_and_checks_sizes():
     np.testing.assert_array_equal(s2, scales)
     with pytest.raises(InvalidArgumentError, match="out"):
         dc.qsgd_encode(x, 4, 9, 512, packed_out=np.zeros(packed.size + 1, np.uint8))
+
+
+# Both instruction-set variants of the kernels, via the binding that dlion.init uses.
+SIMD_MODES = ["auto", "baseline"]
+
+
+@contextlib.contextmanager
+def simd_mode(mode):
+    dc.set_simd(mode)
+    try:
+        if mode == "baseline":
+            assert dc.simd() == "baseline"
+        yield
+    finally:
+        dc.set_simd("auto")
+
+
+SPECIAL32 = np.array(
+    [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 65504, 65519.99, 65520, -65520, 1e30, 6e-8, 3e-8]
+    + [2.0**-24, 2.0**-25, 1.5 * 2.0**-25, 2.0**-14, 2.0**-14 - 2.0**-25, 1e-45, 3.4028235e38],
+    np.float32,
+)
+any32 = st.one_of(
+    st.integers(0, 2**32 - 1).map(lambda u: np.uint32(u).view(np.float32)),
+    st.sampled_from(SPECIAL32),
+    st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=True),
+)
+
+
+def fp16_reference(x):
+    """numpy's astype(float16) (round to nearest even) for non-NaN; for NaN the documented
+    quiet NaN 0x7e00 | sign | payload >> 13 (numpy keeps the payload without the quiet bit)."""
+    u = x.view(np.uint32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        h = x.astype(np.float16).view(np.uint16)
+    nan = ((u >> 16) & 0x8000) | 0x7E00 | ((u >> 13) & 0x3FF)
+    return np.where(np.isnan(x), nan.astype(np.uint16), h)
+
+
+@pytest.mark.parametrize("mode", SIMD_MODES)
+@settings(max_examples=150, deadline=None)
+@given(x=hnp.arrays(np.float32, st.integers(0, 70), elements=any32))
+def test_fp16_bits_match_numpy_on_both_paths(mode, x):
+    with simd_mode(mode):
+        h = dc.to_fp16(x)
+    assert np.array_equal(h.view(np.uint16), fp16_reference(x))
+
+
+def sign_reference(x):
+    """Bits (1: x >= 0, packed little-endian) and mean |x| summed as the kernel documents it:
+    8 double accumulators, lane j adding x[j], x[j + 8], ... in order, then lanes 0..7."""
+    pad = np.zeros(-x.size % 8, np.float64)
+    lanes = np.abs(np.concatenate([x.astype(np.float64), pad])).reshape(-1, 8)
+    total = 0.0
+    for j in range(8):
+        total += float(np.cumsum(lanes[:, j])[-1]) if lanes.size else 0.0  # cumsum: sequential
+    scale = np.float32(total / x.size) if x.size else np.float32(0)
+    return np.packbits(x >= 0, bitorder="little"), scale
+
+
+finite_any32 = any32.filter(lambda v: np.isfinite(v))
+
+
+@pytest.mark.parametrize("mode", SIMD_MODES)
+@settings(max_examples=150, deadline=None)
+@given(x=hnp.arrays(np.float32, st.integers(0, 140), elements=finite_any32))
+def test_sign_matches_numpy_reference_on_both_paths(mode, x):
+    with simd_mode(mode):
+        bits, scale = dc.sign_encode(x)
+    ref_bits, ref_scale = sign_reference(x)
+    assert np.array_equal(bits, ref_bits)
+    assert np.float32(scale).view(np.uint32) == ref_scale.view(np.uint32)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@settings(max_examples=60, deadline=None)
+@given(
+    x=hnp.arrays(np.float32, st.integers(0, 600), elements=finite32),
+    bucket=st.integers(1, 600),
+    seed=st.integers(0, 2**64 - 1),
+    tiny=st.booleans(),
+)
+def test_qsgd_paths_give_the_same_bytes(bits, x, bucket, seed, tiny):
+    if tiny:  # scales below 2^-96 take the pre-scaled path
+        x = (x * np.float32(2.0**-110)).astype(np.float32)
+    out = {}
+    for mode in SIMD_MODES:
+        with simd_mode(mode):
+            packed, scales = dc.qsgd_encode(x, bits, seed, bucket)
+        out[mode] = (packed.tobytes(), scales.tobytes())
+        q = fields(packed, x.size, bits)
+        assert np.all(np.abs(q) <= LEVELS[bits])
+    assert out["auto"] == out["baseline"]
+
+
+@pytest.mark.parametrize("bits", [8, 2])
+def test_qsgd_rounds_up_with_probability_frac(bits):
+    """One value between two levels, many seeds: the share rounded up is v - floor(v)."""
+    L = LEVELS[bits]
+    x = np.full(4096, 0.3, np.float32)
+    x[0] = 1.0  # scale 1: v = 0.3 * L
+    v = 0.3 * L
+    ups = 0
+    reps = 50
+    for seed in range(reps):
+        q = fields(dc.qsgd_encode(x, bits, seed, x.size)[0], x.size, bits)[1:]
+        assert set(np.unique(q)) <= {int(np.floor(v)), int(np.floor(v)) + 1}
+        ups += int(np.sum(q == np.floor(v) + 1))
+    trials = reps * (x.size - 1)
+    p = v - np.floor(v)
+    assert abs(ups / trials - p) <= 5 * np.sqrt(p * (1 - p) / trials)

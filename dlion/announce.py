@@ -35,11 +35,11 @@ def exchange_mode(
             f"{_rate(lan_bandwidth_Bps)}"
         )
     if lan:
-        mode = "PerLinkExchange runs as a dense allreduce (replicas stay identical)"
+        mode = "the default PerLinkExchange runs as a dense allreduce (replicas stay identical)"
     else:
         where = "site-aware" if 1 < n_sites < size else "rank to rank"
         mode = (
-            f"PerLinkExchange runs decentralized ({where} top-k); replicas differ during "
-            "training, dlion.average_replicas(model) makes one model"
+            f"the default PerLinkExchange runs decentralized ({where} top-k); replicas differ "
+            "during training, dlion.average_replicas(model) makes one model"
         )
     return f"{head}; {why}: {mode} (DLION_QUIET=1 hides this line)"

@@ -7,6 +7,7 @@ exact reference locally. Hypothesis runs derandomized: all ranks draw the same e
 import os
 
 import numpy as np
+from _allreduce_check import check_allreduce, data
 from _report import report
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,10 +21,6 @@ if os.environ.get("DLION_TEST_SITES"):
 dlion.init()
 rank, size = dlion.rank(), dlion.size()
 checks = 0
-
-
-def data(seed: int, r: int, n: int, dtype) -> np.ndarray:
-    return np.random.default_rng([seed, r]).standard_normal(n).astype(dtype)
 
 
 @settings(
@@ -43,16 +40,7 @@ def data(seed: int, r: int, n: int, dtype) -> np.ndarray:
 )
 def test_allreduce(n, dtype, op, seed):
     global checks
-    x = data(seed, rank, n, dtype)
-    dlion.allreduce(x, op=op, name=f"prop-{n}")
-    ref = sum(data(seed, r, n, np.float64) for r in range(size)) if n else np.zeros(0)
-    if op == "average":
-        ref = ref / size
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(x, ref, rtol=tol, atol=tol * size)
-    # Every rank must hold bit-identical results.
-    same = dlion.allgather_object(x.tobytes(), name="identical")
-    assert all(s == same[0] for s in same), "ranks hold different allreduce results"
+    check_allreduce(n, dtype, op, seed, f"prop-{n}")  # and bit-identical on every rank
     checks += 1
 
 

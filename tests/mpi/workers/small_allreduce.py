@@ -5,6 +5,7 @@ Hypothesis runs derandomized and without shrinking: all ranks draw the same exam
 """
 
 import numpy as np
+from _allreduce_check import check_allreduce
 from _report import report
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -15,10 +16,6 @@ dlion.init()
 rank, size = dlion.rank(), dlion.size()
 last = size - 1
 checks = 0
-
-
-def data(seed: int, r: int, n: int, dtype) -> np.ndarray:
-    return np.random.default_rng([seed, r]).standard_normal(n).astype(dtype)
 
 
 # Around the block sizes the path grows through (1 KiB, a few KiB) and its 64 KiB limit
@@ -47,15 +44,7 @@ SIZES = st.one_of(
 )
 def test_small_allreduce(n, dtype, op, seed):
     global checks
-    x = data(seed, rank, n, dtype)
-    dlion.allreduce(x, op=op, name=f"small-{n}")
-    ref = sum(data(seed, r, n, dtype).astype(np.float64) for r in range(size))
-    if op == "average":
-        ref = ref / size
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(x, ref, rtol=tol, atol=tol * size)
-    same = dlion.allgather_object(x.tobytes(), name="identical")
-    assert all(s == same[0] for s in same), "ranks hold different allreduce results"
+    check_allreduce(n, dtype, op, seed, f"small-{n}")
     checks += 1
 
 

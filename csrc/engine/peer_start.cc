@@ -65,7 +65,7 @@ PeerEngine::Group& PeerEngine::group(std::uint32_t id, std::size_t n) {
 
 void PeerEngine::start(Task& task, Clock::time_point now) {
   task.started = now;
-  task.next_warning = now + seconds(config_.stall_warning_s);
+  task.next_warning = stall_.first_warning(now);  // the schedule of StallClock (peer_stall.cc)
   if (task.is_probe) {
     ++probes_started_;
     task.round = 0;

@@ -110,12 +110,18 @@ def aggregate(runs: dict[int, dict[str, Any]], targets: list[float]) -> dict[str
 
 def speedup(cell: dict[str, Any], base: dict[str, Any], key: str, budget: float) -> str:
     """How many times sooner ``cell`` reached target ``key`` than ``base`` (medians)."""
-    mine, theirs = cell["time_to"][key]["median"], base["time_to"][key]["median"]
-    if mine is None or mine <= 0:
+    return _ratio(base, cell, key, budget)
+
+
+def _ratio(top: dict[str, Any], bottom: dict[str, Any], key: str, budget: float) -> str:
+    """``top``'s median time to target ``key`` over ``bottom``'s: ``>`` (a bound from the
+    budget) when ``top``'s median run did not reach it, "-" when ``bottom``'s did not."""
+    over, under = top["time_to"][key]["median"], bottom["time_to"][key]["median"]
+    if under is None or under <= 0:
         return "-"
-    if theirs is None:
-        return f">{budget / mine:.1f}x"
-    return f"{theirs / mine:.2f}x"
+    if over is None:
+        return f">{budget / under:.1f}x"
+    return f"{over / under:.2f}x"
 
 
 NONE = {"median": None, "min": None, "max": None, "reached": 0, "n": 0}  # results before a field
@@ -130,9 +136,4 @@ def multiple(cell: dict[str, Any], ref: dict[str, Any], key: str, budget: float)
     """``cell``'s median time to target ``key`` as a multiple of the reference's: ``>`` (a
     bound from the budget) when ``cell``'s median run did not reach it, "-" when the
     reference's did not."""
-    mine, theirs = cell["time_to"][key]["median"], ref["time_to"][key]["median"]
-    if theirs is None or theirs <= 0:
-        return "-"
-    if mine is None:
-        return f">{budget / theirs:.1f}x"
-    return f"{mine / theirs:.2f}x"
+    return _ratio(cell, ref, key, budget)

@@ -162,6 +162,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gaia-bits", type=int, choices=(8, 32), default=8, help="Gaia's values")
     p.add_argument("--ako-partitions", type=int, default=4)
     p.add_argument("--staleness", type=int, default=0, help="for every peer policy")
+    p.add_argument(
+        "--dlion-budget",
+        type=float,
+        default=0.0,
+        help="DLion policies: the per-link time budget T in seconds (0: the default, the "
+        "measured compute time of a step)",
+    )
     p.add_argument("--batch", type=int, default=64, help="per-rank batch (global: x ranks)")
     p.add_argument("--outer-every", type=int, default=25, help="outer: inner steps per sync")
     p.add_argument("--outer-lr", type=float, default=0.7, help="outer: outer learning rate")

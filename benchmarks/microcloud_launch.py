@@ -121,6 +121,7 @@ def worker_args(
         f"--gaia-bits={args.gaia_bits}",
         f"--ako-partitions={args.ako_partitions}",
         f"--staleness={args.staleness}",
+        f"--dlion-budget={args.dlion_budget}",
         f"--max-steps={args.max_steps}",
         f"--stop-at={args.stop_at}",
         f"--batch={args.batch}",

@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ako-partitions", type=int, default=4)
     p.add_argument("--kt-every", type=int, default=100)
     p.add_argument("--staleness", type=int, default=0)
+    p.add_argument("--dlion-budget", type=float, default=0.0, help="DLion's T (0: default)")
     p.add_argument("--max-steps", type=int, default=0, help="stop a policy after N steps (0: off)")
     p.add_argument("--stop-at", type=float, default=0.0, help="stop at this test accuracy (0: off)")
     p.add_argument("--threads", type=int, default=1, help="TF intra-op threads of this rank")

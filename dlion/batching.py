@@ -3,7 +3,10 @@
 Every rank measures its compute throughput ``r_i`` (samples/s of forward+backward, an EWMA).
 Every ``check_every`` steps the ranks allgather ``r``; they rebalance when ``rebalance_every``
 steps have passed since the last rebalance, or when some ``r_i`` moved more than ``drift``
-(relative) from its value at the last rebalance. The new split is :func:`split`: ``b_i``
+(relative) from its value at the last rebalance. The gather is started at the check step and
+completed ``min(GATHER_LAG, check_every - 1)`` steps later, at the same step on every rank, so
+its round trip (a wide-area one across sites) overlaps those steps' compute instead of holding
+every rank at a barrier. The new split is :func:`split`: ``b_i``
 proportional to ``r_i``, clipped to ``[min_batch, max_batch]``, summing to the global batch
 ``B`` exactly. Gradients are combined with weights ``w_i = b_i / B`` (the exchange's
 ``weight``), which makes the combination the mean gradient over the global batch.
@@ -22,6 +25,10 @@ from . import clocks, emulate, ops, runtime
 from .errors import InvalidArgumentError, MismatchError
 
 __all__ = ["DynamicBatcher", "split"]
+
+GATHER_LAG = 2
+"""Steps between starting a check's throughput gather and deciding on it (at most
+``check_every - 1``: with ``check_every=1`` every check is decided at once)."""
 
 
 def _water_fill(rates: Sequence[float], total: int, lo: int, hi: int) -> list[float]:
@@ -96,7 +103,8 @@ class DynamicBatcher:
         rebalance_every: rebalance at the first check at least this many steps after the last
             rebalance.
         check_every: every this many steps the ranks allgather their throughputs (one small
-            collective: a synchronisation point of all ranks) and decide whether to rebalance.
+            collective, started at the check step and completed ``min(2, check_every - 1)``
+            steps later, where every rank decides whether to rebalance).
         min_batch: smallest batch of a rank.
         max_batch: largest batch of a rank (default ``global_batch``).
         ewma: weight of the newest measurement in the throughput average, in (0, 1].
@@ -189,6 +197,8 @@ class DynamicBatcher:
         self.reference: list[float] = [0.0] * n  # every rank's at the last rebalance
         self.last_compute: emulate.ComputeTime | None = None
         self._skip_next = True
+        # The check gather in flight: (its step, its handle or None once waited, the buffer).
+        self._gather: tuple[int, Any, np.ndarray] | None = None
         self._apply_weight()
 
     # -- what a training loop reads ----------------------------------------------------------
@@ -231,19 +241,41 @@ class DynamicBatcher:
         self._skip_next = False
         self.step += 1
         self.samples_seen += self.global_batch
+        lag = min(GATHER_LAG, self.check_every - 1)
+        if self._gather is not None and self.step >= self._gather[0] + lag:
+            self._decide()
         if self.step % self.check_every == 0:
-            self._check()
+            self._start_gather()
+            if lag == 0:
+                self._decide()
 
     # -- deciding --------------------------------------------------------------------------
-    def _check(self) -> None:
-        mine = np.array([[self.rate, float(self.step)]], np.float64)
-        gathered = ops.allgather(mine, f"{self.name}.rates")
+    def _start_gather(self) -> None:
+        """Start gathering every rank's (throughput, step): a sum of rows that are zero but
+        this rank's, which adds only zeros to each value (exact)."""
+        rows = np.zeros((self._size, 2), np.float64)
+        rows[self._rank] = (self.rate, float(self.step))
+        handle = ops.allreduce_async(rows, "sum", f"{self.name}.rates")
+        self._gather = (self.step, handle, rows)
+
+    def _gathered(self) -> tuple[int, np.ndarray]:
+        """The check gather in flight, waited for (its step, every rank's row)."""
+        assert self._gather is not None
+        step, handle, rows = self._gather
+        if handle is not None:
+            handle.wait()
+            self._gather = (step, None, rows)
+        return step, rows
+
+    def _decide(self) -> None:
+        started, gathered = self._gathered()
+        self._gather = None
         steps = gathered[:, 1]
-        if (steps != self.step).any():
-            r = int(np.argmax(steps != self.step))
+        if (steps != started).any():
+            r = int(np.argmax(steps != started))
             raise MismatchError(
                 f"rank {self._rank}: {self.name}: rank {r} is at step {int(steps[r])}, this rank "
-                f"at step {self.step}; every rank must call step_done once per step"
+                f"at step {started}; every rank must call step_done once per step"
             )
         self.rates = [float(v) for v in gathered[:, 0]]
         if not all(v > 0 and math.isfinite(v) for v in self.rates):
@@ -284,6 +316,14 @@ class DynamicBatcher:
             "batches": np.array(self.batches, np.int64),
             "rates": np.array(self.rates, np.float64),
             "reference": np.array(self.reference, np.float64),
+            # A check gather started but not yet decided on (waited for here): decided at the
+            # same step after a resume as without one.
+            "gather_step": self._gathered()[0] if self._gather is not None else -1,
+            "gather": (
+                self._gathered()[1]
+                if self._gather is not None
+                else np.zeros((self._size, 2), np.float64)
+            ),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -305,6 +345,11 @@ class DynamicBatcher:
         self.rate, self.batches = float(state["rate"]), batches
         self.rates = [float(v) for v in np.asarray(state["rates"]).reshape(-1)]
         self.reference = [float(v) for v in np.asarray(state["reference"]).reshape(-1)]
+        self._gather = None
+        gather_step = int(state.get("gather_step", -1))  # (absent in older checkpoints)
+        if gather_step >= 0:
+            rows = np.array(state["gather"], np.float64).reshape(self._size, 2)
+            self._gather = (gather_step, None, rows)
         self._skip_next = True
         self._apply_weight()
 

@@ -85,5 +85,6 @@ def test_options_errors_checkpoint_and_step_mismatch():
     assert res.returncode == 0, res.explain()
     for rec in res.records():
         assert rec["checkpoint_same"]
+        assert rec["resumed_decision_same"]
         assert "MismatchError" not in rec["mismatch"]  # the message itself, not the type
         assert "every rank must call step_done once per step" in rec["mismatch"]

@@ -147,6 +147,17 @@ def api() -> dict:
         np.array_equal(np.asarray(fresh.state()[k]), np.asarray(v))
         for k, v in batcher.state().items()
     )
+    # The check of step 4 was saved in flight (decided at step 5, check_every=2): the resumed
+    # batcher decides it at the same step, on the same gathered rates, as the original.
+    in_flight = int(batcher.state()["gather_step"])
+    for b_ in (batcher, fresh):
+        b_.step_done(b_.local_batch, compute_s=0.01)
+    decided = (
+        in_flight == 4
+        and fresh.rates == batcher.rates
+        and fresh.batches == batcher.batches
+        and int(fresh.state()["gather_step"]) == int(batcher.state()["gather_step"]) == -1
+    )
     # Ranks at different steps: every rank raises MismatchError naming the step.
     lagging = b(2 * size, check_every=1, name="lag")
     if rank == size - 1:
@@ -154,7 +165,12 @@ def api() -> dict:
         st["step"] = 7
         lagging.set_state(st)
     mismatch = expect_error(lambda: lagging.step_done(1, compute_s=0.01), "step_done", "at step")
-    return {"messages": msgs, "checkpoint_same": same, "mismatch": mismatch}
+    return {
+        "messages": msgs,
+        "checkpoint_same": same,
+        "resumed_decision_same": decided,
+        "mismatch": mismatch,
+    }
 
 
 scenario = sys.argv[1]

@@ -166,8 +166,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dlion-budget",
         type=float,
         default=0.0,
-        help="DLion policies: the per-link time budget T in seconds (0: the default, the "
-        "measured compute time of a step)",
+        help="DLion policies: the per-link time budget T in seconds (0: the default, "
+        "--dlion-budget-fraction times the measured compute time of a step)",
+    )
+    p.add_argument(
+        "--dlion-budget-fraction",
+        type=float,
+        default=0.0,
+        help="DLion policies: T as a fraction of the measured compute time (0: the library's "
+        "default)",
     )
     p.add_argument("--batch", type=int, default=64, help="per-rank batch (global: x ranks)")
     p.add_argument("--outer-every", type=int, default=25, help="outer: inner steps per sync")

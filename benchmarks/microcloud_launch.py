@@ -122,6 +122,7 @@ def worker_args(
         f"--ako-partitions={args.ako_partitions}",
         f"--staleness={args.staleness}",
         f"--dlion-budget={args.dlion_budget}",
+        f"--dlion-budget-fraction={args.dlion_budget_fraction}",
         f"--max-steps={args.max_steps}",
         f"--stop-at={args.stop_at}",
         f"--batch={args.batch}",

@@ -42,7 +42,9 @@ def describe(exchange: Any, args: argparse.Namespace) -> str:
 def make_exchange(policy: str, args: argparse.Namespace, model: Any, dlion: Any) -> Any:
     """The exchange of ``policy`` (see benchmarks/microcloud.py); None for ``reference``."""
     s = args.staleness
-    t = getattr(args, "dlion_budget", 0.0) or None  # DLion's T; None: the compute time
+    t = getattr(args, "dlion_budget", 0.0) or None  # DLion's T; None: from the compute time
+    f = getattr(args, "dlion_budget_fraction", 0.0)
+    budget = {"budget_s": t, **({"budget_fraction": f} if f else {})}  # as the library's default
     if policy == "reference":
         return None
     if policy == "allreduce":
@@ -64,11 +66,11 @@ def make_exchange(policy: str, args: argparse.Namespace, model: Any, dlion: Any)
     if policy == "horovod":
         return _flat_allreduce_class(dlion)()
     if policy in ("dlion", "dlion-nobatch", "dlion-nokt"):
-        return dlion.PerLinkExchange(staleness=s, budget_s=t)
+        return dlion.PerLinkExchange(staleness=s, **budget)
     if policy == "dlion-ranks":  # the paper's literal rank-to-rank form
-        return dlion.PerLinkExchange(staleness=s, topology="ranks", budget_s=t)
+        return dlion.PerLinkExchange(staleness=s, topology="ranks", **budget)
     if policy == "dlion-overlap":  # the wide-area phase one step behind the compute
-        return dlion.PerLinkExchange(staleness=max(1, s), budget_s=t)
+        return dlion.PerLinkExchange(staleness=max(1, s), **budget)
     if policy in ("outer", "outer-kt"):  # local steps, outer synchronization across sites
         check_policy(policy, dlion)
         return dlion.OuterSync(

@@ -6,7 +6,7 @@ Each step, for every peer link l, the link carries the ``k_l`` entries of larges
     k_l = BW_l * T * (n_g / n_total) / bytes_per_entry,
 
 ``BW_l`` the link's measured bandwidth (EWMA, :func:`dlion.link_stats`; seeded by the probe at
-``dlion.init``), ``T`` the step's time budget (by default a fifth of the recent compute time of
+``dlion.init``), ``T`` the step's time budget (by default a tenth of the recent compute time of
 a step: the time from the end of one exchange to the start of the next, EWMA), ``n_g / n_total``
 the share of this tensor group in the step's gradients, and ``bytes_per_entry`` what one entry
 costs on the wire (8 bytes with float values, about 5 with 8-bit values). ``k_l`` is clipped to
@@ -16,12 +16,12 @@ goes later (error feedback, in C++): nothing is lost, only delayed. Fast links (
 carry nearly dense updates, slow wide-area links only the most important entries, and the
 budgets follow the measured bandwidths as they change.
 
-Why a fifth: a synchronous step costs about compute + one-way latency + ``T``, so ``T`` equal
-to the compute time (the paper's choice, ``budget_fraction=1``) nearly doubles the step where
-the wide-area link is slow. On the real-network testbed (2 sites, 20 Mbit/s, 40 ms one way,
-compute about 80 ms a step) ``T`` of 10-20 ms reached 85% test accuracy sooner than 5, 40 or
-about 80 ms: smaller budgets need more steps, larger ones make every step slower (README,
-"Results").
+Why a tenth: a synchronous step costs about compute + one-way latency + ``T`` where the
+wide-area link is slow, so ``T`` equal to the compute time (the paper's choice,
+``budget_fraction=1``) nearly doubles the step. On the real-network testbed (2 sites, 20 Mbit/s,
+40 ms one way, about 130 ms between exchanges), 3 seeds each, the time to 85% test accuracy was
+33.1 s at a tenth, 35.1 s at a twentieth (more steps), 40.9 s at a fifth and 74.5 s at the
+whole compute time (slower steps): docs/peer.md.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class PerLinkExchange(PeerExchange):
             ``budget_fraction`` times the recent compute time of a step (EWMA), and
             ``initial_budget_s`` until one was measured.
         budget_fraction: ``T`` as a fraction of the measured compute time when ``budget_s``
-            is ``None`` (default 0.2; 1.0 is the paper's ``T`` = compute time).
+            is ``None`` (default 0.1; 1.0 is the paper's ``T`` = compute time).
         bits: 8 (default) quantizes the values of sparse links to 8 bits (QSGD, unbiased; the
             rounding error goes to the residual), 32 sends them as float32. Dense links always
             carry float32.
@@ -88,7 +88,7 @@ class PerLinkExchange(PeerExchange):
         k_min: int = 1,
         staleness: int = 0,
         weight: float | None = None,
-        budget_fraction: float = 0.2,
+        budget_fraction: float = 0.1,
         initial_budget_s: float = 0.01,
         ewma: float = 0.3,
         bucket: int = 512,

@@ -10,6 +10,7 @@ POLICIES = [
     dlion.Allreduce(),
     dlion.Allreduce("sum", weight=0.25),
     dlion.PerLinkExchange(bits=32, staleness=1, topology="ranks"),
+    dlion.PerLinkExchange(budget_fraction=0.25),
     dlion.PeerExchange("qsgd", bits=4),
     dlion.AkoExchange(3),
     dlion.CastAllreduce("bf16"),

@@ -204,8 +204,9 @@ def versus_reference(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def plot(results: dict[str, Any], folder: Path) -> list[str]:
-    """One PNG per cell (test accuracy vs training time, every seed); [] without matplotlib."""
+def plot(results: dict[str, Any], folder: Path, prefix: str = "") -> list[str]:
+    """One PNG per cell (test accuracy vs training time, every seed), ``{prefix}{mode}-
+    {scenario}.png``; [] without matplotlib."""
     try:
         import matplotlib
 
@@ -236,7 +237,7 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
         ax.set_title(f"{MODE_NAMES.get(cell['mode'], cell['mode'])}: {cell['title']}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=7)
-        path = folder / f"{cid.replace('/', '-')}.png"
+        path = folder / f"{prefix}{cid.replace('/', '-')}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -296,15 +297,23 @@ def markdown(results: dict[str, Any]) -> str:
     )
 
 
+def plot_prefix(stem: str) -> str:
+    """What the plots of ``stem`` are named with: nothing for the default and README's
+    (``headline``), else ``{stem}-``."""
+    return "" if stem in ("microcloud", "headline") else f"{stem}-"
+
+
 def write(results: dict[str, Any], folder: Path, stem: str = "microcloud") -> dict[str, str]:
-    """Write ``{stem}.json``, ``{stem}.md`` and the plots into ``folder``; returns the paths."""
+    """Write ``{stem}.json``, ``{stem}.md`` and the plots into ``folder``; returns the paths.
+    The plots of a stem other than the default and ``headline`` (README's) are named after it,
+    ``{stem}-{mode}-{scenario}.png``, so a later run does not overwrite README's."""
     folder.mkdir(parents=True, exist_ok=True)
     js = folder / f"{stem}.json"
     js.write_text(json.dumps(results, indent=1))
     md = folder / f"{stem}.md"
     md.write_text(f"# Micro-cloud benchmark\n\n{markdown(results)}")
     paths = {"json": str(js), "markdown": str(md)}
-    for i, p in enumerate(plot(results, folder)):
+    for i, p in enumerate(plot(results, folder, plot_prefix(stem))):
         paths[f"plot{i}"] = p
     return paths
 

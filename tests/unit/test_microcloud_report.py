@@ -251,3 +251,15 @@ def test_outer_policy_flags_reach_the_worker():
 
     with pytest.raises(SystemExit, match="dlion.OuterSync"):
         worker.check_policy("outer", NoOuter)
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("matplotlib") is None, reason="matplotlib missing"
+)
+@pytest.mark.parametrize(("stem", "name"), [("headline", ""), ("q12", "q12-")])
+def test_plots_of_another_stem_do_not_overwrite_the_headline_plots(tmp_path, stem, name):
+    curve = [{"t": 0.0, "step": 0, "accuracy": 0.1}, {"t": 5.0, "step": 50, "accuracy": 0.8}]
+    one = {"mode": "inprocess", "title": "wan", "runs": {"dlion": {"0": {"curve": curve}}}}
+    paths = report.plot({"targets": [0.8], "cells": {"inprocess/wan": one}}, tmp_path, name)
+    assert paths == [str(tmp_path / f"{name}inprocess-wan.png")]
+    assert report.plot_prefix(stem) == name  # what write() names that stem's plots with

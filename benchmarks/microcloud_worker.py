@@ -140,6 +140,31 @@ def main(argv: list[str] | None = None) -> None:
     dlion.shutdown()
 
 
+def past(next_eval: float, train_s: float, every: float) -> float:
+    """The first evaluation time of the ``every`` grid after ``train_s`` (from ``next_eval``)."""
+    while next_eval <= train_s:
+        next_eval += every
+    return next_eval
+
+
+def decide(
+    a: argparse.Namespace,
+    train_s: float,
+    next_eval: float,
+    steps: int,
+    accuracy: float,
+    evaluating: bool,
+) -> tuple[float, float]:
+    """Rank 0's (evaluate, stop) flags at a check, applied at the next check; ``evaluating``:
+    this check evaluates (the previous decision), which moves ``next_eval`` past ``train_s``
+    first (else every evaluation would be decided twice). ``accuracy``: the last evaluation's."""
+    if evaluating:
+        next_eval = past(next_eval, train_s, a.eval_every)
+    stop = train_s >= a.budget or bool(a.max_steps and steps >= a.max_steps)
+    stop = stop or bool(a.stop_at and accuracy >= a.stop_at)
+    return float(train_s >= next_eval or stop), float(stop)
+
+
 class _Run:
     """One policy's training run on this rank."""
 
@@ -229,13 +254,10 @@ class _Run:
         next one. The decision travels while the next ``CHECK`` steps train, so the harness
         adds no round trip to the training clock (a blocking broadcast every ``CHECK`` steps
         cost a policy with 90 ms steps about 15% of its time on the 40 ms WAN)."""
-        a = self.args
-        stop = train_s >= a.budget or bool(a.max_steps and steps >= a.max_steps)
-        stop = stop or bool(a.stop_at and accuracy >= a.stop_at)
+        previous = self.decided()
         flags = np.zeros(2)
         if self.dlion.rank() == 0:  # a sum where only rank 0 adds anything: its flags
-            flags[:] = (float(train_s >= next_eval or stop), float(stop))
-        previous = self.decided()
+            flags[:] = decide(self.args, train_s, next_eval, steps, accuracy, previous[0])
         handle = self.dlion.allreduce_async(flags, "sum", name=f"mc.{self.policy}.control")
         self.pending = (handle, flags)
         return previous
@@ -287,8 +309,7 @@ class _Run:
             evaluate, stop = self.control(train_s, next_eval, steps, curve[-1][2])
             if evaluate:
                 eval_s += self.evaluate(curve, train_s, steps)
-                while next_eval <= train_s:
-                    next_eval += a.eval_every
+                next_eval = past(next_eval, train_s, a.eval_every)
             if stop:
                 break
         self.decided()  # the decision of the last check (nothing left in flight)

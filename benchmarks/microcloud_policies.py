@@ -42,9 +42,13 @@ def describe(exchange: Any, args: argparse.Namespace) -> str:
 def make_exchange(policy: str, args: argparse.Namespace, model: Any, dlion: Any) -> Any:
     """The exchange of ``policy`` (see benchmarks/microcloud.py); None for ``reference``."""
     s = args.staleness
-    t = getattr(args, "dlion_budget", 0.0) or None  # DLion's T; None: from the compute time
-    f = getattr(args, "dlion_budget_fraction", 0.0)
-    budget = {"budget_s": t, **({"budget_fraction": f} if f else {})}  # as the library's default
+    # DLion's T: --dlion-budget seconds, else --dlion-budget-fraction of the compute time;
+    # 0 leaves the library's default
+    budget: dict[str, float] = {}
+    if args.dlion_budget:
+        budget["budget_s"] = args.dlion_budget
+    if args.dlion_budget_fraction:
+        budget["budget_fraction"] = args.dlion_budget_fraction
     if policy == "reference":
         return None
     if policy == "allreduce":

@@ -305,7 +305,13 @@ class DynamicBatcher:
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """Checkpointable state: step, samples seen, every rank's batch, throughputs."""
+        """Checkpointable state: step, samples seen, every rank's batch, throughputs, and a
+        check gather in flight (waited for here: decided at the same step after a resume)."""
+        gather_step, gather = (
+            self._gathered()
+            if self._gather is not None
+            else (-1, np.zeros((self._size, 2), np.float64))
+        )
         return {
             "global_batch": self.global_batch,
             "step": self.step,
@@ -316,14 +322,8 @@ class DynamicBatcher:
             "batches": np.array(self.batches, np.int64),
             "rates": np.array(self.rates, np.float64),
             "reference": np.array(self.reference, np.float64),
-            # A check gather started but not yet decided on (waited for here): decided at the
-            # same step after a resume as without one.
-            "gather_step": self._gathered()[0] if self._gather is not None else -1,
-            "gather": (
-                self._gathered()[1]
-                if self._gather is not None
-                else np.zeros((self._size, 2), np.float64)
-            ),
+            "gather_step": gather_step,
+            "gather": gather,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
